@@ -1,0 +1,51 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let strict: [SwiftSetting] = [.enableUpcomingFeature("ExistentialAny")]
+
+let package = Package(
+    name: "mailswitch",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "mailswitch", targets: ["mailswitch"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
+    ],
+    targets: [
+        // System libraries. OpenSSL is declared now so the TLS layer can slot in under the
+        // connection layer; libldap (built against GnuTLS on Debian) backs the Directory.
+        .systemLibrary(name: "COpenSSL", pkgConfig: "openssl",
+                       providers: [.apt(["libssl-dev"])]),
+        .systemLibrary(name: "CLDAP", pkgConfig: "ldap",
+                       providers: [.apt(["libldap2-dev"])]),
+        // The only C we write: thin prefixed wrappers for what Swift cannot import.
+        .target(name: "CMailSwitchShims", dependencies: ["CLDAP"]),
+
+        // Pure protocol code: no networking, no Foundation, no clocks.
+        .target(name: "MailProtocol", swiftSettings: strict),
+        .target(name: "Routing", dependencies: ["MailProtocol"], swiftSettings: strict),
+
+        // All socket I/O lives here.
+        .target(name: "EventLoop", dependencies: ["CMailSwitchShims"], swiftSettings: strict),
+        .target(name: "Directory",
+                dependencies: ["CLDAP", "CMailSwitchShims", "Routing"], swiftSettings: strict),
+        .target(name: "Proxy",
+                dependencies: ["MailProtocol", "Routing", "EventLoop", "Directory",
+                               .product(name: "Logging", package: "swift-log")],
+                swiftSettings: strict),
+        .executableTarget(name: "mailswitch",
+                          dependencies: ["Proxy", "Routing", "Directory",
+                                         .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                                         .product(name: "Logging", package: "swift-log"),
+                                         .product(name: "Yams", package: "Yams")],
+                          swiftSettings: strict),
+
+        .testTarget(name: "MailProtocolTests", dependencies: ["MailProtocol"], swiftSettings: strict),
+        .testTarget(name: "RoutingTests", dependencies: ["Routing"], swiftSettings: strict),
+        .testTarget(name: "ProxyIntegrationTests", dependencies: ["mailswitch"], swiftSettings: strict),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,23 @@
+import Routing
+
+/// Where a user's mailbox lives, asked asynchronously. The LDAP implementation is the real
+/// one; a static map stands in where no directory is wanted (benchmarks, small sites).
+public protocol Directory: Sendable {
+    /// The completion may run on any queue; callers hop back to their own loop.
+    func lookup(_ user: String, completion: @escaping @Sendable (DirectoryResult) -> Void)
+}
+
+/// A fixed user → backend-value map.
+public struct StaticDirectory: Directory {
+    public let entries: [String: String]
+
+    public init(entries: [String: String]) { self.entries = entries }
+
+    public func lookup(_ user: String, completion: @escaping @Sendable (DirectoryResult) -> Void) {
+        if let value = entries[user] {
+            completion(.found(dn: "static:\(user)", backendValue: value))
+        } else {
+            completion(.notFound)
+        }
+    }
+}

@@ -1,0 +1,218 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CLDAP
+import CMailSwitchShims
+import Dispatch
+import Routing
+
+/// Looks users up in LDAP with libldap's asynchronous API: searches are sent without waiting,
+/// the connection's descriptor sits in a DispatchSource, and results are collected with a
+/// zero-timeout `ldap_result` when it becomes readable. Nothing here runs on the event loops.
+///
+/// `@unchecked Sendable`: every member is touched only on `queue` (asserted), which is also
+/// the only queue that ever calls into the libldap handle.
+public final class LDAPDirectory: Directory, @unchecked Sendable {
+    private struct Pending {
+        let completion: @Sendable (DirectoryResult) -> Void
+        let timer: DispatchWorkItem
+    }
+
+    private let configuration: DirectoryConfiguration
+    private let queue = DispatchQueue(label: "mailswitch.ldap")
+    private var handle: OpaquePointer?
+    private var source: (any DispatchSourceRead)?
+    private var pending: [Int32: Pending] = [:]
+    private var waiting: [(user: String, completion: @Sendable (DirectoryResult) -> Void)] = []
+    /// After a failed connect, lookups fail fast until this time instead of each waiting
+    /// out a connect timeout.
+    private var retryAfter: DispatchTime = .now()
+    private var lastConnectError = ""
+
+    public init(configuration: DirectoryConfiguration) {
+        self.configuration = configuration
+    }
+
+    public func lookup(_ user: String, completion: @escaping @Sendable (DirectoryResult) -> Void) {
+        queue.async { [self] in
+            if pending.count >= configuration.maxInFlight {
+                // slapd defers and then drops a connection flooded with requests: queue, bounded.
+                guard waiting.count < configuration.maxInFlight * 10 else {
+                    completion(.unavailable(reason: "too many directory requests waiting"))
+                    return
+                }
+                waiting.append((user, completion))
+                return
+            }
+            search(user, completion)
+        }
+    }
+
+    // MARK: - Connection
+
+    private func connect() -> Bool {
+        dispatchPrecondition(condition: .onQueue(queue))
+        if handle != nil { return true }
+        guard DispatchTime.now() >= retryAfter else { return false }
+        let seconds = Int(configuration.timeoutSeconds)
+        let micros = Int((configuration.timeoutSeconds - Double(seconds)) * 1_000_000)
+        for uri in configuration.uris {
+            var ld: OpaquePointer?
+            guard ldap_initialize(&ld, uri) == LDAP_SUCCESS, let ld else {
+                lastConnectError = "\(uri): invalid URI"
+                continue
+            }
+            mailswitch_ldap_set_int(ld, LDAP_OPT_PROTOCOL_VERSION, LDAP_VERSION3)
+            mailswitch_ldap_set_off(ld, LDAP_OPT_REFERRALS)
+            mailswitch_ldap_set_timeout(ld, LDAP_OPT_NETWORK_TIMEOUT, seconds, micros)
+            mailswitch_ldap_set_timeout(ld, LDAP_OPT_TIMEOUT, seconds, micros)
+            // The bind connects; it blocks this directory queue (never an event loop) for at
+            // most the network timeout plus the operation timeout.
+            let password = configuration.bindPassword ?? ""
+            let rc = password.withCString { pw in
+                mailswitch_ldap_simple_bind_s(ld, configuration.bindDN, pw, strlen(pw))
+            }
+            guard rc == LDAP_SUCCESS else {
+                lastConnectError = "\(uri): bind failed: \(String(cString: ldap_err2string(rc)))"
+                ldap_unbind_ext(ld, nil, nil)
+                continue
+            }
+            let fd = mailswitch_ldap_get_fd(ld)
+            guard fd >= 0 else {
+                lastConnectError = "\(uri): no descriptor after bind"
+                ldap_unbind_ext(ld, nil, nil)
+                continue
+            }
+            handle = ld
+            let source = DispatchSource.makeReadSource(fileDescriptor: fd, queue: queue)
+            source.setEventHandler { [weak self] in self?.collectResults() }
+            source.resume()
+            self.source = source
+            return true
+        }
+        retryAfter = .now() + min(configuration.timeoutSeconds, 1)
+        return false
+    }
+
+    /// Drops the connection and fails everything outstanding on it.
+    private func disconnect(_ reason: String) {
+        source?.cancel()
+        source = nil
+        if let handle { ldap_unbind_ext(handle, nil, nil) }
+        handle = nil
+        let outstanding = pending
+        pending = [:]
+        for (_, request) in outstanding {
+            request.timer.cancel()
+            request.completion(.unavailable(reason: reason))
+        }
+    }
+
+    // MARK: - Searching
+
+    private func search(_ user: String, _ completion: @escaping @Sendable (DirectoryResult) -> Void) {
+        dispatchPrecondition(condition: .onQueue(queue))
+        guard connect(), let handle else {
+            completion(.unavailable(reason: lastConnectError.isEmpty ? "no directory server reachable" : lastConnectError))
+            return
+        }
+        let filter = LDAPFilter.expand(configuration.filter, user: user)
+        var timeout = timeval(tv_sec: Int(configuration.timeoutSeconds),
+                              tv_usec: Int((configuration.timeoutSeconds - Double(Int(configuration.timeoutSeconds))) * 1_000_000))
+        var messageID: Int32 = 0
+        let attribute = strdup(configuration.backendAttribute)
+        defer { free(attribute) }
+        var attributes: [UnsafeMutablePointer<CChar>?] = [attribute, nil]
+        // Size limit 2: one entry is an answer, a second one proves the filter is ambiguous.
+        let rc = ldap_search_ext(handle, configuration.base, LDAP_SCOPE_SUBTREE, filter, &attributes, 0,
+                                 nil, nil, &timeout, 2, &messageID)
+        guard rc == LDAP_SUCCESS else {
+            let reason = "search failed: \(String(cString: ldap_err2string(rc)))"
+            completion(.unavailable(reason: reason))
+            disconnect(reason)
+            return
+        }
+        let id = messageID
+        let timer = DispatchWorkItem { [weak self] in self?.timedOut(id) }
+        pending[id] = Pending(completion: completion, timer: timer)
+        queue.asyncAfter(deadline: .now() + configuration.timeoutSeconds, execute: timer)
+    }
+
+    private func timedOut(_ id: Int32) {
+        guard let request = pending.removeValue(forKey: id) else { return }
+        if let handle { ldap_abandon_ext(handle, id, nil, nil) }
+        request.completion(.unavailable(reason: "directory timed out after \(configuration.timeoutSeconds)s"))
+        startWaiting()
+    }
+
+    private func startWaiting() {
+        while pending.count < configuration.maxInFlight, !waiting.isEmpty {
+            let next = waiting.removeFirst()
+            search(next.user, next.completion)
+        }
+    }
+
+    private func collectResults() {
+        dispatchPrecondition(condition: .onQueue(queue))
+        // libldap buffers messages internally: keep asking until it has none left.
+        while let handle {
+            var zero = timeval(tv_sec: 0, tv_usec: 0)
+            var message: OpaquePointer?
+            let rc = ldap_result(handle, LDAP_RES_ANY, LDAP_MSG_ALL, &zero, &message)
+            if rc == 0 { break }
+            guard rc > 0, let message else {
+                disconnect("directory connection lost")
+                break
+            }
+            let id = ldap_msgid(message)
+            let result = interpret(message, handle: handle)
+            ldap_msgfree(message)
+            if let request = pending.removeValue(forKey: id) {
+                request.timer.cancel()
+                request.completion(result)
+            }
+        }
+        startWaiting()
+    }
+
+    private func interpret(_ chain: OpaquePointer, handle: OpaquePointer) -> DirectoryResult {
+        var entries: [(dn: String, value: String?)] = []
+        var code: Int32 = LDAP_OTHER
+        var message: OpaquePointer? = ldap_first_message(handle, chain)
+        while let current = message {
+            let type = ber_tag_t(ldap_msgtype(current))
+            if type == LDAP_RES_SEARCH_ENTRY {
+                var dn = ""
+                if let raw = ldap_get_dn(handle, current) {
+                    dn = String(cString: raw)
+                    ldap_memfree(raw)
+                }
+                var value: String?
+                if let values = ldap_get_values_len(handle, current, configuration.backendAttribute) {
+                    if let first = values[0] {
+                        let bytes = UnsafeRawBufferPointer(start: first.pointee.bv_val, count: Int(first.pointee.bv_len))
+                        value = String(decoding: bytes, as: UTF8.self)
+                    }
+                    ldap_value_free_len(values)
+                }
+                entries.append((dn, value))
+            } else if type == LDAP_RES_SEARCH_RESULT {
+                var resultCode: Int32 = 0
+                if ldap_parse_result(handle, current, &resultCode, nil, nil, nil, nil, 0) == LDAP_SUCCESS {
+                    code = resultCode
+                }
+            }
+            message = ldap_next_message(handle, current)
+        }
+        if entries.count > 1 { return .ambiguous(count: entries.count) }
+        switch code {
+        case LDAP_SUCCESS, LDAP_SIZELIMIT_EXCEEDED:
+            guard let entry = entries.first else { return .notFound }
+            return .found(dn: entry.dn, backendValue: entry.value)
+        case LDAP_NO_SUCH_OBJECT:
+            return .unavailable(reason: "search base \(configuration.base) does not exist")
+        default:
+            return .unavailable(reason: "search failed: \(String(cString: ldap_err2string(code)))")
+        }
+    }
+}

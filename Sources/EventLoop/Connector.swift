@@ -1,0 +1,126 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Dispatch
+
+/// Host names resolve off the loops: getaddrinfo blocks. Numeric addresses skip it.
+public enum Resolver {
+    private static let queue = DispatchQueue(label: "mailswitch.resolver", attributes: .concurrent)
+
+    public static func resolve(host: String, port: Int, on loop: EventLoop,
+                               _ completion: @escaping @Sendable (Result<[SocketAddress], SystemError>) -> Void) {
+        if let address = SocketAddress(numericHost: host, port: port) {
+            completion(.success([address]))
+            return
+        }
+        queue.async {
+            var hints = addrinfo()
+            hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+            hints.ai_family = AF_UNSPEC
+            var list: UnsafeMutablePointer<addrinfo>?
+            let status = getaddrinfo(host, String(port), &hints, &list)
+            var addresses: [SocketAddress] = []
+            if status == 0 {
+                var entry = list
+                while let current = entry {
+                    if let sockaddrPointer = current.pointee.ai_addr {
+                        var storage = sockaddr_storage()
+                        withUnsafeMutableBytes(of: &storage) { target in
+                            target.copyMemory(from: UnsafeRawBufferPointer(start: sockaddrPointer, count: Int(current.pointee.ai_addrlen)))
+                        }
+                        addresses.append(SocketAddress(storage: storage, length: current.pointee.ai_addrlen))
+                    }
+                    entry = current.pointee.ai_next
+                }
+                freeaddrinfo(list)
+            }
+            let result: Result<[SocketAddress], SystemError> = addresses.isEmpty
+                ? .failure(SystemError("resolve \(host)", errno: status == EAI_SYSTEM ? errno : ENOENT))
+                : .success(addresses)
+            loop.execute { completion(result) }
+        }
+    }
+}
+
+/// Connects to the first address that answers, with a timeout per attempt.
+/// Confined to its loop; the completion runs there exactly once.
+public final class Connector: @unchecked Sendable {
+    private let loop: EventLoop
+    private var addresses: [SocketAddress]
+    private let timeout: Double
+    private var completion: ((Result<Connection, SystemError>) -> Void)?
+    private var attempt: Connection?
+    private var timer: DispatchWorkItem?
+    private var lastError = SystemError("connect", errno: ECONNREFUSED)
+
+    public init(loop: EventLoop, addresses: [SocketAddress], timeout: Double,
+                completion: @escaping (Result<Connection, SystemError>) -> Void) {
+        self.loop = loop
+        self.addresses = addresses
+        self.timeout = timeout
+        self.completion = completion
+    }
+
+    public func start() {
+        loop.assertOnLoop()
+        next()
+    }
+
+    /// Abandons the attempt without calling the completion.
+    public func cancel() {
+        loop.assertOnLoop()
+        completion = nil
+        timer?.cancel()
+        attempt?.close()
+        attempt = nil
+    }
+
+    private func next() {
+        guard completion != nil else { return }
+        guard !addresses.isEmpty else {
+            finish(.failure(lastError))
+            return
+        }
+        let address = addresses.removeFirst()
+        let fd: Int32
+        do throws(SystemError) {
+            fd = try Socket.startConnect(to: address)
+        } catch {
+            lastError = error
+            next()
+            return
+        }
+        Socket.configureStream(fd)
+        let connection = Connection(fd: fd, loop: loop)
+        attempt = connection
+        connection.onWritable = { [weak self, unowned connection] in
+            guard let self else { return }
+            let status = Socket.connectResult(connection.fd)
+            self.timer?.cancel()
+            connection.setWriting(false)
+            connection.onWritable = nil
+            self.attempt = nil
+            if status == 0 {
+                self.finish(.success(connection))
+            } else {
+                self.lastError = SystemError("connect \(address)", errno: status)
+                connection.close()
+                self.next()
+            }
+        }
+        connection.setWriting(true)
+        timer = loop.schedule(after: timeout) { [weak self] in
+            guard let self, let attempt = self.attempt else { return }
+            self.attempt = nil
+            attempt.close()
+            self.lastError = SystemError("connect \(address) (timed out)", errno: ETIMEDOUT)
+            self.next()
+        }
+    }
+
+    private func finish(_ result: Result<Connection, SystemError>) {
+        let completion = self.completion
+        self.completion = nil
+        completion?(result)
+    }
+}

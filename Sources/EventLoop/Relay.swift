@@ -1,0 +1,246 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CMailSwitchShims
+
+/// The transparent pump between a logged-in client and its backend. Protocol-independent:
+/// after login nothing is parsed. Each direction moves bytes from one socket to the other with
+/// a bounded buffer; when the destination cannot take more, the source is no longer read
+/// (back-pressure), so memory per session is bounded whatever the peers do. When both legs
+/// are plain sockets the bytes go through a kernel pipe with splice(2) and never enter user
+/// space. An idle session holds no buffer and no pipe.
+///
+/// Confined to the loop of its two connections (they share one loop).
+public final class Relay: @unchecked Sendable {
+    public struct Totals: Sendable {
+        public var clientToBackend: Int = 0
+        public var backendToClient: Int = 0
+    }
+
+    public enum End: Sendable {
+        case closed           // both sides finished cleanly
+        case error(String)
+        case stopped          // `stop()` was called (kick, shutdown)
+    }
+
+    private final class Direction {
+        let source: Connection
+        let destination: Connection
+        var pending: [UInt8] = []      // copy mode: bytes read but not yet written
+        var pendingOffset = 0
+        var pipe: Pipe?                // splice mode: bytes sitting in the pipe
+        var inPipe = 0
+        var useSplice: Bool
+        var sourceFinished = false     // EOF read from source
+        var shutDown = false           // EOF passed on to destination
+        var moved = 0
+
+        init(from source: Connection, to destination: Connection, splice: Bool) {
+            self.source = source
+            self.destination = destination
+            self.useSplice = splice
+        }
+
+        var hasPending: Bool { inPipe > 0 || pendingOffset < pending.count }
+        var finished: Bool { shutDown }
+    }
+
+    private let loop: EventLoop
+    private let up: Direction      // client -> backend
+    private let down: Direction    // backend -> client
+    private let bufferBytes: Int
+    private var ended = false
+    private let onEnd: (End, Totals) -> Void
+
+    public init(client: Connection, backend: Connection, bufferBytes: Int, allowSplice: Bool = true,
+                onEnd: @escaping (End, Totals) -> Void) {
+        precondition(client.loop === backend.loop, "a relay's two legs share one loop")
+        loop = client.loop
+        let splice = allowSplice && client.transport.isPlainSocket && backend.transport.isPlainSocket
+        up = Direction(from: client, to: backend, splice: splice)
+        down = Direction(from: backend, to: client, splice: splice)
+        self.bufferBytes = min(bufferBytes, client.loop.scratch.count)
+        self.onEnd = onEnd
+    }
+
+    public var usesSplice: Bool { up.useSplice }
+
+    /// Starts pumping. `toBackend`/`toClient` are bytes already read during login that belong
+    /// to the other side (pipelined commands, trailing backend data).
+    public func start(toBackend: [UInt8], toClient: [UInt8]) {
+        loop.assertOnLoop()
+        for direction in [up, down] {
+            direction.source.onReadable = { [weak self, unowned direction] in self?.readable(direction) }
+            direction.destination.onWritable = { [weak self, unowned direction] in self?.writable(direction) }
+            direction.destination.onError = nil
+            direction.destination.onOutboxDrained = nil
+        }
+        if !toBackend.isEmpty { queue(toBackend, on: up) }
+        if !toClient.isEmpty { queue(toClient, on: down) }
+        for direction in [up, down] where !ended {
+            if direction.hasPending { flush(direction) } else { direction.source.setReading(true) }
+        }
+    }
+
+    public func stop() {
+        loop.assertOnLoop()
+        finish(.stopped)
+    }
+
+    private func queue(_ bytes: [UInt8], on direction: Direction) {
+        direction.pending += bytes
+        direction.moved += bytes.count
+    }
+
+    private func readable(_ direction: Direction) {
+        guard !ended, !direction.sourceFinished, !direction.hasPending else { return }
+        do throws(SystemError) {
+            if direction.useSplice {
+                try spliceIn(direction)
+            } else {
+                try copyIn(direction)
+            }
+        } catch {
+            finish(.error(error.description))
+        }
+    }
+
+    private func copyIn(_ direction: Direction) throws(SystemError) {
+        let (result, buffer) = try direction.source.readIntoScratch(max: bufferBytes)
+        switch result {
+        case .wouldBlock:
+            return
+        case .endOfFile:
+            sourceEnded(direction)
+        case .processed(let count):
+            direction.moved += count
+            var offset = 0
+            while offset < count {
+                let written = try direction.destination.write(from: UnsafeRawBufferPointer(rebasing: buffer[offset..<count]))
+                guard case .processed(let n) = written, n > 0 else { break }
+                offset += n
+            }
+            if offset < count {
+                // Keep only what the destination refused, then wait for it to drain.
+                direction.pending = Array(UnsafeRawBufferPointer(rebasing: buffer[offset..<count]))
+                direction.pendingOffset = 0
+                direction.source.setReading(false)
+                direction.destination.setWriting(true)
+            }
+        }
+    }
+
+    private func spliceIn(_ direction: Direction) throws(SystemError) {
+        if direction.pipe == nil {
+            guard let pipe = loop.pipes.take() else {
+                // Out of descriptors: this direction copies through user space from now on.
+                direction.useSplice = false
+                try copyIn(direction)
+                return
+            }
+            direction.pipe = pipe
+        }
+        let pipe = direction.pipe!
+        let result = try syscall("splice") { mailswitch_splice(direction.source.fd, pipe.writeFD, pipe.capacity) }
+        switch result {
+        case .wouldBlock:
+            releasePipeIfEmpty(direction)
+        case .processed(0), .endOfFile:
+            releasePipeIfEmpty(direction)
+            sourceEnded(direction)
+        case .processed(let count):
+            direction.inPipe += count
+            direction.moved += count
+            try spliceOut(direction)
+        }
+    }
+
+    private func spliceOut(_ direction: Direction) throws(SystemError) {
+        guard let pipe = direction.pipe else { return }
+        while direction.inPipe > 0 {
+            let result = try syscall("splice") { mailswitch_splice(pipe.readFD, direction.destination.fd, direction.inPipe) }
+            guard case .processed(let n) = result, n > 0 else { break }
+            direction.inPipe -= n
+        }
+        if direction.inPipe > 0 {
+            direction.source.setReading(false)
+            direction.destination.setWriting(true)
+        } else {
+            releasePipeIfEmpty(direction)
+        }
+    }
+
+    private func releasePipeIfEmpty(_ direction: Direction) {
+        if direction.inPipe == 0, let pipe = direction.pipe {
+            direction.pipe = nil
+            loop.pipes.give(pipe)
+        }
+    }
+
+    private func writable(_ direction: Direction) {
+        guard !ended else { return }
+        flush(direction)
+    }
+
+    /// Writes what is pending; when drained, reading the source resumes.
+    private func flush(_ direction: Direction) {
+        do throws(SystemError) {
+            if direction.inPipe > 0 {
+                try spliceOut(direction)
+            }
+            while direction.pendingOffset < direction.pending.count {
+                let offset = direction.pendingOffset
+                let result = try direction.pending.withUnsafeBytes { raw in
+                    Result { () throws(SystemError) in
+                        try direction.destination.write(from: UnsafeRawBufferPointer(rebasing: raw[offset...]))
+                    }
+                }.get()
+                guard case .processed(let n) = result, n > 0 else { break }
+                direction.pendingOffset += n
+            }
+        } catch {
+            finish(.error(error.description))
+            return
+        }
+        if direction.hasPending {
+            direction.source.setReading(false)
+            direction.destination.setWriting(true)
+            return
+        }
+        direction.pending = []
+        direction.pendingOffset = 0
+        direction.destination.setWriting(false)
+        if direction.sourceFinished {
+            passEndOfFile(direction)
+        } else {
+            direction.source.setReading(true)
+        }
+    }
+
+    private func sourceEnded(_ direction: Direction) {
+        direction.sourceFinished = true
+        direction.source.setReading(false)
+        if !direction.hasPending { passEndOfFile(direction) }
+    }
+
+    /// Half-close: the peer that finished sending gets its EOF passed on; the other direction
+    /// keeps flowing until it finishes too.
+    private func passEndOfFile(_ direction: Direction) {
+        guard !direction.shutDown else { return }
+        direction.shutDown = true
+        direction.destination.shutdownWrite()
+        if up.finished && down.finished { finish(.closed) }
+    }
+
+    private func finish(_ end: End) {
+        guard !ended else { return }
+        ended = true
+        for direction in [up, down] {
+            direction.pipe = nil   // may hold data: not returned to the pool
+            direction.pending = []
+        }
+        up.source.close()
+        down.source.close()
+        onEnd(end, Totals(clientToBackend: up.moved, backendToClient: down.moved))
+    }
+}

@@ -1,0 +1,99 @@
+/// What a client proved it knows. The password stays bytes: it is replayed to the backend
+/// exactly as received (8-bit UTF-8, quotes, backslashes and all), never decoded or logged.
+public struct Credentials: Sendable, Equatable, CustomStringConvertible {
+    /// SASL authorization identity; empty when the client gave none (always, for LOGIN/USER).
+    public var authorizationID: String
+    public var username: String
+    public var password: [UInt8]
+
+    public init(authorizationID: String = "", username: String, password: [UInt8]) {
+        self.authorizationID = authorizationID
+        self.username = username
+        self.password = password
+    }
+
+    /// Whose mailbox this login opens: the authorization identity when one is given.
+    public var mailboxUser: String { authorizationID.isEmpty ? username : authorizationID }
+
+    public var description: String {
+        authorizationID.isEmpty ? "user=\(username)" : "user=\(username) authzid=\(authorizationID)"
+    }
+}
+
+/// A login the client asked for, as the pre-login state machine hands it to the driver.
+public struct LoginRequest: Sendable, Equatable {
+    public var credentials: Credentials
+    /// For logs and metrics only: "LOGIN", "AUTHENTICATE PLAIN", "USER", "AUTH LOGIN"...
+    public var method: String
+
+    public init(credentials: Credentials, method: String) {
+        self.credentials = credentials
+        self.method = method
+    }
+}
+
+/// Why a login did not happen, in terms both protocols can phrase for the client.
+public enum LoginFailure: Sendable, Equatable {
+    /// Wrong password, unknown user, or anything that must look exactly like them.
+    case authenticationFailed
+    /// Our side failed (directory or backend unreachable): the client may retry later.
+    case temporary
+    /// The backend refused with a response code of its own (e.g. UNAVAILABLE, IN-USE, EXPIRED):
+    /// passed through so the client sees what the store meant.
+    case backendRefused(code: String, text: String)
+}
+
+/// What the backend said once the replayed login was accepted.
+public struct BackendLoginSuccess: Sendable, Equatable {
+    /// The store's post-login capabilities (IMAP), when it told us.
+    public var capabilities: [String]?
+    /// The text of the backend's success reply.
+    public var text: String
+    /// Bytes the backend sent after its success reply, to be passed to the client untouched.
+    public var leftover: [UInt8]
+
+    public init(capabilities: [String]?, text: String, leftover: [UInt8] = []) {
+        self.capabilities = capabilities
+        self.text = text
+        self.leftover = leftover
+    }
+}
+
+/// Outputs of a client-facing pre-login state machine.
+public enum ClientAction: Sendable, Equatable {
+    case send([UInt8])
+    /// Look the user up and log in to the backend; call `loginAccepted` or `loginRejected`.
+    case login(LoginRequest)
+    /// The "go ahead" reply is already in an earlier `.send`; start the TLS handshake,
+    /// then call `tlsEstablished()`. Anything buffered before the handshake was discarded.
+    case startTLS
+    /// Flush what was sent, then close.
+    case close
+}
+
+/// The address of the real client, forwarded to trusted backends (IMAP ID x-* fields,
+/// POP3 XCLIENT) so the store's logs and brute-force protection see the real peer.
+public struct ClientEndpoint: Sendable, Equatable {
+    public var remoteAddress: String
+    public var remotePort: Int
+    public var localAddress: String
+    public var localPort: Int
+    public var sessionID: String
+
+    public init(remoteAddress: String, remotePort: Int, localAddress: String, localPort: Int, sessionID: String) {
+        self.remoteAddress = remoteAddress
+        self.remotePort = remotePort
+        self.localAddress = localAddress
+        self.localPort = localPort
+        self.sessionID = sessionID
+    }
+}
+
+/// Outputs of a backend-facing login state machine.
+public enum BackendAction: Sendable, Equatable {
+    case send([UInt8])
+    case startTLS
+    case accepted(BackendLoginSuccess)
+    /// `reason` is for the log: it names what went wrong and never holds a credential.
+    case rejected(LoginFailure, reason: String)
+}

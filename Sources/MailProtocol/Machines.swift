@@ -1,0 +1,28 @@
+/// What the session driver needs from a client-facing pre-login state machine; IMAP and POP3
+/// both provide it, so one driver serves both protocols.
+public protocol PreLoginMachine: Sendable {
+    func greeting() -> [UInt8]
+    mutating func receive<C: Collection>(_ bytes: C) -> [ClientAction] where C.Element == UInt8
+    mutating func loginAccepted(_ success: BackendLoginSuccess) -> (reply: [UInt8], leftover: [UInt8])
+    mutating func loginRejected(_ failure: LoginFailure) -> [ClientAction]
+    mutating func tlsEstablished()
+    /// The last words before the proxy hangs up on an idle or shutting-down client.
+    func goodbye(_ text: String) -> [UInt8]
+}
+
+/// What the driver needs from a backend-facing login state machine.
+public protocol BackendLoginMachine: Sendable {
+    mutating func receive<C: Collection>(_ bytes: C) -> [BackendAction] where C.Element == UInt8
+    mutating func tlsEstablished() -> [BackendAction]
+}
+
+extension IMAPPreLogin: PreLoginMachine {
+    public func goodbye(_ text: String) -> [UInt8] { Array("* BYE \(text)\r\n".utf8) }
+}
+
+extension POP3PreLogin: PreLoginMachine {
+    public func goodbye(_ text: String) -> [UInt8] { Array("-ERR \(text)\r\n".utf8) }
+}
+
+extension IMAPBackendLogin: BackendLoginMachine {}
+extension POP3BackendLogin: BackendLoginMachine {}

@@ -1,0 +1,16 @@
+/// Every bound the pre-login parsers enforce, in one place. The defaults follow the
+/// established servers: 8 KiB lines (swift-nio-imap, nginx's page-sized buffer), RFC 2971's
+/// 30 ID pairs, and Dovecot's ten invalid commands before disconnecting.
+public struct ProtocolLimits: Sendable, Equatable {
+    public var lineLength = 8_192
+    /// A literal before login carries a user name or a password: 8 KiB is generous.
+    public var literalSize = 8_192
+    /// One whole command, its literals included.
+    public var commandSize = 32_768
+    public var idPairs = 30
+    public var invalidCommands = 10
+    /// A backend's pre-login response lines (capabilities can be long).
+    public var backendLineLength = 65_536
+
+    public init() {}
+}

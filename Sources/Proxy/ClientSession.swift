@@ -1,0 +1,372 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Dispatch
+import Directory
+import EventLoop
+import Logging
+import MailProtocol
+import Routing
+
+/// One client from accept to close: drives the pre-login state machine, asks the directory,
+/// logs in to the backend, then hands both sockets to a `Relay`.
+///
+/// `@unchecked Sendable`: every mutable member is confined to `loop.queue`; callbacks from the
+/// directory and resolver hop back there before touching anything (`onLoop`).
+final class ClientSession: @unchecked Sendable {
+    private enum State {
+        case preLogin
+        case loggingIn
+        case relaying
+        case closed
+    }
+
+    let id: String
+    private let loop: EventLoop
+    private let client: Connection
+    private let peer: SocketAddress
+    private let listener: ListenerConfiguration
+    private let context: ServiceContext
+    private var logger: Logger
+    private var machine: any PreLoginMachine
+    private var state = State.preLogin
+    private var loginTimer: DispatchWorkItem?
+    private var backendTimer: DispatchWorkItem?
+    private var connector: Connector?
+    private var backend: Connection?
+    private var backendMachine: (any BackendLoginMachine)?
+    private var relay: Relay?
+    private var request: LoginRequest?
+    private var route: (backend: Backend, host: String)?
+    private var selfReference: ClientSession?   // alive while open; dropped on close
+    private let startedAt = Double(time(nil))
+
+    init(fd: Int32, peer: SocketAddress, loop: EventLoop, listener: ListenerConfiguration, context: ServiceContext) {
+        self.id = SessionID.make()
+        self.loop = loop
+        self.client = Connection(fd: fd, loop: loop)
+        self.peer = peer
+        self.listener = listener
+        self.context = context
+        var logger = context.logger
+        logger[metadataKey: "session"] = "\(id)"
+        logger[metadataKey: "client"] = "\(peer)"
+        self.logger = logger
+        let limits = context.configuration.limits.protocolLimits
+        let plaintext = !listener.requireTLS
+        switch listener.service {
+        case .imap:
+            machine = IMAPPreLogin(configuration: .init(offersStartTLS: listener.tls == .starttls,
+                                                        allowsPlaintextLogin: plaintext, limits: limits),
+                                   secure: listener.tls == .implicit)
+        case .pop3:
+            machine = POP3PreLogin(configuration: .init(offersStartTLS: listener.tls == .starttls,
+                                                        allowsPlaintextLogin: plaintext, limits: limits),
+                                   secure: listener.tls == .implicit)
+        }
+    }
+
+    func start() {
+        loop.assertOnLoop()
+        selfReference = self
+        context.registry.register(.init(id: id, service: listener.service.rawValue, client: peer.description,
+                                        user: nil, backend: nil, backendHost: nil, phase: .preLogin,
+                                        startedAt: startedAt))
+        client.onReadable = { [unowned self] in readClient() }
+        client.onError = { [unowned self] error in close("client write failed: \(error)") }
+        client.send(machine.greeting())
+        client.setReading(true)
+        loginTimer = loop.schedule(after: context.configuration.limits.loginTimeoutSeconds) { [weak self] in
+            self?.onLoop { $0.loginTimedOut() }
+        }
+    }
+
+    /// Runs `body` on this session's loop if it is still open.
+    private func onLoop(_ body: @escaping @Sendable (ClientSession) -> Void) {
+        let work: @Sendable () -> Void = { [self] in
+            guard state != .closed else { return }
+            body(self)
+        }
+        loop.execute(work)
+    }
+
+    // MARK: - Pre-login
+
+    private func readClient() {
+        let result: IOResult
+        let buffer: UnsafeMutableRawBufferPointer
+        do {
+            (result, buffer) = try client.readIntoScratch(max: 16_384)
+        } catch {
+            close("client read failed: \(error)")
+            return
+        }
+        switch result {
+        case .wouldBlock:
+            return
+        case .endOfFile:
+            close("client disconnected before login")
+        case .processed(let count):
+            perform(machine.receive(UnsafeRawBufferPointer(rebasing: buffer[0..<count])))
+        }
+    }
+
+    private func perform(_ actions: [ClientAction]) {
+        for action in actions {
+            guard state != .closed else { return }
+            switch action {
+            case .send(let bytes):
+                client.send(bytes)
+            case .login(let request):
+                client.setReading(false)   // pipelined bytes wait in the socket meanwhile
+                beginLogin(request)
+            case .startTLS:
+                // Listeners with TLS are refused by the configuration until the TLS layer lands.
+                close("STARTTLS requested on a listener without TLS")
+            case .close:
+                closeAfterFlush("client logged out or was refused")
+            }
+        }
+    }
+
+    private func loginTimedOut() {
+        guard state == .preLogin || state == .loggingIn else { return }
+        client.send(machine.goodbye("Disconnected for inactivity."))
+        closeAfterFlush("login timeout")
+    }
+
+    // MARK: - Routing and backend login
+
+    private func beginLogin(_ request: LoginRequest) {
+        state = .loggingIn
+        self.request = request
+        let user = request.credentials.mailboxUser
+        logger[metadataKey: "user"] = "\(user)"
+        context.registry.update(id) { $0.user = user; $0.phase = .loggingIn }
+        context.directory.lookup(user) { [self] result in
+            onLoop { $0.routed(result) }
+        }
+    }
+
+    private func routed(_ result: DirectoryResult) {
+        guard state == .loggingIn else { return }
+        switch context.configuration.routing.decide(result, service: listener.service) {
+        case .unknownUser(let why):
+            refuse(.authenticationFailed, "no route: \(why)")
+        case .unavailable(let why):
+            refuse(.temporary, why)
+        case .backend(let backend, let hosts, let why):
+            logger.debug("route: \(why)")
+            connect(to: backend, hosts: hosts)
+        }
+    }
+
+    private func connect(to backend: Backend, hosts: [HostPort]) {
+        resolve(hosts[...], into: []) { [self] addresses in
+            guard !addresses.isEmpty else {
+                refuse(.temporary, "backend \(backend.name): no address for \(hosts.map(\.description).joined(separator: ", "))")
+                return
+            }
+            let connector = Connector(loop: loop, addresses: addresses,
+                                      timeout: context.configuration.limits.backendConnectTimeoutSeconds) { [self] result in
+                self.connector = nil
+                guard state == .loggingIn else {
+                    if case .success(let connection) = result { connection.close() }
+                    return
+                }
+                switch result {
+                case .failure(let error):
+                    refuse(.temporary, "backend \(backend.name) unreachable: \(error)")
+                case .success(let connection):
+                    backendConnected(connection, backend: backend)
+                }
+            }
+            self.connector = connector
+            connector.start()
+        }
+    }
+
+    private func resolve(_ hosts: ArraySlice<HostPort>, into found: [SocketAddress],
+                         _ completion: @escaping @Sendable ([SocketAddress]) -> Void) {
+        guard let host = hosts.first else {
+            completion(found)
+            return
+        }
+        // The resolver calls back on this loop.
+        Resolver.resolve(host: host.host, port: host.port, on: loop) { [self] result in
+            loop.assertOnLoop()
+            guard state == .loggingIn else { return }
+            if case .failure(let error) = result { logger.warning("cannot resolve backend host \(host): \(error)") }
+            resolve(hosts.dropFirst(), into: found + ((try? result.get()) ?? []), completion)
+        }
+    }
+
+    private func backendConnected(_ connection: Connection, backend: Backend) {
+        guard let request else { return }
+        self.backend = connection
+        let local = Socket.localAddress(of: client.fd)
+        let endpoint = backend.forwardClientAddress
+            ? ClientEndpoint(remoteAddress: peer.host, remotePort: peer.port,
+                             localAddress: local?.host ?? "", localPort: local?.port ?? 0, sessionID: id)
+            : nil
+        let limits = context.configuration.limits.protocolLimits
+        switch listener.service {
+        case .imap:
+            backendMachine = IMAPBackendLogin(credentials: request.credentials, client: endpoint, limits: limits)
+        case .pop3:
+            backendMachine = POP3BackendLogin(credentials: request.credentials, client: endpoint, limits: limits)
+        }
+        let peerName = Socket.peerAddress(of: connection.fd)?.description ?? "?"
+        route = (backend, peerName)
+        context.registry.update(id) { $0.backend = backend.name; $0.backendHost = peerName }
+        connection.onReadable = { [unowned self] in readBackend() }
+        connection.onError = { [unowned self] error in refuse(.temporary, "backend write failed: \(error)") }
+        connection.setReading(true)
+        backendTimer = loop.schedule(after: context.configuration.limits.backendLoginTimeoutSeconds) { [weak self] in
+            self?.onLoop { $0.refuse(.temporary, "backend did not answer the login in time") }
+        }
+    }
+
+    private func readBackend() {
+        guard let backend, state == .loggingIn else { return }
+        let result: IOResult
+        let buffer: UnsafeMutableRawBufferPointer
+        do {
+            (result, buffer) = try backend.readIntoScratch(max: 16_384)
+        } catch {
+            refuse(.temporary, "backend read failed: \(error)")
+            return
+        }
+        switch result {
+        case .wouldBlock:
+            return
+        case .endOfFile:
+            refuse(.temporary, "backend closed the connection during login")
+        case .processed(let count):
+            guard var machine = backendMachine else { return }
+            let actions = machine.receive(UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
+            backendMachine = machine
+            for action in actions {
+                guard state == .loggingIn else { return }
+                switch action {
+                case .send(let bytes):
+                    backend.send(bytes)
+                case .startTLS:
+                    refuse(.temporary, "backend STARTTLS is not available yet")
+                case .rejected(let failure, let reason):
+                    refuse(failure, reason)
+                case .accepted(let success):
+                    accepted(success)
+                }
+            }
+        }
+    }
+
+    private func refuse(_ failure: LoginFailure, _ reason: String) {
+        guard state == .loggingIn else { return }
+        logger.notice("login refused: \(reason)", metadata: ["method": "\(request?.method ?? "?")"])
+        dropBackend()
+        state = .preLogin
+        request = nil
+        logger[metadataKey: "user"] = nil
+        context.registry.update(id) { $0.phase = .preLogin; $0.user = nil; $0.backend = nil; $0.backendHost = nil }
+        perform(machine.loginRejected(failure))
+        if state == .preLogin { client.setReading(true) }
+    }
+
+    private func dropBackend() {
+        backendTimer?.cancel()
+        backendTimer = nil
+        connector?.cancel()
+        connector = nil
+        backend?.close()
+        backend = nil
+        backendMachine = nil
+    }
+
+    private func accepted(_ success: BackendLoginSuccess) {
+        guard let backend, let route else { return }
+        backendTimer?.cancel()
+        loginTimer?.cancel()
+        state = .relaying
+        let (reply, leftover) = machine.loginAccepted(success)
+        logger.info("login ok", metadata: ["backend": "\(route.backend.name)", "host": "\(route.host)",
+                                          "method": "\(request?.method ?? "?")"])
+        context.registry.update(id) { $0.phase = .relaying }
+        request = nil
+        backendMachine = nil
+        let relay = Relay(client: client, backend: backend, bufferBytes: context.configuration.limits.relayBufferBytes) {
+            [unowned self] end, totals in
+            relayEnded(end, totals)
+        }
+        self.relay = relay
+        let toClient = reply + success.leftover
+        if client.outboxCount == 0 {
+            relay.start(toBackend: leftover, toClient: toClient)
+        } else {
+            // Earlier replies are still queued: the relay's bytes must come after them.
+            client.onOutboxDrained = { [unowned self] in
+                client.onOutboxDrained = nil
+                self.relay?.start(toBackend: leftover, toClient: toClient)
+            }
+        }
+    }
+
+    private func relayEnded(_ end: Relay.End, _ totals: Relay.Totals) {
+        let how: String
+        switch end {
+        case .closed: how = "closed"
+        case .error(let message): how = "error: \(message)"
+        case .stopped: how = "stopped"
+        }
+        logger.info("session ended (\(how))", metadata: ["in": "\(totals.clientToBackend)", "out": "\(totals.backendToClient)"])
+        relay = nil
+        backend = nil
+        finish()
+    }
+
+    // MARK: - Closing
+
+    private func closeAfterFlush(_ reason: String) {
+        guard state != .closed else { return }
+        client.setReading(false)
+        if client.outboxCount == 0 {
+            close(reason)
+        } else {
+            client.onOutboxDrained = { [unowned self] in close(reason) }
+            // A client that never reads must not keep the session forever.
+            loop.schedule(after: 5) { [weak self] in self?.onLoop { $0.close(reason) } }
+        }
+    }
+
+    private func close(_ reason: String) {
+        guard state != .closed else { return }
+        logger.debug("closing: \(reason)")
+        if let relay {
+            relay.stop()   // closes both legs and calls relayEnded
+            return
+        }
+        dropBackend()
+        client.close()
+        finish()
+    }
+
+    private func finish() {
+        state = .closed
+        loginTimer?.cancel()
+        loginTimer = nil
+        context.registry.remove(id)
+        // The loop may still be running a closure of ours; release on the next turn.
+        loop.execute { [self] in selfReference = nil }
+    }
+}
+
+enum SessionID {
+    private static let alphabet = Array("abcdefghijkmnpqrstuvwxyz23456789")
+
+    /// 16 random characters: unique enough to grep logs across store and proxy.
+    static func make() -> String {
+        var generator = SystemRandomNumberGenerator()
+        return String((0..<16).map { _ in alphabet[Int(generator.next() % UInt64(alphabet.count))] })
+    }
+}

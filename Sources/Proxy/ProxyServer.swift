@@ -1,0 +1,84 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Directory
+import EventLoop
+import Logging
+import MailProtocol
+import Routing
+import Synchronization
+
+/// What a session needs from the service, captured when it is accepted. A reload swaps the
+/// context; sessions already open keep the one they started with.
+struct ServiceContext: Sendable {
+    let configuration: ServiceConfiguration
+    let directory: any Directory
+    let registry: SessionRegistry
+    let logger: Logger
+}
+
+/// The listeners, the loops and the shared state of a running mailswitch.
+public final class ProxyServer: Sendable {
+    public let registry = SessionRegistry()
+    private let group: EventLoopGroup
+    private let context: Mutex<ServiceContext>
+    private let listeners = Mutex<[Listener]>([])
+    private let logger: Logger
+
+    public init(configuration: ServiceConfiguration, directory: any Directory, logger: Logger, loopCount: Int) {
+        self.logger = logger
+        group = EventLoopGroup(count: loopCount, scratchBytes: configuration.limits.relayBufferBytes)
+        context = Mutex(ServiceContext(configuration: configuration, directory: directory,
+                                       registry: registry, logger: logger))
+    }
+
+    /// Opens every listener, or none: a listener that cannot bind fails the start.
+    public func start() throws {
+        Signals.ignoreSIGPIPE()
+        let configuration = context.withLock { $0.configuration }
+        var opened: [Listener] = []
+        do {
+            for listener in configuration.listeners {
+                opened.append(try open(listener))
+            }
+        } catch {
+            opened.forEach { $0.close() }
+            throw error
+        }
+        listeners.withLock { $0 = opened }
+    }
+
+    public func stop() {
+        let all = listeners.withLock { current in
+            defer { current = [] }
+            return current
+        }
+        all.forEach { $0.close() }
+    }
+
+    /// The addresses actually bound (port 0 in the configuration picks a free one).
+    public var boundAddresses: [String] {
+        listeners.withLock { $0.map { $0.address.description } }
+    }
+
+    private func open(_ listener: ListenerConfiguration) throws -> Listener {
+        guard let address = SocketAddress(numericHost: listener.address.host, port: listener.address.port) else {
+            throw ConfigurationError("listener address \(listener.address) must be a numeric IP address")
+        }
+        let logger = self.logger
+        let opened = try Listener(address: address, group: group, onAccept: { [unowned self] fd, peer, loop in
+            let snapshot = self.context.withLock { $0 }
+            let session = ClientSession(fd: fd, peer: peer, loop: loop, listener: listener, context: snapshot)
+            session.start()
+        }, onError: { error in
+            logger.error("accept failed on \(listener.address): \(error)")
+        })
+        logger.info("listening on \(opened.address) for \(listener.service.rawValue) (tls: \(listener.tls.rawValue))")
+        return opened
+    }
+}
+
+public struct ConfigurationError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}

@@ -1,0 +1,106 @@
+import MailProtocol
+
+/// The two protocols a listener or a backend host can speak.
+public enum MailService: String, Sendable, CaseIterable {
+    case imap, pop3
+
+    public var standardPort: Int { self == .imap ? 143 : 110 }
+}
+
+public enum ListenerTLS: String, Sendable, CaseIterable { case none, starttls, implicit }
+public enum BackendTLS: String, Sendable, CaseIterable { case none, starttls, implicit }
+
+public struct ListenerConfiguration: Sendable, Equatable {
+    public var service: MailService
+    public var address: HostPort
+    public var tls: ListenerTLS
+    /// Refuse LOGIN/USER/AUTH before TLS (LOGINDISABLED). Defaults to true unless the
+    /// listener is bound to loopback.
+    public var requireTLS: Bool
+
+    public init(service: MailService, address: HostPort, tls: ListenerTLS, requireTLS: Bool) {
+        self.service = service
+        self.address = address
+        self.tls = tls
+        self.requireTLS = requireTLS
+    }
+}
+
+public struct DirectoryConfiguration: Sendable, Equatable {
+    public var uris: [String]
+    public var bindDN: String?
+    /// Read at start-up; never logged.
+    public var bindPassword: String?
+    public var base: String
+    public var filter: String
+    public var backendAttribute: String
+    /// Per request, and for connecting.
+    public var timeoutSeconds: Double
+    /// Requests outstanding on one LDAP connection before more wait in a queue.
+    public var maxInFlight: Int
+
+    public init(uris: [String], bindDN: String?, bindPassword: String?, base: String, filter: String,
+                backendAttribute: String, timeoutSeconds: Double, maxInFlight: Int = 100) {
+        self.uris = uris
+        self.bindDN = bindDN
+        self.bindPassword = bindPassword
+        self.base = base
+        self.filter = filter
+        self.backendAttribute = backendAttribute
+        self.timeoutSeconds = timeoutSeconds
+        self.maxInFlight = maxInFlight
+    }
+}
+
+public struct Backend: Sendable, Equatable {
+    public var name: String
+    public var imapHosts: [HostPort]
+    public var pop3Hosts: [HostPort]
+    public var tls: BackendTLS
+    /// Send the real client's address to the store (IMAP ID x-* fields, POP3 XCLIENT).
+    public var forwardClientAddress: Bool
+
+    public init(name: String, imapHosts: [HostPort], pop3Hosts: [HostPort], tls: BackendTLS = .none,
+                forwardClientAddress: Bool = true) {
+        self.name = name
+        self.imapHosts = imapHosts
+        self.pop3Hosts = pop3Hosts
+        self.tls = tls
+        self.forwardClientAddress = forwardClientAddress
+    }
+
+    public func hosts(for service: MailService) -> [HostPort] {
+        service == .imap ? imapHosts : pop3Hosts
+    }
+}
+
+/// Every limit and timeout of the service, in one place.
+public struct Limits: Sendable, Equatable {
+    public var protocolLimits = ProtocolLimits()
+    /// From accept to the backend accepting the login.
+    public var loginTimeoutSeconds: Double = 60
+    public var backendConnectTimeoutSeconds: Double = 5
+    /// From connected to the backend's verdict on the replayed login.
+    public var backendLoginTimeoutSeconds: Double = 15
+    /// Bytes buffered per direction in the relay before that side stops being read.
+    public var relayBufferBytes = 65_536
+
+    public init() {}
+}
+
+public struct ServiceConfiguration: Sendable, Equatable {
+    public var listeners: [ListenerConfiguration]
+    public var directory: DirectoryConfiguration
+    public var routing: RoutingTable
+    public var limits: Limits
+    public var logLevel: String
+
+    public init(listeners: [ListenerConfiguration], directory: DirectoryConfiguration, routing: RoutingTable,
+                limits: Limits = Limits(), logLevel: String = "info") {
+        self.listeners = listeners
+        self.directory = directory
+        self.routing = routing
+        self.limits = limits
+        self.logLevel = logLevel
+    }
+}

@@ -1,0 +1,60 @@
+/// Builds the search filter from the configured template. Every user-supplied string is
+/// escaped per RFC 4515 §3 before it goes in, so a login of `*)(uid=*` matches nobody.
+public enum LDAPFilter {
+    public static func escape(_ value: String) -> String {
+        let hex = Array("0123456789abcdef".utf8)
+        var out: [UInt8] = []
+        out.reserveCapacity(value.utf8.count)
+        for byte in value.utf8 {
+            switch byte {
+            case UInt8(ascii: "*"), UInt8(ascii: "("), UInt8(ascii: ")"), UInt8(ascii: "\\"), 0:
+                out += [UInt8(ascii: "\\"), hex[Int(byte >> 4)], hex[Int(byte & 0xF)]]
+            default:
+                out.append(byte)   // UTF-8 is valid in a filter value as it is
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// Expands `%u` (the login name), `%n` (its part before `@`), `%d` (its part after `@`,
+    /// empty if none) and `%%`, each escaped.
+    public static func expand(_ template: String, user: String) -> String {
+        let local: Substring
+        let domain: Substring
+        if let at = user.lastIndex(of: "@") {
+            local = user[..<at]
+            domain = user[user.index(after: at)...]
+        } else {
+            local = Substring(user)
+            domain = ""
+        }
+        var out = ""
+        var iterator = template.makeIterator()
+        while let character = iterator.next() {
+            guard character == "%" else { out.append(character); continue }
+            switch iterator.next() {
+            case "u": out += escape(user)
+            case "n": out += escape(String(local))
+            case "d": out += escape(String(domain))
+            case "%": out.append("%")
+            case let other?: out.append("%"); out.append(other)
+            case nil: out.append("%")
+            }
+        }
+        return out
+    }
+
+    /// Checks a template for the placeholders `expand` knows, so a typo fails at start-up.
+    public static func validateTemplate(_ template: String) -> String? {
+        guard template.hasPrefix("("), template.hasSuffix(")") else { return "must be a parenthesised LDAP filter" }
+        guard template.contains("%u") || template.contains("%n") else { return "must contain %u or %n" }
+        var iterator = template.makeIterator()
+        while let character = iterator.next() {
+            guard character == "%" else { continue }
+            guard let next = iterator.next(), "und%".contains(next) else {
+                return "only %u, %n, %d and %% are known placeholders"
+            }
+        }
+        return nil
+    }
+}

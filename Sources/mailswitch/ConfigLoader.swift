@@ -1,0 +1,244 @@
+import Foundation
+import Proxy
+import Routing
+import Yams
+
+/// Reads the YAML configuration into `ServiceConfiguration`, checking every key: an unknown
+/// key, a wrong type or a bad value is reported with its path and line, so a typo never
+/// silently becomes a default.
+struct ConfigLoader {
+    struct Failure: Error, CustomStringConvertible {
+        let description: String
+    }
+
+    let path: String
+
+    func load() throws(Failure) -> ServiceConfiguration {
+        let text: String
+        do {
+            text = try String(contentsOfFile: path, encoding: .utf8)
+        } catch {
+            throw Failure(description: "\(path): cannot read the file (\(error.localizedDescription))")
+        }
+        let root: Node
+        do {
+            guard let node = try Yams.compose(yaml: text) else { throw Failure(description: "\(path): the file is empty") }
+            root = node
+        } catch let failure as Failure {
+            throw failure
+        } catch {
+            throw Failure(description: "\(path): not valid YAML: \(error)")
+        }
+        do {
+            return try parse(Value(node: root, path: ""))
+        } catch let error as Failure {
+            throw Failure(description: "\(path): \(error.description)")
+        } catch {
+            throw Failure(description: "\(path): \(error)")
+        }
+    }
+
+    /// A node with the key path that leads to it, for messages.
+    struct Value {
+        let node: Node
+        let path: String
+
+        func fail(_ message: String) -> Failure {
+            let line = node.mark.map { " (line \($0.line))" } ?? ""
+            return Failure(description: "\(path.isEmpty ? "top level" : path)\(line): \(message)")
+        }
+
+        func mapping(allowed: Set<String>) throws -> [String: Value] {
+            guard let mapping = node.mapping else { throw fail("expected a mapping of keys") }
+            var result: [String: Value] = [:]
+            for (key, value) in mapping {
+                guard let name = key.string else { throw fail("keys must be strings") }
+                let child = Value(node: value, path: path.isEmpty ? name : "\(path).\(name)")
+                guard allowed.contains(name) else {
+                    throw child.fail("unknown key (known here: \(allowed.sorted().joined(separator: ", ")))")
+                }
+                result[name] = child
+            }
+            return result
+        }
+
+        func entries() throws -> [(String, Value)] {
+            guard let mapping = node.mapping else { throw fail("expected a mapping") }
+            return try mapping.map { key, value in
+                guard let name = key.string else { throw fail("keys must be strings") }
+                return (name, Value(node: value, path: path.isEmpty ? name : "\(path).\(name)"))
+            }
+        }
+
+        func sequence() throws -> [Value] {
+            guard let sequence = node.sequence else { throw fail("expected a list") }
+            return sequence.enumerated().map { Value(node: $1, path: "\(path)[\($0)]") }
+        }
+
+        func string() throws -> String {
+            guard case .scalar(let scalar) = node else { throw fail("expected a string") }
+            return scalar.string
+        }
+
+        func bool() throws -> Bool {
+            guard let value = node.bool else { throw fail("expected true or false") }
+            return value
+        }
+
+        func int(_ range: ClosedRange<Int>) throws -> Int {
+            guard let value = node.int, range.contains(value) else {
+                throw fail("expected a whole number in \(range.lowerBound)...\(range.upperBound)")
+            }
+            return value
+        }
+
+        /// "3s", "500ms", "2m", "1h", or a number of seconds.
+        func duration() throws -> Double {
+            let text = try string().trimmingCharacters(in: .whitespaces)
+            let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)]
+            for (suffix, factor) in units where text.hasSuffix(suffix) {
+                if let number = Double(text.dropLast(suffix.count)), number > 0 { return number * factor }
+            }
+            if let number = Double(text), number > 0 { return number }
+            throw fail("expected a positive duration such as \"3s\", \"500ms\" or \"2m\"")
+        }
+
+        func enumeration<E: RawRepresentable & CaseIterable>(_ type: E.Type) throws -> E where E.RawValue == String {
+            let text = try string()
+            guard let value = E(rawValue: text) else {
+                throw fail("\"\(text)\" is not one of \(E.allCases.map(\.rawValue).joined(separator: " | "))")
+            }
+            return value
+        }
+
+        func hostPort(defaultPort: Int?) throws -> HostPort {
+            let text = try string()
+            guard let value = HostPort.parse(text, defaultPort: defaultPort) else {
+                throw fail("\"\(text)\" is not host:port")
+            }
+            return value
+        }
+    }
+
+    private func parse(_ root: Value) throws -> ServiceConfiguration {
+        let top = try root.mapping(allowed: ["listeners", "directory", "routing", "backends", "limits", "log"])
+        guard let listenersValue = top["listeners"] else { throw root.fail("missing key: listeners") }
+        guard let directoryValue = top["directory"] else { throw root.fail("missing key: directory") }
+        guard let backendsValue = top["backends"] else { throw root.fail("missing key: backends") }
+
+        var backends: [String: Backend] = [:]
+        for (name, value) in try backendsValue.entries() {
+            backends[name] = try parseBackend(name: name, value)
+        }
+        guard !backends.isEmpty else { throw backendsValue.fail("at least one backend is needed") }
+
+        var defaultBackend: String?
+        if let routing = top["routing"] {
+            let keys = try routing.mapping(allowed: ["default_backend"])
+            if let value = keys["default_backend"] {
+                let name = try value.string()
+                guard backends[name] != nil else {
+                    throw value.fail("\"\(name)\" is not a backend (have: \(backends.keys.sorted().joined(separator: ", ")))")
+                }
+                defaultBackend = name
+            }
+        }
+
+        let listeners = try listenersValue.sequence().map(parseListener)
+        guard !listeners.isEmpty else { throw listenersValue.fail("at least one listener is needed") }
+
+        var limits = Limits()
+        if let value = top["limits"] {
+            let keys = try value.mapping(allowed: ["login_timeout", "backend_connect_timeout", "backend_login_timeout",
+                                                   "relay_buffer_bytes", "max_line_length"])
+            if let v = keys["login_timeout"] { limits.loginTimeoutSeconds = try v.duration() }
+            if let v = keys["backend_connect_timeout"] { limits.backendConnectTimeoutSeconds = try v.duration() }
+            if let v = keys["backend_login_timeout"] { limits.backendLoginTimeoutSeconds = try v.duration() }
+            if let v = keys["relay_buffer_bytes"] { limits.relayBufferBytes = try v.int(4096...4_194_304) }
+            if let v = keys["max_line_length"] { limits.protocolLimits.lineLength = try v.int(1024...65_536) }
+        }
+
+        var logLevel = "info"
+        if let value = top["log"] {
+            let keys = try value.mapping(allowed: ["level"])
+            if let level = keys["level"] {
+                logLevel = try level.string()
+                let known = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
+                guard known.contains(logLevel) else { throw level.fail("expected one of \(known.joined(separator: ", "))") }
+            }
+        }
+
+        return ServiceConfiguration(listeners: listeners, directory: try parseDirectory(directoryValue),
+                                    routing: RoutingTable(backends: backends, defaultBackend: defaultBackend),
+                                    limits: limits, logLevel: logLevel)
+    }
+
+    private func parseListener(_ value: Value) throws -> ListenerConfiguration {
+        let keys = try value.mapping(allowed: ["protocol", "address", "tls", "require_tls"])
+        guard let serviceValue = keys["protocol"] else { throw value.fail("missing key: protocol") }
+        guard let addressValue = keys["address"] else { throw value.fail("missing key: address") }
+        let service = try serviceValue.enumeration(MailService.self)
+        let address = try addressValue.hostPort(defaultPort: nil)
+        let tls = try keys["tls"]?.enumeration(ListenerTLS.self) ?? ListenerTLS.none
+        if tls != .none {
+            throw keys["tls"]!.fail("TLS listeners are not available in this build yet; use tls: none")
+        }
+        let loopback = address.host.hasPrefix("127.") || address.host == "::1"
+        let requireTLS = try keys["require_tls"]?.bool() ?? (tls == .starttls && !loopback)
+        if requireTLS && tls == .none {
+            throw keys["require_tls"]!.fail("require_tls: true needs tls: starttls or implicit")
+        }
+        return ListenerConfiguration(service: service, address: address, tls: tls, requireTLS: requireTLS)
+    }
+
+    private func parseBackend(name: String, _ value: Value) throws -> Backend {
+        let keys = try value.mapping(allowed: ["hosts", "pop3_hosts", "tls", "forward_client_address"])
+        let imapHosts = try keys["hosts"]?.sequence().map { try $0.hostPort(defaultPort: MailService.imap.standardPort) } ?? []
+        let pop3Hosts = try keys["pop3_hosts"]?.sequence().map { try $0.hostPort(defaultPort: MailService.pop3.standardPort) } ?? []
+        guard !imapHosts.isEmpty || !pop3Hosts.isEmpty else { throw value.fail("needs hosts, pop3_hosts or both") }
+        let tls = try keys["tls"]?.enumeration(BackendTLS.self) ?? BackendTLS.none
+        if tls != .none {
+            throw keys["tls"]!.fail("TLS to backends is not available in this build yet; use tls: none")
+        }
+        let forward = try keys["forward_client_address"]?.bool() ?? true
+        return Backend(name: name, imapHosts: imapHosts, pop3Hosts: pop3Hosts, tls: tls, forwardClientAddress: forward)
+    }
+
+    private func parseDirectory(_ value: Value) throws -> DirectoryConfiguration {
+        let keys = try value.mapping(allowed: ["uris", "bind_dn", "bind_password_file", "base", "filter",
+                                               "backend_attribute", "timeout", "max_in_flight"])
+        func required(_ key: String) throws -> Value {
+            guard let found = keys[key] else { throw value.fail("missing key: \(key)") }
+            return found
+        }
+        let urisValue = try required("uris")
+        let uris = try urisValue.sequence().map { item in
+            let uri = try item.string()
+            guard uri.hasPrefix("ldap://") || uri.hasPrefix("ldaps://") || uri.hasPrefix("ldapi://") else {
+                throw item.fail("\"\(uri)\" is not an ldap://, ldaps:// or ldapi:// URI")
+            }
+            return uri
+        }
+        guard !uris.isEmpty else { throw urisValue.fail("at least one URI is needed") }
+        let bindDN = try keys["bind_dn"]?.string()
+        var bindPassword: String?
+        if let passwordValue = keys["bind_password_file"] {
+            let file = try passwordValue.string()
+            guard let contents = try? String(contentsOfFile: file, encoding: .utf8) else {
+                throw passwordValue.fail("cannot read \(file)")
+            }
+            // A trailing newline is an editor's, not the password's.
+            bindPassword = contents.hasSuffix("\r\n") ? String(contents.dropLast(2))
+                : contents.hasSuffix("\n") ? String(contents.dropLast()) : contents
+        }
+        if bindDN != nil && bindPassword == nil { throw value.fail("bind_dn needs bind_password_file") }
+        let filterValue = try required("filter")
+        let filter = try filterValue.string()
+        if let problem = LDAPFilter.validateTemplate(filter) { throw filterValue.fail(problem) }
+        return DirectoryConfiguration(
+            uris: uris, bindDN: bindDN, bindPassword: bindPassword, base: try required("base").string(),
+            filter: filter, backendAttribute: try required("backend_attribute").string(),
+            timeoutSeconds: try keys["timeout"]?.duration() ?? 3,
+            maxInFlight: try keys["max_in_flight"]?.int(1...10_000) ?? 100)
+    }
+}
