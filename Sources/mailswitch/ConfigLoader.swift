@@ -48,7 +48,9 @@ struct ConfigLoader {
             return Failure(description: "\(path.isEmpty ? "top level" : path)\(line): \(message)")
         }
 
+        /// A key with nothing under it (only comments) is an empty mapping.
         func mapping(allowed: Set<String>) throws -> [String: Value] {
+            if node.null != nil { return [:] }
             guard let mapping = node.mapping else { throw fail("expected a mapping of keys") }
             var result: [String: Value] = [:]
             for (key, value) in mapping {

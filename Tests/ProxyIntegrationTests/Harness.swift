@@ -1,0 +1,207 @@
+import Foundation
+import XCTest
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Paths and processes for the integration tests: a private slapd and two Dovecot stores
+/// (scripts/lab.py), the mailswitch binary built by `swift build`, and real clients.
+enum Harness {
+    static let repository = URL(fileURLWithPath: #filePath)
+        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+    static var mailswitchBinary: URL {
+        var candidates: [URL] = []
+        if let executable = Bundle.main.executableURL { candidates.append(executable.deletingLastPathComponent()) }
+        candidates.append(Bundle(for: ProxyIntegrationTests.self).bundleURL.deletingLastPathComponent())
+        candidates.append(repository.appendingPathComponent(".build/debug"))
+        for directory in candidates {
+            let binary = directory.appendingPathComponent("mailswitch")
+            if FileManager.default.isExecutableFile(atPath: binary.path) { return binary }
+        }
+        return repository.appendingPathComponent(".build/debug/mailswitch")
+    }
+
+    struct Output {
+        var status: Int32
+        var stdout: String
+        var stderr: String
+    }
+
+    /// Runs a command to completion (bounded by `timeout`, then killed).
+    @discardableResult
+    static func run(_ executable: String, _ arguments: [String], timeout: Double = 120) throws -> Output {
+        let process = Foundation.Process()
+        process.executableURL = URL(fileURLWithPath: executable.hasPrefix("/") ? executable : "/usr/bin/env")
+        process.arguments = executable.hasPrefix("/") ? arguments : [executable] + arguments
+        process.currentDirectoryURL = repository
+        let out = Pipe()
+        let err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let deadline = Date().addingTimeInterval(timeout)
+        // Drain both pipes while waiting, so a chatty child never blocks on a full pipe.
+        let outData = DataCollector(out.fileHandleForReading)
+        let errData = DataCollector(err.fileHandleForReading)
+        while process.isRunning {
+            if Date() > deadline {
+                process.terminate()
+                break
+            }
+            usleep(20_000)
+        }
+        process.waitUntilExit()
+        return Output(status: process.terminationStatus, stdout: outData.finish(), stderr: errData.finish())
+    }
+
+    /// One JSON object from Tests/Fixtures/mailclient.py.
+    static func client(_ arguments: [String]) throws -> [String: Any] {
+        let script = repository.appendingPathComponent("Tests/Fixtures/mailclient.py").path
+        let output = try run("python3", [script] + arguments, timeout: 180)
+        guard output.status == 0,
+              let object = try JSONSerialization.jsonObject(with: Data(output.stdout.utf8)) as? [String: Any] else {
+            throw HarnessError("mailclient \(arguments.first ?? "") failed: \(output.status) \(output.stdout) \(output.stderr)")
+        }
+        return object
+    }
+
+    static func lab(_ arguments: [String]) throws {
+        let output = try run("python3", [repository.appendingPathComponent("scripts/lab.py").path] + arguments, timeout: 120)
+        guard output.status == 0 else { throw HarnessError("lab.py \(arguments.joined(separator: " ")): \(output.stdout) \(output.stderr)") }
+    }
+
+    static func waitForPort(_ port: Int, timeout: Double = 15) -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if let client = try? RawClient(port: port, timeout: 1) {
+                client.close()
+                return true
+            }
+            usleep(100_000)
+        }
+        return false
+    }
+}
+
+struct HarnessError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// Reads a pipe to its end on a background thread.
+final class DataCollector: @unchecked Sendable {
+    private var data = Data()
+    private let done = DispatchSemaphore(value: 0)
+
+    init(_ handle: FileHandle) {
+        Thread.detachNewThread { [self] in
+            data = handle.readDataToEndOfFile()   // only this thread writes, before signalling
+            done.signal()
+        }
+    }
+
+    func finish() -> String {
+        done.wait()
+        return String(decoding: data, as: UTF8.self)
+    }
+}
+
+/// A mailswitch process serving a configuration derived from config/mailswitch.example.yaml.
+final class MailSwitchInstance {
+    let process = Foundation.Process()
+    let configPath: String
+    let logPath: String
+
+    /// `edits` are (old, new) replacements applied to the example configuration text.
+    init(name: String, labDirectory: String, edits: [(String, String)] = []) throws {
+        var text = try String(contentsOf: Harness.repository.appendingPathComponent("config/mailswitch.example.yaml"), encoding: .utf8)
+        text = text.replacingOccurrences(of: "/etc/mailswitch/ldap.secret", with: "\(labDirectory)/ldap.secret")
+        for (old, new) in edits {
+            guard text.contains(old) else { throw HarnessError("config edit: \(old) not found") }
+            text = text.replacingOccurrences(of: old, with: new)
+        }
+        configPath = "\(labDirectory)/\(name).yaml"
+        logPath = "\(labDirectory)/\(name).log"
+        try text.write(toFile: configPath, atomically: true, encoding: .utf8)
+        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
+        process.executableURL = Harness.mailswitchBinary
+        process.arguments = ["serve", "--config", configPath]
+        let log = FileHandle(forWritingAtPath: logPath)
+        process.standardOutput = log
+        process.standardError = log
+        try process.run()
+    }
+
+    var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+
+    func stop() {
+        if process.isRunning {
+            process.terminate()
+            process.waitUntilExit()
+        }
+    }
+}
+
+/// A blocking line-oriented TCP client for raw protocol checks, with a receive timeout.
+final class RawClient {
+    private let fd: Int32
+    private var buffer: [UInt8] = []
+
+    init(port: Int, host: String = "127.0.0.1", timeout: Double = 10) throws {
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        inet_pton(AF_INET, host, &address.sin_addr)
+        var tv = timeval(tv_sec: Int(timeout), tv_usec: Int((timeout - Double(Int(timeout))) * 1_000_000))
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        let result = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard result == 0 else {
+            Glibc.close(fd)
+            throw HarnessError("connect to \(port) failed")
+        }
+    }
+
+    func send(_ text: String) {
+        let bytes = Array(text.utf8)
+        _ = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+    }
+
+    /// The next line without CRLF; nil on timeout or EOF.
+    func line() -> String? {
+        while true {
+            if let lf = buffer.firstIndex(of: 10) {
+                var line = Array(buffer[..<lf])
+                buffer.removeFirst(lf + 1)
+                if line.last == 13 { line.removeLast() }
+                return String(decoding: line, as: UTF8.self)
+            }
+            var chunk = [UInt8](repeating: 0, count: 4096)
+            let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            guard n > 0 else { return nil }
+            buffer += chunk[..<n]
+        }
+    }
+
+    /// Lines up to and including the first one starting with `prefix`.
+    func lines(until prefix: String) -> [String] {
+        var lines: [String] = []
+        while let line = line() {
+            lines.append(line)
+            if line.hasPrefix(prefix) { break }
+        }
+        return lines
+    }
+
+    /// True when the server closed the connection (EOF) within the timeout.
+    func isClosedByPeer() -> Bool {
+        while let _ = line() {}
+        var byte: UInt8 = 0
+        return recv(fd, &byte, 1, 0) == 0
+    }
+
+    func close() { Glibc.close(fd) }
+}
