@@ -4,12 +4,17 @@
 Used by the integration tests and by scripts/demo. Everything lives under --dir; nothing
 touches /etc. Needs root (Dovecot's master drops to the `vmail` user for mail processes).
 
-  lab.py up --dir DIR            start slapd (ldap://127.0.0.1:3389) and both stores
-  lab.py down --dir DIR          stop everything started from DIR
-  lab.py flip USER VALUE --dir DIR   set USER's mailHost with ldapmodify ("-" deletes it)
-  lab.py stop-store NAME --dir DIR / start-store NAME --dir DIR
+  lab.py up --dir DIR                 start slapd (ldap://127.0.0.1:3389) and both stores
+  lab.py down --dir DIR               stop everything started from DIR (never fails if down)
+  lab.py flip USER VALUE --dir DIR    set USER's mailHost with ldapmodify ("-" deletes it)
+  lab.py stop-store NAME --dir DIR    stop one store (legacy|new), for dead-backend tests
+  lab.py start-store NAME --dir DIR   start it again
+
+Ports: LDAP 3389; legacy IMAP 10143 / POP3 10110; new IMAP 20143 / POP3 20110.
+DIR/lab.json describes the running lab (URIs, DNs, secret files, stores, users, pids).
 """
 import argparse
+import base64
 import json
 import os
 import pwd
@@ -18,18 +23,26 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 SUFFIX = "dc=example,dc=org"
 PEOPLE = "ou=people," + SUFFIX
 ADMIN_DN = "cn=admin," + SUFFIX
 SERVICE_DN = "cn=mailswitch," + SUFFIX
+LDAP_HOST = "127.0.0.1"
 LDAP_PORT = 3389
+LDAP_URI = "ldap://%s:%d" % (LDAP_HOST, LDAP_PORT)
+ADMIN_PASSWORD = "lab-admin-secret"
+SERVICE_PASSWORD = "lab-service-secret"
 STORES = {
     "legacy": {"imap": 10143, "pop3": 10110},
     "new": {"imap": 20143, "pop3": 20110},
 }
+START_TIMEOUT = 15.0   # seconds for a daemon to start answering
+STOP_TIMEOUT = 10.0    # seconds for a daemon to exit after SIGTERM (then SIGKILL)
 
+# name -> (password, mailHost or None)
 USERS = {
     "alice": ("alice-secret", "legacy"),
     "bob": ("bob-secret", "new"),
@@ -38,15 +51,25 @@ USERS = {
     "erin": ("ünïcödé ✓ {5}", "new"),
     "frank": ("frank-secret", "nowhere"),
 }
-for n in range(1, 21):
-    USERS["user%04d" % n] = ("pw-user%04d" % n, "legacy" if n % 2 else "new")
-STORE_ONLY_USERS = {"ghost": "ghost-secret"}   # in the stores, not in LDAP
+for _n in range(1, 21):
+    USERS["user%04d" % _n] = ("pw-user%04d" % _n, "legacy" if _n % 2 else "new")
+STORE_ONLY_USERS = {"ghost": "ghost-secret"}   # in the stores' passwd files, not in LDAP
+
+# What `up` creates inside DIR (and all `up` removes from a previous run: other files in DIR,
+# such as the tests' proxy configs and logs, are left alone).
+MANAGED = ["slapd", "legacy", "new", "lab.json", "admin.secret", "ldap.secret"]
 
 
-def fail(message):
-    print("lab: " + message, file=sys.stderr)
-    sys.exit(1)
+class LabError(Exception):
+    pass
 
+
+def log(message):
+    print("lab: " + message, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# processes and ports
 
 def port_open(port, host="127.0.0.1"):
     try:
@@ -56,13 +79,26 @@ def port_open(port, host="127.0.0.1"):
         return False
 
 
-def wait_for(predicate, what, timeout=15.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
+def port_bindable(port, host="127.0.0.1"):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((host, port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def wait_until(predicate, timeout):
+    deadline = time.monotonic() + timeout
+    while True:
         if predicate():
-            return
-        time.sleep(0.1)
-    fail("timed out waiting for " + what)
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
 
 
 def read_pid(path):
@@ -73,62 +109,99 @@ def read_pid(path):
         return None
 
 
-def stop_pid(pid, timeout=10.0):
-    if not pid:
+def cmdline(pid):
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            return f.read().replace(b"\0", b" ").decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def alive(pid):
+    """True for a live (non-zombie) process."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+        return state not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
+
+
+def children(pid):
+    """Direct and indirect children of pid (from /proc), so nothing of a store survives it."""
+    parent_of = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open("/proc/%s/stat" % entry) as f:
+                    parent_of[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                pass
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {p for p, parent in parent_of.items() if parent in frontier and p not in found}
+        found |= frontier
+    return found
+
+
+def our_pid(pidfile, marker):
+    """The pid in pidfile, only if that process is alive and its command line names marker
+    (our config file): a stale pidfile must never make us signal an unrelated process."""
+    pid = read_pid(pidfile)
+    if pid and alive(pid) and marker in cmdline(pid):
+        return pid
+    return None
+
+
+def signal_all(pids, signum):
+    for p in pids:
+        if alive(p):
+            try:
+                os.kill(p, signum)
+            except ProcessLookupError:
+                pass
+
+
+def terminate(pid, timeout=STOP_TIMEOUT):
+    """Stops a daemon and everything it started: SIGTERM pid, wait (bounded) for it to exit, then
+    SIGTERM the descendants it left behind (Dovecot's master exits within ~1 s, but an imap
+    process of an open session lingers ~10 s more before it notices), then SIGKILL stragglers."""
+    if not pid or not alive(pid):
         return
+    everyone = {pid} | children(pid)
+    signal_all([pid], signal.SIGTERM)
+    wait_until(lambda: not alive(pid), timeout)
+    everyone |= children(pid)
+    signal_all(everyone, signal.SIGTERM)
+    if not wait_until(lambda: not any(alive(p) for p in everyone), 3.0):
+        signal_all(everyone, signal.SIGKILL)
+        wait_until(lambda: not any(alive(p) for p in everyone), 3.0)
+
+
+def tail(path, lines=15):
     try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.05)
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-lines:])
+    except OSError:
+        return "(no %s)" % path
 
 
-def ensure_vmail():
-    try:
-        return pwd.getpwnam("vmail")
-    except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "vmail"], check=True)
-        return pwd.getpwnam("vmail")
-
-
-def ldif_escape(value):
-    return value
-
-
-def user_ldif():
-    out = ["dn: %s\nobjectClass: dcObject\nobjectClass: organization\ndc: example\no: Example\n" % SUFFIX,
-           "dn: %s\nobjectClass: organizationalUnit\nou: people\n" % PEOPLE,
-           "dn: %s\nobjectClass: organizationalRole\nobjectClass: simpleSecurityObject\ncn: mailswitch\nuserPassword: %s\n"
-           % (SERVICE_DN, "{SERVICE_PASSWORD}")]
-    for name, (_, host) in USERS.items():
-        entry = ("dn: uid=%s,%s\nobjectClass: inetOrgPerson\nobjectClass: inetLocalMailRecipient\n"
-                 "uid: %s\ncn: %s\nsn: %s\nmail: %s@example.org\n" % (name, PEOPLE, name, name, name, name))
-        if host:
-            entry += "mailHost: %s\n" % host
-        out.append(entry)
-    return "\n".join(out)
-
+# ---------------------------------------------------------------------------------------------
+# slapd
 
 def slapd_conf(d):
-    return """include /etc/ldap/schema/core.schema
+    return """# Private slapd for the mailswitch lab (generated by scripts/lab.py).
+include /etc/ldap/schema/core.schema
 include /etc/ldap/schema/cosine.schema
 include /etc/ldap/schema/inetorgperson.schema
+# misc.schema: inetLocalMailRecipient with mailHost
 include /etc/ldap/schema/misc.schema
 pidfile {d}/slapd/slapd.pid
 argsfile {d}/slapd/slapd.args
 modulepath /usr/lib/ldap
 moduleload back_mdb
 moduleload syncprov
+
 database mdb
 maxsize 104857600
 suffix "{suffix}"
@@ -136,27 +209,104 @@ rootdn "{admin}"
 rootpw {rootpw}
 directory {d}/slapd/data
 index objectClass eq
-index uid eq
+index uid,mail eq
 index entryCSN,entryUUID eq
+# RFC 4533 change feed (a later feature follows mailHost changes with it)
 overlay syncprov
-access to attrs=userPassword by anonymous auth by * none
-access to * by dn.exact="{service}" read by * none
-""".format(d=d, suffix=SUFFIX, admin=ADMIN_DN, service=SERVICE_DN, rootpw=open(os.path.join(d, "admin.secret")).read())
+syncprov-checkpoint 100 10
+
+# Passwords: only for binding. Everything else: read by the mailswitch service account.
+# The rootdn bypasses ACLs and can write everything.
+access to attrs=userPassword
+    by anonymous auth
+    by * none
+access to *
+    by dn.exact="{service}" read
+    by anonymous auth
+    by * none
+""".format(d=d, suffix=SUFFIX, admin=ADMIN_DN, service=SERVICE_DN, rootpw=ADMIN_PASSWORD)
 
 
-def dovecot_conf(d, name, ports, vmail):
+def ldif_value(attribute, value):
+    """An LDIF line; base64 (`attr:: `) when the value is not a safe string (RFC 2849)."""
+    raw = value.encode("utf-8")
+    safe = (raw and all(0x20 <= b < 0x7f for b in raw) and raw[:1] not in (b" ", b":", b"<")
+            and not raw.endswith(b" "))
+    if safe:
+        return "%s: %s\n" % (attribute, value)
+    return "%s:: %s\n" % (attribute, base64.b64encode(raw).decode())
+
+
+def users_ldif():
+    out = ["dn: %s\nobjectClass: dcObject\nobjectClass: organization\ndc: example\no: Example\n" % SUFFIX,
+           "dn: %s\nobjectClass: organizationalUnit\nou: people\n" % PEOPLE,
+           "dn: %s\nobjectClass: simpleSecurityObject\nobjectClass: organizationalRole\ncn: mailswitch\n%s"
+           % (SERVICE_DN, ldif_value("userPassword", SERVICE_PASSWORD))]
+    for name, (password, host) in USERS.items():
+        entry = ("dn: uid=%s,%s\nobjectClass: inetOrgPerson\nobjectClass: inetLocalMailRecipient\n"
+                 "uid: %s\ncn: %s\nsn: %s\nmail: %s@example.org\n" % (name, PEOPLE, name, name.title(), name, name))
+        entry += ldif_value("userPassword", password)
+        if host is not None:
+            entry += "mailHost: %s\n" % host
+        out.append(entry)
+    return "\n".join(out)
+
+
+def ldap_answers(d):
+    return subprocess.run(["ldapsearch", "-x", "-H", LDAP_URI, "-D", SERVICE_DN, "-y", os.path.join(d, "ldap.secret"),
+                           "-b", PEOPLE, "-s", "base", "-o", "nettimeout=2", "-l", "2", "dn"],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
+
+
+def start_slapd(d):
+    conf = os.path.join(d, "slapd", "slapd.conf")
+    errors = os.path.join(d, "slapd", "slapd.stderr")
+    with open(errors, "w") as err:
+        # slapd daemonizes (its child points stdio at /dev/null); stderr shows config errors.
+        result = subprocess.run(["slapd", "-f", conf, "-h", "ldap://%s:%d/" % (LDAP_HOST, LDAP_PORT)],
+                                stdin=subprocess.DEVNULL, stdout=err, stderr=err)
+    if result.returncode != 0:
+        raise LabError("slapd failed to start (exit %d):\n%s" % (result.returncode, tail(errors)))
+    if not wait_until(lambda: ldap_answers(d), START_TIMEOUT):
+        raise LabError("slapd did not answer an ldapsearch on %s within %ds:\n%s"
+                       % (LDAP_URI, START_TIMEOUT, tail(errors)))
+
+
+def slapd_pid(d):
+    return our_pid(os.path.join(d, "slapd", "slapd.pid"), os.path.join(d, "slapd", "slapd.conf"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Dovecot stores
+
+def ensure_vmail():
+    try:
+        return pwd.getpwnam("vmail")
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "vmail"],
+                       check=True)
+        return pwd.getpwnam("vmail")
+
+
+def dovecot_conf(d, name, vmail):
     base = os.path.join(d, name)
-    return """instance_name = mailswitch-lab-{name}
+    ports = STORES[name]
+    return """# Private Dovecot store "{name}" for the mailswitch lab (generated by scripts/lab.py).
+instance_name = mailswitch-lab-{name}
 base_dir = {base}/run
 state_dir = {base}/state
 log_path = {base}/dovecot.log
+info_log_path = {base}/dovecot.log
+log_timestamp = "%Y-%m-%d %H:%M:%S "
 protocols = imap pop3
 listen = 127.0.0.1
 ssl = no
 disable_plaintext_auth = no
 auth_mechanisms = plain login
+# Honour ID x-originating-ip / XCLIENT from the proxy (the log then shows rip=<client>).
 login_trusted_networks = 127.0.0.0/8
 login_greeting = {name} store ready.
+# After login, CAPABILITY names the store that answered.
 imap_capability = +X-STORE-{upper}
 mail_location = maildir:{base}/mail/%u
 first_valid_uid = {uid}
@@ -165,6 +315,9 @@ mail_gid = {gid}
 default_login_user = dovenull
 default_internal_user = dovecot
 pop3_uidl_format = %08Xu%08Xv
+# Failed logins answer after auth_failure_delay (2 s, the default); the growing per-IP
+# penalty (up to 15 s) is off (see service anvil below) so wrong-password tests stay fast
+# and never run into a proxy's backend login timeout.
 passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%u {base}/passwd
@@ -173,8 +326,14 @@ userdb {{
   driver = static
   args = uid={uid} gid={gid} home={base}/home/%u
 }}
+service anvil {{
+  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
+}}
 service imap-login {{
   inet_listener imap {{
+    address = 127.0.0.1
     port = {imap}
   }}
   inet_listener imaps {{
@@ -183,6 +342,7 @@ service imap-login {{
 }}
 service pop3-login {{
   inet_listener pop3 {{
+    address = 127.0.0.1
     port = {pop3}
   }}
   inet_listener pop3s {{
@@ -199,118 +359,192 @@ service imap-urlauth-login {{
     port = 0
   }}
 }}
-service lmtp {{
-  unix_listener lmtp {{
-    mode = 0600
-  }}
-}}
 """.format(name=name, upper=name.upper(), base=base, uid=vmail.pw_uid, gid=vmail.pw_gid,
            imap=ports["imap"], pop3=ports["pop3"])
 
 
 def seed_mailbox(base, user, store, vmail):
+    """INBOX with exactly one small message saying which store it lives on."""
     maildir = os.path.join(base, "mail", user)
     for sub in ("cur", "new", "tmp"):
         os.makedirs(os.path.join(maildir, sub), exist_ok=True)
     message = ("From: lab@example.org\r\nTo: %s@example.org\r\nSubject: welcome to %s\r\nX-Store: %s\r\n"
                "Date: Mon, 23 Nov 2026 00:00:00 +0000\r\nMessage-ID: <welcome-%s-%s@example.org>\r\n\r\n"
-               "This mailbox lives on the %s store.\r\n" % (user, store, store, store, user, store))
-    with open(os.path.join(maildir, "new", "1700000000.welcome.lab"), "w") as f:
+               "This mailbox lives on the %s store.\r\n" % (user, store, store, store, user, store)).encode()
+    with open(os.path.join(maildir, "new", "1700000000.welcome.lab,S=%d" % len(message)), "wb") as f:
         f.write(message)
-    for root, dirs, files in os.walk(os.path.join(base, "mail", user)):
+    for root, dirs, files in os.walk(maildir):
         for entry in dirs + files:
             os.chown(os.path.join(root, entry), vmail.pw_uid, vmail.pw_gid)
     os.chown(maildir, vmail.pw_uid, vmail.pw_gid)
 
 
+def store_pid(d, name):
+    return our_pid(os.path.join(d, name, "run", "master.pid"), os.path.join(d, name, "dovecot.conf"))
+
+
 def start_store(d, name):
     base = os.path.join(d, name)
-    log = open(os.path.join(base, "dovecot.stdout"), "a")
-    subprocess.Popen(["dovecot", "-F", "-c", os.path.join(base, "dovecot.conf")], stdout=log, stderr=log,
-                     stdin=subprocess.DEVNULL, start_new_session=True)
+    conf = os.path.join(base, "dovecot.conf")
+    if not os.path.exists(conf):
+        raise LabError("no lab in %s (run: lab.py up --dir %s)" % (d, d))
+    if store_pid(d, name):
+        log("store %s is already running" % name)
+        return
     ports = STORES[name]
-    wait_for(lambda: port_open(ports["imap"]) and port_open(ports["pop3"]), "Dovecot store %s" % name)
+    for port in (ports["imap"], ports["pop3"]):
+        if port_open(port) or not port_bindable(port):
+            raise LabError("port %d (store %s) is already in use" % (port, name))
+    stdout = os.path.join(base, "dovecot.stdout")
+    with open(stdout, "a") as out:
+        process = subprocess.Popen(["dovecot", "-F", "-c", conf], stdin=subprocess.DEVNULL, stdout=out,
+                                   stderr=out, start_new_session=True)
+    def ready():
+        if process.poll() is not None:
+            raise LabError("Dovecot store %s exited with status %d:\n%s%s" % (
+                name, process.returncode, tail(stdout), tail(os.path.join(base, "dovecot.log"))))
+        return port_open(ports["imap"]) and port_open(ports["pop3"])
+    if not wait_until(ready, START_TIMEOUT):
+        raise LabError("Dovecot store %s did not accept connections on %d/%d within %ds:\n%s"
+                       % (name, ports["imap"], ports["pop3"], START_TIMEOUT, tail(os.path.join(base, "dovecot.log"))))
 
 
 def stop_store(d, name):
-    base = os.path.join(d, name)
-    pid = read_pid(os.path.join(base, "run", "master.pid"))
-    stop_pid(pid)
+    terminate(store_pid(d, name))
     ports = STORES[name]
-    wait_for(lambda: not port_open(ports["imap"]) and not port_open(ports["pop3"]), "store %s to stop" % name)
+    if not wait_until(lambda: not port_open(ports["imap"]) and not port_open(ports["pop3"]), STOP_TIMEOUT):
+        raise LabError("store %s still accepts connections after stopping" % name)
 
+
+# ---------------------------------------------------------------------------------------------
+# commands
 
 def down(d):
-    for name in STORES:
-        stop_pid(read_pid(os.path.join(d, name, "run", "master.pid")))
-    stop_pid(read_pid(os.path.join(d, "slapd", "slapd.pid")))
+    pids = [store_pid(d, name) for name in STORES] + [slapd_pid(d)]
+    # In parallel: each daemon takes 2-3 s to exit after SIGTERM.
+    threads = [threading.Thread(target=terminate, args=(pid,)) for pid in pids if pid]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
 
 
-def up(d):
-    d = os.path.abspath(d)
-    if os.path.isdir(d):
-        down(d)
-        shutil.rmtree(d)
-    for port in [LDAP_PORT] + [p for s in STORES.values() for p in s.values()]:
-        if port_open(port):
-            fail("port %d is already in use (another lab or demo running? try: lab.py down --dir DIR)" % port)
-    vmail = ensure_vmail()
-    os.makedirs(os.path.join(d, "slapd", "data"))
-    os.chmod(d, 0o755)
-    with open(os.path.join(d, "admin.secret"), "w") as f:
-        f.write("lab-admin-secret")
-    with open(os.path.join(d, "ldap.secret"), "w") as f:
-        f.write("lab-service-secret")
-    with open(os.path.join(d, "slapd", "slapd.conf"), "w") as f:
-        f.write(slapd_conf(d))
-    with open(os.path.join(d, "slapd", "users.ldif"), "w") as f:
-        f.write(user_ldif().replace("{SERVICE_PASSWORD}", "lab-service-secret"))
-    conf = os.path.join(d, "slapd", "slapd.conf")
-    subprocess.run(["slapadd", "-q", "-f", conf, "-l", os.path.join(d, "slapd", "users.ldif")], check=True,
-                   stdout=subprocess.DEVNULL)
-    subprocess.run(["slapd", "-f", conf, "-h", "ldap://127.0.0.1:%d/" % LDAP_PORT], check=True)
-    wait_for(lambda: subprocess.run(["ldapsearch", "-x", "-H", "ldap://127.0.0.1:%d" % LDAP_PORT, "-D", SERVICE_DN,
-                                     "-y", os.path.join(d, "ldap.secret"), "-b", PEOPLE, "-s", "base"],
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0, "slapd")
-
-    all_users = {name: pw for name, (pw, _) in USERS.items()}
-    all_users.update(STORE_ONLY_USERS)
-    for name, ports in STORES.items():
-        base = os.path.join(d, name)
-        for sub in ("run", "state", "mail", "home"):
-            os.makedirs(os.path.join(base, sub))
-        os.chown(os.path.join(base, "mail"), vmail.pw_uid, vmail.pw_gid)
-        os.chown(os.path.join(base, "home"), vmail.pw_uid, vmail.pw_gid)
-        with open(os.path.join(base, "passwd"), "w", encoding="utf-8") as f:
-            for user, pw in all_users.items():
-                f.write("%s:{PLAIN}%s::::::\n" % (user, pw))
-        with open(os.path.join(base, "dovecot.conf"), "w") as f:
-            f.write(dovecot_conf(d, name, ports, vmail))
-        for user in all_users:
-            seed_mailbox(base, user, name, vmail)
-        start_store(d, name)
-
+def write_state(d, pids):
+    users = {name: {"password": pw, "mailHost": host, "in_ldap": True} for name, (pw, host) in USERS.items()}
+    users.update({name: {"password": pw, "mailHost": None, "in_ldap": False} for name, pw in STORE_ONLY_USERS.items()})
     state = {
-        "ldap_uri": "ldap://127.0.0.1:%d" % LDAP_PORT, "base": PEOPLE, "bind_dn": SERVICE_DN,
-        "bind_password_file": os.path.join(d, "ldap.secret"), "admin_dn": ADMIN_DN,
+        "ldap_uri": LDAP_URI,
+        "base": PEOPLE,
+        "bind_dn": SERVICE_DN,
+        "bind_password_file": os.path.join(d, "ldap.secret"),
+        "admin_dn": ADMIN_DN,
         "admin_password_file": os.path.join(d, "admin.secret"),
         "stores": {name: {"imap": "127.0.0.1:%d" % p["imap"], "pop3": "127.0.0.1:%d" % p["pop3"],
                           "log": os.path.join(d, name, "dovecot.log")} for name, p in STORES.items()},
-        "users": {name: {"password": pw, "mailHost": host} for name, (pw, host) in USERS.items()},
+        "users": users,
+        "pids": pids,
     }
-    with open(os.path.join(d, "lab.json"), "w") as f:
+    tmp = os.path.join(d, "lab.json.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
         json.dump(state, f, indent=2, ensure_ascii=False)
-    print("lab up in %s: slapd ldap://127.0.0.1:%d, stores legacy (imap 10143, pop3 10110) and new (imap 20143, pop3 20110)"
-          % (d, LDAP_PORT))
+        f.write("\n")
+    os.replace(tmp, os.path.join(d, "lab.json"))
+
+
+def update_state(d, change):
+    """Applies change(dict) to DIR/lab.json, if there is one."""
+    path = os.path.join(d, "lab.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            state = json.load(f)
+    except (OSError, ValueError):
+        return
+    change(state)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(state, f, indent=2, ensure_ascii=False)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def write_secret(path, value):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(value)   # no trailing newline
+
+
+def up(d):
+    if os.path.isdir(d):
+        down(d)   # a lab already running from DIR is replaced
+        for entry in MANAGED:
+            path = os.path.join(d, entry)
+            if os.path.isdir(path) and not os.path.islink(path):
+                subprocess.run(["rm", "-rf", "--one-file-system", path], check=True)
+            elif os.path.lexists(path):
+                os.remove(path)
+    for port in [LDAP_PORT] + [p for s in STORES.values() for p in s.values()]:
+        if port_open(port) or not port_bindable(port):
+            raise LabError("port %d is already in use (another lab or demo running? "
+                           "`lab.py down --dir OTHERDIR`, or see `ss -ltnp 'sport = :%d'`)" % (port, port))
+    for tool in ("slapd", "slapadd", "ldapsearch", "ldapmodify", "dovecot"):
+        if not shutil.which(tool):
+            raise LabError("%s not found: run scripts/install-deps" % tool)
+    vmail = ensure_vmail()
+    os.makedirs(os.path.join(d, "slapd", "data"))
+    os.chmod(d, 0o755)   # Dovecot's unprivileged processes must traverse it
+    write_secret(os.path.join(d, "admin.secret"), ADMIN_PASSWORD)
+    write_secret(os.path.join(d, "ldap.secret"), SERVICE_PASSWORD)
+    conf = os.path.join(d, "slapd", "slapd.conf")
+    with open(conf, "w") as f:
+        f.write(slapd_conf(d))
+    ldif = os.path.join(d, "slapd", "users.ldif")
+    with open(ldif, "w", encoding="utf-8") as f:
+        f.write(users_ldif())
+    result = subprocess.run(["slapadd", "-q", "-f", conf, "-l", ldif], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    if result.returncode != 0:
+        raise LabError("slapadd failed:\n" + result.stdout.decode("utf-8", "replace"))
+    start_slapd(d)
+
+    store_users = {name: pw for name, (pw, _) in USERS.items()}
+    store_users.update(STORE_ONLY_USERS)
+    for name in STORES:
+        base = os.path.join(d, name)
+        for sub in ("run", "state", "mail", "home"):
+            os.makedirs(os.path.join(base, sub))
+        for sub in ("mail", "home"):
+            os.chown(os.path.join(base, sub), vmail.pw_uid, vmail.pw_gid)
+        with open(os.path.join(base, "passwd"), "w", encoding="utf-8") as f:
+            for user, pw in store_users.items():
+                assert ":" not in pw and "\n" not in pw
+                f.write("%s:{PLAIN}%s::::::\n" % (user, pw))
+        with open(os.path.join(base, "dovecot.conf"), "w") as f:
+            f.write(dovecot_conf(d, name, vmail))
+        for user in store_users:
+            seed_mailbox(base, user, name, vmail)
+        start_store(d, name)
+
+    write_state(d, {"slapd": slapd_pid(d), **{name: store_pid(d, name) for name in STORES}})
+    print("lab up in %s: slapd %s, stores legacy (IMAP 10143, POP3 10110) and new (IMAP 20143, POP3 20110)"
+          % (d, LDAP_URI))
 
 
 def flip(d, user, value):
+    dn = "uid=%s,%s" % (user, PEOPLE)
     if value == "-":
-        change = "dn: uid=%s,%s\nchangetype: modify\ndelete: mailHost\n" % (user, PEOPLE)
+        change = "dn: %s\nchangetype: modify\ndelete: mailHost\n" % dn
     else:
-        change = "dn: uid=%s,%s\nchangetype: modify\nreplace: mailHost\nmailHost: %s\n" % (user, PEOPLE, value)
-    subprocess.run(["ldapmodify", "-x", "-H", "ldap://127.0.0.1:%d" % LDAP_PORT, "-D", ADMIN_DN,
-                    "-y", os.path.join(d, "admin.secret")], input=change.encode(), check=True, stdout=subprocess.DEVNULL)
+        change = "dn: %s\nchangetype: modify\nreplace: mailHost\n%s" % (dn, ldif_value("mailHost", value))
+    result = subprocess.run(["ldapmodify", "-x", "-H", LDAP_URI, "-D", ADMIN_DN, "-y", os.path.join(d, "admin.secret")],
+                            input=change.encode(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # 16 = noSuchAttribute: deleting a mailHost that is already absent is fine.
+    if result.returncode not in (0, 16) or (result.returncode == 16 and value != "-"):
+        raise LabError("ldapmodify %s failed (exit %d): %s" % (dn, result.returncode,
+                                                              result.stderr.decode("utf-8", "replace").strip()))
+    def record(state):
+        if user in state.get("users", {}):
+            state["users"][user]["mailHost"] = None if value == "-" else value
+    update_state(d, record)
     print("%s: mailHost %s" % (user, "deleted" if value == "-" else "= " + value))
 
 
@@ -318,21 +552,39 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["up", "down", "flip", "stop-store", "start-store"])
     parser.add_argument("args", nargs="*")
-    parser.add_argument("--dir", required=True)
+    parser.add_argument("--dir", required=True, help="lab directory (created by up)")
     options = parser.parse_args()
     d = os.path.abspath(options.dir)
-    if options.command == "up":
-        up(d)
-    elif options.command == "down":
-        down(d)
-    elif options.command == "flip":
-        if len(options.args) != 2:
-            fail("usage: lab.py flip USER VALUE --dir DIR")
-        flip(d, *options.args)
-    elif options.command in ("stop-store", "start-store"):
-        if len(options.args) != 1 or options.args[0] not in STORES:
-            fail("usage: lab.py %s legacy|new --dir DIR" % options.command)
-        (stop_store if options.command == "stop-store" else start_store)(d, options.args[0])
+    # slapd, slapadd and dovecot live in /usr/sbin, which a non-login PATH may lack.
+    os.environ["PATH"] = os.environ.get("PATH", "/usr/bin:/bin") + ":/usr/sbin:/sbin"
+    try:
+        if options.command == "up":
+            if options.args:
+                parser.error("up takes no arguments")
+            try:
+                up(d)
+            except BaseException:
+                down(d)   # never leave half a lab running
+                raise
+        elif options.command == "down":
+            if os.path.isdir(d):
+                down(d)
+        elif options.command == "flip":
+            if len(options.args) != 2:
+                parser.error("usage: lab.py flip USER VALUE --dir DIR")
+            flip(d, *options.args)
+        else:
+            if len(options.args) != 1 or options.args[0] not in STORES:
+                parser.error("usage: lab.py %s legacy|new --dir DIR" % options.command)
+            if options.command == "stop-store":
+                stop_store(d, options.args[0])
+            else:
+                name = options.args[0]
+                start_store(d, name)
+                update_state(d, lambda state: state.setdefault("pids", {}).update({name: store_pid(d, name)}))
+    except LabError as error:
+        log(str(error))
+        sys.exit(1)
 
 
 if __name__ == "__main__":

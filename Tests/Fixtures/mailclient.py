@@ -50,58 +50,85 @@ def imap_authenticate(conn, o):
         return conn.authenticate("PLAIN", lambda _challenge: message)
     if o.mech == "login-sasl":
         answers = iter([o.user.encode(), o.password.encode()])
-        return conn.authenticate("LOGIN", lambda _challenge: next(answers))
+        return conn.authenticate("LOGIN", lambda _challenge: next(answers, b""))
     raise ValueError("unknown mech " + o.mech)
 
 
+def quietly(action):
+    try:
+        action()
+    except (OSError, EOFError, imaplib.IMAP4.error, poplib.error_proto):
+        pass
+
+
 def imap_login(o):
-    result = {"ok": False, "response": None, "capabilities": [], "store": None, "error": None}
+    result = {"ok": False, "response": None, "capabilities": [], "store": None, "error": None, "greeting": None}
     try:
         conn = imap_connect(o)
-        try:
-            typ, data = imap_authenticate(conn, o)
-            result["response"] = decode(data)
-            result["ok"] = typ == "OK"
-            typ, data = conn.capability()
-            caps = decode(data[-1]).split()
-            result["capabilities"] = caps
-            result["store"] = store_from_caps(caps)
-            conn.logout()
-        except imaplib.IMAP4.error as error:
-            result["response"] = decode(error.args[0]) if error.args else str(error)
-            result["error"] = str(error)
-    except (OSError, imaplib.IMAP4.abort) as error:
+    except (OSError, EOFError, imaplib.IMAP4.error) as error:   # includes a non-OK greeting (BYE)
         result["error"] = "%s: %s" % (type(error).__name__, error)
+        return result
+    result["greeting"] = decode(conn.welcome)
+    try:
+        typ, data = imap_authenticate(conn, o)
+        result["response"] = decode(data)
+        result["ok"] = typ == "OK"
+    except (OSError, EOFError, imaplib.IMAP4.error) as error:
+        # A NO or BAD reply: imaplib raises with the reply text (bytes from login()).
+        text = decode(error.args[0]) if error.args else str(error)
+        result["response"] = None if isinstance(error, (OSError, EOFError, imaplib.IMAP4.abort)) else text
+        result["error"] = "%s: %s" % (type(error).__name__, text)
+        quietly(conn.logout)
+        return result
+    try:
+        typ, data = conn.capability()
+        caps = decode(data[-1]).split()
+        result["capabilities"] = caps
+        result["store"] = store_from_caps(caps)
+        conn.logout()
+    except (OSError, EOFError, imaplib.IMAP4.error) as error:
+        result["error"] = "after login: %s: %s" % (type(error).__name__, error)
+        quietly(conn.shutdown)
     return result
 
 
 def pop3_login(o):
-    result = {"ok": False, "response": None, "store": None, "error": None}
+    result = {"ok": False, "response": None, "store": None, "error": None, "greeting": None}
     try:
         conn = poplib.POP3(o.host, o.port, timeout=o.timeout)
-        conn.encoding = "utf-8"
-        try:
-            if o.mech == "user":
-                conn.user(o.user)
-                response = conn.pass_(o.password)
-            elif o.mech == "plain":
-                message = base64.b64encode(b"\0" + o.user.encode() + b"\0" + o.password.encode()).decode()
-                response = conn._shortcmd("AUTH PLAIN " + message)
-            else:
-                raise ValueError("unknown mech " + o.mech)
-            result["response"] = decode(response)
-            result["ok"] = response.startswith(b"+OK")
-            _, lines, _ = conn.retr(1)
-            for line in lines:
-                match = re.match(rb"X-Store: (\S+)", line)
-                if match:
-                    result["store"] = match.group(1).decode()
-            conn.quit()
-        except poplib.error_proto as error:
-            result["response"] = decode(error.args[0]) if error.args else str(error)
-            result["error"] = str(error)
-    except OSError as error:
+    except (OSError, EOFError, poplib.error_proto) as error:
         result["error"] = "%s: %s" % (type(error).__name__, error)
+        return result
+    conn.encoding = "utf-8"   # USER/PASS arguments go out as UTF-8
+    result["greeting"] = decode(conn.welcome)
+    try:
+        if o.mech == "user":
+            conn.user(o.user)
+            response = conn.pass_(o.password)
+        elif o.mech == "plain":
+            message = base64.b64encode(b"\0" + o.user.encode() + b"\0" + o.password.encode()).decode()
+            response = conn._shortcmd("AUTH PLAIN " + message)
+        else:
+            raise ValueError("unknown mech " + o.mech)
+        result["response"] = decode(response)
+        result["ok"] = response.startswith(b"+OK")
+    except (OSError, EOFError, poplib.error_proto) as error:
+        text = decode(error.args[0]) if error.args else str(error)
+        result["response"] = text if isinstance(error, poplib.error_proto) else None
+        result["error"] = "%s: %s" % (type(error).__name__, text)
+        quietly(conn.quit)
+        return result
+    try:
+        _, lines, _ = conn.retr(1)
+        for line in lines:
+            match = re.match(rb"X-Store:\s*(\S+)", line, re.I)
+            if match:
+                result["store"] = match.group(1).decode()
+                break
+        conn.quit()
+    except (OSError, EOFError, poplib.error_proto) as error:
+        result["error"] = "after login: %s: %s" % (type(error).__name__, error)
+        quietly(conn.close)
     return result
 
 
@@ -122,35 +149,50 @@ def make_message(size):
 def imap_roundtrip(o):
     result = {"ok": False, "bytes_sent": 0, "bytes_received": 0, "sha256_sent": None, "sha256_received": None,
               "identical": False, "seconds": 0.0, "error": None}
-    mailbox = "rt-%d" % random.randrange(1 << 30)
+    mailbox = "rt-%d-%d" % (time.time(), random.randrange(1 << 30))
+    conn = None
+    created = False
     try:
         conn = imap_connect(o)
-        conn.login(o.user, o.password)
+        typ, data = imap_authenticate(conn, o)
+        if typ != "OK":
+            raise RuntimeError("login: %s" % decode(data))
         message = make_message(o.size)
         result["bytes_sent"] = len(message)
         result["sha256_sent"] = hashlib.sha256(message).hexdigest()
-        started = time.time()
+        started = time.monotonic()
         typ, data = conn.create(mailbox)
         if typ != "OK":
             raise RuntimeError("CREATE: %s" % decode(data))
+        created = True
         typ, data = conn.append(mailbox, None, None, message)
         if typ != "OK":
             raise RuntimeError("APPEND: %s" % decode(data))
-        conn.select(mailbox)
-        typ, data = conn.fetch("1", "(BODY.PEEK[])")
+        typ, data = conn.select(mailbox)
         if typ != "OK":
-            raise RuntimeError("FETCH: %s" % decode(data))
+            raise RuntimeError("SELECT: %s" % decode(data))
+        typ, data = conn.fetch("1", "(BODY.PEEK[])")
+        if typ != "OK" or not data or not isinstance(data[0], tuple):
+            raise RuntimeError("FETCH: %s %r" % (typ, data[:1]))
         received = data[0][1]
-        result["seconds"] = time.time() - started
+        result["seconds"] = time.monotonic() - started
         result["bytes_received"] = len(received)
         result["sha256_received"] = hashlib.sha256(received).hexdigest()
         result["identical"] = received == message
         conn.close()
-        conn.delete(mailbox)
+        typ, data = conn.delete(mailbox)
+        created = typ != "OK"
         conn.logout()
+        conn = None
         result["ok"] = True
-    except (OSError, imaplib.IMAP4.error, imaplib.IMAP4.abort, RuntimeError) as error:
-        result["error"] = "%s: %s" % (type(error).__name__, error)
+    except (OSError, EOFError, imaplib.IMAP4.error, RuntimeError) as error:
+        result["error"] = "%s: %s" % (type(error).__name__, decode(error.args[0]) if error.args else error)
+    finally:
+        if conn is not None:
+            if created:
+                quietly(conn.close)
+                quietly(lambda: conn.delete(mailbox))
+            quietly(conn.logout)
     return result
 
 
@@ -161,9 +203,10 @@ def main():
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--user", required=True)
     parser.add_argument("--password", required=True)
-    parser.add_argument("--mech", default=None)
-    parser.add_argument("--size", type=int, default=1_000_000)
-    parser.add_argument("--timeout", type=float, default=30.0)
+    parser.add_argument("--mech", default=None,
+                        help="imap: login (default) | plain | login-sasl; pop3: user (default) | plain")
+    parser.add_argument("--size", type=int, default=1_000_000, help="imap-roundtrip: message size in bytes")
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds, per socket operation")
     o = parser.parse_args()
     if o.command == "imap-login":
         o.mech = o.mech or "login"
@@ -172,6 +215,7 @@ def main():
         o.mech = o.mech or "user"
         result = pop3_login(o)
     else:
+        o.mech = o.mech or "login"
         result = imap_roundtrip(o)
     print(json.dumps(result, ensure_ascii=False))
 
