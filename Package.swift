@@ -37,7 +37,7 @@ let package = Package(
                                .product(name: "Logging", package: "swift-log")],
                 swiftSettings: strict),
         .executableTarget(name: "mailswitch",
-                          dependencies: ["Proxy", "Routing", "Directory",
+                          dependencies: ["Proxy", "Routing", "Directory", "EventLoop",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser"),
                                          .product(name: "Logging", package: "swift-log"),
                                          .product(name: "Yams", package: "Yams")],
@@ -45,6 +45,7 @@ let package = Package(
 
         .testTarget(name: "MailProtocolTests", dependencies: ["MailProtocol"], swiftSettings: strict),
         .testTarget(name: "RoutingTests", dependencies: ["Routing"], swiftSettings: strict),
+        .testTarget(name: "EventLoopTests", dependencies: ["EventLoop"], swiftSettings: strict),
         .testTarget(name: "ProxyIntegrationTests", dependencies: ["mailswitch"], swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]

@@ -96,9 +96,18 @@ public final class LDAPDirectory: Directory, @unchecked Sendable {
 
     /// Drops the connection and fails everything outstanding on it.
     private func disconnect(_ reason: String) {
-        source?.cancel()
+        // Dispatch forbids closing a descriptor under a live source: libldap closes it in
+        // ldap_unbind_ext, so that runs in the cancel handler (or now, when there is no source).
+        if let handle {
+            let unbind = UnboundHandle(handle)
+            if let source {
+                source.setCancelHandler { unbind.release() }
+                source.cancel()
+            } else {
+                unbind.release()
+            }
+        }
         source = nil
-        if let handle { ldap_unbind_ext(handle, nil, nil) }
         handle = nil
         let outstanding = pending
         pending = [:]
@@ -215,4 +224,12 @@ public final class LDAPDirectory: Directory, @unchecked Sendable {
             return .unavailable(reason: "search failed: \(String(cString: ldap_err2string(code)))")
         }
     }
+}
+
+/// An LDAP handle on its way out, released on the directory queue once its read source is gone.
+/// `@unchecked Sendable`: it is touched once, by the cancel handler on the directory queue.
+private final class UnboundHandle: @unchecked Sendable {
+    private let handle: OpaquePointer
+    init(_ handle: OpaquePointer) { self.handle = handle }
+    func release() { ldap_unbind_ext(handle, nil, nil) }
 }

@@ -12,6 +12,7 @@ public final class Listener: @unchecked Sendable {
     private let group: EventLoopGroup
     private let acceptQueue: DispatchQueue
     private var open = true
+    private var paused = false
 
     /// `onAccept` runs on the connection's own loop.
     public init(address: SocketAddress, group: EventLoopGroup,
@@ -23,7 +24,7 @@ public final class Listener: @unchecked Sendable {
         self.group = group
         self.acceptQueue = group.loops[0].queue
         source = DispatchSource.makeReadSource(fileDescriptor: fd, queue: acceptQueue)
-        source.setEventHandler { [group] in
+        source.setEventHandler { [unowned self, group] in
             // A bounded batch per wake-up keeps one burst from starving the loop's sessions.
             for _ in 0..<64 {
                 do throws(SystemError) {
@@ -32,8 +33,11 @@ public final class Listener: @unchecked Sendable {
                     let loop = group.nextLoop()
                     loop.execute { onAccept(client, peer, loop) }
                 } catch {
-                    // EMFILE and friends: report, and let the next wake-up try again.
                     onError(error)
+                    // Out of descriptors or memory: the pending connection stays queued and the
+                    // level-triggered source would fire at once again, spinning a core and
+                    // flooding the log. Pause accepting briefly instead.
+                    pause(seconds: 0.1)
                     return
                 }
             }
@@ -42,11 +46,26 @@ public final class Listener: @unchecked Sendable {
         source.resume()
     }
 
+    private func pause(seconds: Double) {
+        guard open, !paused else { return }
+        paused = true
+        source.suspend()
+        acceptQueue.asyncAfter(deadline: .now() + seconds) { [self] in
+            guard paused else { return }
+            paused = false
+            source.resume()
+        }
+    }
+
     /// Stops accepting; sessions already accepted carry on.
     public func close() {
         acceptQueue.async { [self] in
             guard open else { return }
             open = false
+            if paused {
+                paused = false
+                source.resume()   // a suspended source must not be cancelled
+            }
             source.cancel()
         }
     }

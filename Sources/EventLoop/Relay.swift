@@ -15,6 +15,8 @@ public final class Relay: @unchecked Sendable {
     public struct Totals: Sendable {
         public var clientToBackend: Int = 0
         public var backendToClient: Int = 0
+        /// Both directions went through kernel pipes (no fallback to copying).
+        public var spliced = false
     }
 
     public enum End: Sendable {
@@ -241,6 +243,7 @@ public final class Relay: @unchecked Sendable {
         }
         up.source.close()
         down.source.close()
-        onEnd(end, Totals(clientToBackend: up.moved, backendToClient: down.moved))
+        onEnd(end, Totals(clientToBackend: up.moved, backendToClient: down.moved,
+                          spliced: up.useSplice && down.useSplice))
     }
 }

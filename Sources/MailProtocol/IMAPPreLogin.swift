@@ -285,20 +285,22 @@ public struct IMAPPreLogin: Sendable {
             guard arguments.count >= 2, arguments.first == .listOpen, arguments.last == .listClose else {
                 return bad(tag, "Invalid ID parameters.")
             }
-            let inner = arguments.dropFirst().dropLast()
-            guard inner.count % 2 == 0, inner.count / 2 <= limits.idPairs else { return bad(tag, "Invalid ID parameters.") }
-            var index = inner.startIndex
-            while index < inner.endIndex {
-                guard case .string(let field) = inner[index], field.count <= 30 else { return bad(tag, "Invalid ID parameters.") }
-                let valueToken = inner[index + 1]
-                if valueToken.isNIL {
-                    fields.append((string(field), nil))
-                } else if case .string(let value) = valueToken, value.count <= 1024 {
+            // Beyond RFC 2971's limits (30 pairs, 30-byte fields, 1024-byte values) the client is
+            // wrong, but a BAD here breaks real clients (OfflineIMAP, Roundcube behind nginx):
+            // keep what is within the limits, ignore the rest, and answer as usual.
+            let inner = Array(arguments.dropFirst().dropLast())
+            var index = 0
+            while index + 1 < inner.count, fields.count < limits.idPairs {
+                defer { index += 2 }
+                guard case .string(let field) = inner[index], field.count <= 30 else { continue }
+                switch inner[index + 1] {
+                case .string(let value) where value.count <= 1024:
                     fields.append((string(field), string(value)))
-                } else {
-                    return bad(tag, "Invalid ID parameters.")
+                case let token where token.isNIL:
+                    fields.append((string(field), nil))
+                default:
+                    continue
                 }
-                index += 2
             }
         }
         clientID = fields

@@ -74,6 +74,8 @@ enum IMAPSyntax {
         for part in parts {
             switch part {
             case .literal(let payload):
+                // CHAR8 excludes NUL; one in a user name or password would corrupt the replay.
+                guard !payload.contains(0) else { return nil }
                 tokens.append(.string(payload))
             case .text(let text):
                 var index = text.startIndex

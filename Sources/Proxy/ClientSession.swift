@@ -108,6 +108,19 @@ final class ClientSession: @unchecked Sendable {
             close("client disconnected before login")
         case .processed(let count):
             perform(machine.receive(UnsafeRawBufferPointer(rebasing: buffer[0..<count])))
+            holdBackIfRepliesPileUp()
+        }
+    }
+
+    /// A client that pipelines CAPABILITY or ID without reading the answers would make the
+    /// outbox grow for as long as the login timeout lets it: past a bound, stop reading it
+    /// until it has taken what it was sent.
+    private func holdBackIfRepliesPileUp() {
+        guard state == .preLogin, client.outboxCount > context.configuration.limits.protocolLimits.lineLength * 2 else { return }
+        client.setReading(false)
+        client.onOutboxDrained = { [unowned self] in
+            client.onOutboxDrained = nil
+            if state == .preLogin { client.setReading(true) }
         }
     }
 
@@ -130,6 +143,12 @@ final class ClientSession: @unchecked Sendable {
     }
 
     private func loginTimedOut() {
+        if state == .relaying, let relay {
+            // The backend accepted, but the client never read the replies before it.
+            logger.notice("client did not read its login reply in time")
+            relay.stop()
+            return
+        }
         guard state == .preLogin || state == .loggingIn else { return }
         client.send(machine.goodbye("Disconnected for inactivity."))
         closeAfterFlush("login timeout")
@@ -141,7 +160,7 @@ final class ClientSession: @unchecked Sendable {
         state = .loggingIn
         self.request = request
         let user = request.credentials.mailboxUser
-        logger[metadataKey: "user"] = "\(user)"
+        logger[metadataKey: "user"] = "\(LogText.escaped(user))"
         context.registry.update(id) { $0.user = user; $0.phase = .loggingIn }
         context.directory.lookup(user) { [self] result in
             onLoop { $0.routed(result) }
@@ -287,7 +306,9 @@ final class ClientSession: @unchecked Sendable {
     private func accepted(_ success: BackendLoginSuccess) {
         guard let backend, let route else { return }
         backendTimer?.cancel()
-        loginTimer?.cancel()
+        // Until the relay starts, nothing reads the backend: a level-triggered source left on
+        // would fire without end for bytes the store sends meanwhile.
+        backend.setReading(false)
         state = .relaying
         let (reply, leftover) = machine.loginAccepted(success)
         logger.info("login ok", metadata: ["backend": "\(route.backend.name)", "host": "\(route.host)",
@@ -304,12 +325,16 @@ final class ClientSession: @unchecked Sendable {
         if client.outboxCount == 0 {
             relay.start(toBackend: leftover, toClient: toClient)
         } else {
-            // Earlier replies are still queued: the relay's bytes must come after them.
+            // Earlier replies are still queued: the relay's bytes must come after them. The
+            // login timer stays armed meanwhile, so a client that never reads is dropped.
             client.onOutboxDrained = { [unowned self] in
                 client.onOutboxDrained = nil
+                loginTimer?.cancel()
                 self.relay?.start(toBackend: leftover, toClient: toClient)
             }
+            return
         }
+        loginTimer?.cancel()
     }
 
     private func relayEnded(_ end: Relay.End, _ totals: Relay.Totals) {
@@ -319,7 +344,8 @@ final class ClientSession: @unchecked Sendable {
         case .error(let message): how = "error: \(message)"
         case .stopped: how = "stopped"
         }
-        logger.info("session ended (\(how))", metadata: ["in": "\(totals.clientToBackend)", "out": "\(totals.backendToClient)"])
+        logger.info("session ended (\(how))", metadata: ["in": "\(totals.clientToBackend)", "out": "\(totals.backendToClient)",
+                                                       "relay": "\(totals.spliced ? "splice" : "copy")"])
         relay = nil
         backend = nil
         finish()
@@ -368,5 +394,16 @@ enum SessionID {
     static func make() -> String {
         var generator = SystemRandomNumberGenerator()
         return String((0..<16).map { _ in alphabet[Int(generator.next() % UInt64(alphabet.count))] })
+    }
+}
+
+enum LogText {
+    /// User-supplied text for a log line: control characters (a CR/LF in a literal user name
+    /// could forge log lines) become `\u{..}` escapes.
+    static func escaped(_ text: String) -> String {
+        guard text.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else { return text }
+        return String(text.unicodeScalars.map { scalar in
+            scalar.properties.generalCategory == .control ? scalar.escaped(asASCII: true) : String(scalar)
+        }.joined())
     }
 }

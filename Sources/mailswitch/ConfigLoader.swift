@@ -1,3 +1,4 @@
+import EventLoop
 import Foundation
 import Proxy
 import Routing
@@ -181,6 +182,9 @@ struct ConfigLoader {
         guard let addressValue = keys["address"] else { throw value.fail("missing key: address") }
         let service = try serviceValue.enumeration(MailService.self)
         let address = try addressValue.hostPort(defaultPort: nil)
+        guard SocketAddress(numericHost: address.host, port: address.port) != nil else {
+            throw addressValue.fail("must be a numeric IP address and a port, such as \"0.0.0.0:143\" or \"[::]:143\"")
+        }
         let tls = try keys["tls"]?.enumeration(ListenerTLS.self) ?? ListenerTLS.none
         if tls != .none {
             throw keys["tls"]!.fail("TLS listeners are not available in this build yet; use tls: none")

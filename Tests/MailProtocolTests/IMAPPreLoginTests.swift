@@ -101,8 +101,28 @@ final class IMAPPreLoginTests: XCTestCase {
         _ = machine.receive([UInt8](#"i ID ("name" "mutt")\#r\#n"#))
         XCTAssertEqual(machine.clientID.first?.field, "name")
         XCTAssertEqual(machine.clientID.first?.value, "mutt")
-        let bad = assertSplitInvariant({ IMAPPreLogin() }, #"i ID ("name")\#r\#n"#)
+        // Out of RFC 2971's bounds: still answered (a BAD breaks OfflineIMAP and Roundcube), what
+        // is out of bounds is ignored.
+        let pairs = (1...31).map { "\"f\($0)\" \"v\($0)\"" }.joined(separator: " ")
+        let long = String(repeating: "x", count: 1025)
+        let lenient = "i ID (\(pairs))\r\nj ID (\"name\")\r\nk ID (\"name\" \"\(long)\" \"os\" \"linux\")\r\n"
+        let answered = assertSplitInvariant({ IMAPPreLogin() }, lenient)
+        XCTAssertEqual(answered.text, ["i", "j", "k"].map { "* ID (\"name\" \"mailswitch\")\r\n\($0) OK ID completed.\r\n" }.joined())
+        var counted = IMAPPreLogin()
+        _ = counted.receive([UInt8]("i ID (\(pairs))\r\n".utf8))
+        XCTAssertEqual(counted.clientID.count, 30)
+        var skipped = IMAPPreLogin()
+        _ = skipped.receive([UInt8]("k ID (\"name\" \"\(long)\" \"os\" \"linux\")\r\n".utf8))
+        XCTAssertEqual(skipped.clientID.map(\.field), ["os"])
+        // Not a list at all is a syntax error.
+        let bad = assertSplitInvariant({ IMAPPreLogin() }, "i ID name\r\n")
         XCTAssertEqual(bad.text, "i BAD Invalid ID parameters.\r\n")
+    }
+
+    func testNULInALiteralIsRefused() {
+        let t = assertSplitInvariant({ IMAPPreLogin() }, "a LOGIN {5+}\r\nal\0ce secret\r\n")
+        XCTAssertTrue(t.text.hasPrefix("a BAD "), t.text)
+        XCTAssertNil(login(t))
     }
 
     func testUnknownAndPostLoginCommandsGetBADWithTheirTag() {
