@@ -22,7 +22,7 @@ let package = Package(
         .systemLibrary(name: "CLDAP", pkgConfig: "ldap",
                        providers: [.apt(["libldap2-dev"])]),
         // The only C we write: thin prefixed wrappers for what Swift cannot import.
-        .target(name: "CMailSwitchShims", dependencies: ["CLDAP"]),
+        .target(name: "CMailSwitchShims", dependencies: ["CLDAP", "COpenSSL"]),
 
         // Pure protocol code: no networking, no Foundation, no clocks.
         .target(name: "MailProtocol", swiftSettings: strict),
@@ -30,14 +30,16 @@ let package = Package(
 
         // All socket I/O lives here.
         .target(name: "EventLoop", dependencies: ["CMailSwitchShims"], swiftSettings: strict),
+        .target(name: "TLS", dependencies: ["COpenSSL", "CMailSwitchShims", "EventLoop", "Routing"],
+                swiftSettings: strict),
         .target(name: "Directory",
                 dependencies: ["CLDAP", "CMailSwitchShims", "Routing"], swiftSettings: strict),
         .target(name: "Proxy",
-                dependencies: ["MailProtocol", "Routing", "EventLoop", "Directory",
+                dependencies: ["MailProtocol", "Routing", "EventLoop", "TLS", "Directory",
                                .product(name: "Logging", package: "swift-log")],
                 swiftSettings: strict),
         .executableTarget(name: "mailswitch",
-                          dependencies: ["Proxy", "Routing", "Directory", "EventLoop",
+                          dependencies: ["Proxy", "Routing", "Directory", "EventLoop", "TLS",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser"),
                                          .product(name: "Logging", package: "swift-log"),
                                          .product(name: "Yams", package: "Yams")],

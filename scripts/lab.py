@@ -4,20 +4,41 @@
 Used by the integration tests and by scripts/demo. Everything lives under --dir; nothing
 touches /etc. Needs root (Dovecot's master drops to the `vmail` user for mail processes).
 
-  lab.py up --dir DIR                 start slapd (ldap://127.0.0.1:3389) and both stores
+  lab.py up --dir DIR                 make a test PKI in DIR/tls, start slapd
+                                      (ldap://127.0.0.1:3389) and both stores
   lab.py down --dir DIR               stop everything started from DIR (never fails if down)
   lab.py flip USER VALUE --dir DIR    set USER's mailHost with ldapmodify ("-" deletes it)
   lab.py stop-store NAME --dir DIR    stop one store (legacy|new), for dead-backend tests
   lab.py start-store NAME --dir DIR   start it again
+  lab.py start-rogue --dir DIR        start the "rogue" store: legacy's users, but a
+                                      self-signed certificate the lab CA did not sign
+  lab.py stop-rogue --dir DIR         stop it (down stops it too)
 
-Ports: LDAP 3389; legacy IMAP 10143 / POP3 10110; new IMAP 20143 / POP3 20110.
-DIR/lab.json describes the running lab (URIs, DNs, secret files, stores, users, pids).
+Ports (all 127.0.0.1): LDAP 3389;
+  legacy  IMAP 10143 / POP3 10110 (both with STARTTLS/STLS), IMAPS 10993 / POP3S 10995
+  new     IMAP 20143 / POP3 20110 (both with STARTTLS/STLS), IMAPS 20993 / POP3S 20995
+  rogue   IMAP 30143 / POP3 30110 (both with STARTTLS/STLS), IMAPS 30993 / POP3S 30995
+          (only between start-rogue and stop-rogue)
+Plaintext logins stay allowed on the plain ports.
+
+TLS files (PEM, leaf certificate only; keys mode 0600), made afresh by every `up`:
+  DIR/tls/ca.pem, ca.key          "mailswitch lab CA", signs everything below but rogue
+  DIR/tls/mail.pem, mail.key      RSA 2048 proxy certificate: CN mail.example.test,
+                                  SAN DNS:mail.example.test, DNS:localhost, IP:127.0.0.1
+  DIR/tls/mail-ec.pem, .key       the same names, ECDSA P-256
+  DIR/tls/other.pem, other.key    RSA, SAN DNS:imap.other.test only (SNI tests)
+  DIR/tls/legacy.pem, new.pem     the stores' certificates: SAN DNS:legacy.store.test (resp.
+                                  new.store.test), DNS:localhost, IP:127.0.0.1
+  DIR/tls/rogue.pem, rogue.key    self-signed, SAN DNS:legacy.store.test, IP:127.0.0.1
+  DIR/tls/client.pem, client.key  client certificate (CN mailswitch-proxy), signed by the CA
+DIR/lab.json describes the running lab (URIs, DNs, secret files, stores, TLS files, users, pids).
 """
 import argparse
 import base64
 import json
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import socket
@@ -36,9 +57,16 @@ LDAP_URI = "ldap://%s:%d" % (LDAP_HOST, LDAP_PORT)
 ADMIN_PASSWORD = "lab-admin-secret"
 SERVICE_PASSWORD = "lab-service-secret"
 STORES = {
-    "legacy": {"imap": 10143, "pop3": 10110},
-    "new": {"imap": 20143, "pop3": 20110},
+    "legacy": {"imap": 10143, "pop3": 10110, "imaps": 10993, "pop3s": 10995},
+    "new": {"imap": 20143, "pop3": 20110, "imaps": 20993, "pop3s": 20995},
 }
+# An optional third Dovecot (start-rogue / stop-rogue): legacy's users behind a certificate
+# the lab CA did not sign, for "untrusted backend" tests. Not started by `up`.
+ROGUE = {"rogue": {"imap": 30143, "pop3": 30110, "imaps": 30993, "pop3s": 30995}}
+ALL_STORES = {**STORES, **ROGUE}
+# Each store serves DIR/tls/<cert>.pem; server_name is the DNS name in its certificate.
+STORE_TLS = {"legacy": ("legacy", "legacy.store.test"), "new": ("new", "new.store.test"),
+             "rogue": ("rogue", "legacy.store.test")}
 START_TIMEOUT = 15.0   # seconds for a daemon to start answering
 STOP_TIMEOUT = 10.0    # seconds for a daemon to exit after SIGTERM (then SIGKILL)
 
@@ -57,7 +85,19 @@ STORE_ONLY_USERS = {"ghost": "ghost-secret"}   # in the stores' passwd files, no
 
 # What `up` creates inside DIR (and all `up` removes from a previous run: other files in DIR,
 # such as the tests' proxy configs and logs, are left alone).
-MANAGED = ["slapd", "legacy", "new", "lab.json", "admin.secret", "ldap.secret"]
+MANAGED = ["slapd", "legacy", "new", "rogue", "tls", "lab.json", "admin.secret", "ldap.secret"]
+
+
+# RFC 7919 ffdhe2048 (`openssl genpkey -genparam -algorithm DH -pkeyopt group:ffdhe2048`).
+FFDHE2048 = """-----BEGIN DH PARAMETERS-----
+MIIBCAKCAQEA//////////+t+FRYortKmq/cViAnPTzx2LnFg84tNpWp4TZBFGQz
++8yTnc4kmz75fS/jY2MMddj2gbICrsRhetPfHtXV/WVhJDP1H18GbtCFY2VVPe0a
+87VXE15/V8k1mE8McODmi3fipona8+/och3xWKE2rec1MKzKT0g6eXq8CrGCsyT7
+YdEIqUuyyOP7uWrat2DX9GgdT0Kj3jlN9K5W7edjcrsZCwenyO4KbXCeAvzhzffi
+7MA0BM0oNC9hkXL+nOmFg/+OTxIy7vKBg8P+OxtMb61zO7X8vC7CIAXFjvGDfRaD
+ssbzSibBsu/6iGtCOGEoXJf//////////wIBAg==
+-----END DH PARAMETERS-----
+"""
 
 
 class LabError(Exception):
@@ -277,6 +317,118 @@ def slapd_pid(d):
 
 
 # ---------------------------------------------------------------------------------------------
+# test PKI (openssl CLI)
+
+CERT_DAYS = 30
+LOOPBACK_NAMES = ["DNS:localhost", "IP:127.0.0.1"]
+SERVER_USAGE = {"rsa": "critical, digitalSignature, keyEncipherment", "ec": "critical, digitalSignature"}
+# name -> (key type, subject CN, subjectAltNames or None, role); role is "ca", "server",
+# "client", or "self-signed server". All but ca and self-signed ones are signed by the CA.
+CERTS = {
+    "ca": ("rsa", "mailswitch lab CA", None, "ca"),
+    "mail": ("rsa", "mail.example.test", ["DNS:mail.example.test"] + LOOPBACK_NAMES, "server"),
+    "mail-ec": ("ec", "mail.example.test", ["DNS:mail.example.test"] + LOOPBACK_NAMES, "server"),
+    "other": ("rsa", "imap.other.test", ["DNS:imap.other.test"], "server"),
+    "legacy": ("rsa", "legacy.store.test", ["DNS:legacy.store.test"] + LOOPBACK_NAMES, "server"),
+    "new": ("rsa", "new.store.test", ["DNS:new.store.test"] + LOOPBACK_NAMES, "server"),
+    "rogue": ("rsa", "legacy.store.test", ["DNS:legacy.store.test", "IP:127.0.0.1"], "self-signed server"),
+    "client": ("rsa", "mailswitch-proxy", None, "client"),
+}
+
+
+def openssl(*args):
+    result = subprocess.run(["openssl"] + list(args), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    if result.returncode != 0:
+        raise LabError("openssl %s failed (exit %d):\n%s" % (args[0], result.returncode,
+                                                           result.stdout.decode("utf-8", "replace")))
+
+
+def cert_config(name):
+    """An openssl config for `req` (subject) and `x509 -extfile` / `req -extensions` (section ext)."""
+    kind, cn, sans, role = CERTS[name]
+    org = "mailswitch rogue" if role == "self-signed server" else "mailswitch lab"
+    lines = ["[req]", "distinguished_name = dn", "prompt = no", "utf8 = yes", "",
+             "[dn]", "O = " + org, "CN = " + cn, "", "[ext]", "subjectKeyIdentifier = hash"]
+    if role == "ca":
+        lines += ["basicConstraints = critical, CA:TRUE", "keyUsage = critical, keyCertSign, cRLSign"]
+    else:
+        lines += ["basicConstraints = CA:FALSE"]
+        if role != "self-signed server":
+            lines += ["authorityKeyIdentifier = keyid, issuer"]
+        if role == "client":
+            lines += ["keyUsage = critical, digitalSignature", "extendedKeyUsage = clientAuth"]
+        else:
+            lines += ["keyUsage = " + SERVER_USAGE[kind], "extendedKeyUsage = serverAuth"]
+    if sans:
+        lines.append("subjectAltName = " + ", ".join(sans))
+    return "\n".join(lines) + "\n"
+
+
+def in_parallel(function, items):
+    """function(item) for every item, on threads (openssl runs as child processes); re-raises
+    the first error."""
+    errors = []
+    def run(item):
+        try:
+            function(item)
+        except BaseException as error:   # noqa: B036 - handed to the caller below
+            errors.append(error)
+    threads = [threading.Thread(target=run, args=(item,)) for item in items]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+
+
+def make_pki(d):
+    """DIR/tls: the lab CA and the certificates in CERTS (about 1 s, mostly RSA key generation)."""
+    tls = os.path.join(d, "tls")
+    work = os.path.join(tls, "work")
+    os.makedirs(work)
+    os.chmod(tls, 0o755)
+    def path(name, ext):
+        return os.path.join(tls, name + "." + ext)
+    def key(name):
+        if CERTS[name][0] == "ec":
+            openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", path(name, "key"))
+        else:
+            openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", path(name, "key"))
+        os.chmod(path(name, "key"), 0o600)
+        with open(os.path.join(work, name + ".cnf"), "w") as f:
+            f.write(cert_config(name))
+    def cert(name):
+        cnf = os.path.join(work, name + ".cnf")
+        serial = "0x%x" % (secrets.randbits(63) | 1 << 62)   # distinct, positive serials
+        common = ["-days", str(CERT_DAYS), "-sha256", "-set_serial", serial, "-out", path(name, "pem")]
+        if CERTS[name][3] in ("ca", "self-signed server"):
+            openssl("req", "-new", "-x509", "-config", cnf, "-extensions", "ext", "-key", path(name, "key"), *common)
+        else:
+            csr = os.path.join(work, name + ".csr")
+            openssl("req", "-new", "-config", cnf, "-key", path(name, "key"), "-out", csr)
+            openssl("x509", "-req", "-in", csr, "-CA", path("ca", "pem"), "-CAkey", path("ca", "key"),
+                    "-extfile", cnf, "-extensions", "ext", *common)
+        os.chmod(path(name, "pem"), 0o644)
+    in_parallel(key, list(CERTS))
+    cert("ca")
+    in_parallel(cert, [name for name in CERTS if name != "ca"])
+    subprocess.run(["rm", "-rf", "--one-file-system", work], check=True)
+
+
+def tls_state(d):
+    tls = os.path.join(d, "tls")
+    files = {"ca": "ca.pem", "ca_key": "ca.key", "cert": "mail.pem", "key": "mail.key",
+             "ec_cert": "mail-ec.pem", "ec_key": "mail-ec.key", "other_cert": "other.pem", "other_key": "other.key",
+             "client_cert": "client.pem", "client_key": "client.key", "rogue_cert": "rogue.pem",
+             "rogue_key": "rogue.key"}
+    state = {field: os.path.join(tls, name) for field, name in files.items()}
+    state.update({"dir": tls, "server_name": "mail.example.test", "other_server_name": "imap.other.test"})
+    return state
+
+
+# ---------------------------------------------------------------------------------------------
 # Dovecot stores
 
 def ensure_vmail():
@@ -290,7 +442,8 @@ def ensure_vmail():
 
 def dovecot_conf(d, name, vmail):
     base = os.path.join(d, name)
-    ports = STORES[name]
+    ports = ALL_STORES[name]
+    cert = os.path.join(d, "tls", STORE_TLS[name][0])
     return """# Private Dovecot store "{name}" for the mailswitch lab (generated by scripts/lab.py).
 instance_name = mailswitch-lab-{name}
 base_dir = {base}/run
@@ -300,7 +453,12 @@ info_log_path = {base}/dovecot.log
 log_timestamp = "%Y-%m-%d %H:%M:%S "
 protocols = imap pop3
 listen = 127.0.0.1
-ssl = no
+# TLS: implicit on the imaps/pop3s ports, STARTTLS/STLS offered on the plain ones (where
+# plaintext logins stay allowed). The config process reads the files as root at start.
+ssl = yes
+ssl_cert = <{cert}.pem
+ssl_key = <{cert}.key
+ssl_dh = <{d}/tls/dh.pem
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 # Honour ID x-originating-ip / XCLIENT from the proxy (the log then shows rip=<client>).
@@ -337,7 +495,9 @@ service imap-login {{
     port = {imap}
   }}
   inet_listener imaps {{
-    port = 0
+    address = 127.0.0.1
+    port = {imaps}
+    ssl = yes
   }}
 }}
 service pop3-login {{
@@ -346,7 +506,9 @@ service pop3-login {{
     port = {pop3}
   }}
   inet_listener pop3s {{
-    port = 0
+    address = 127.0.0.1
+    port = {pop3s}
+    ssl = yes
   }}
 }}
 service submission-login {{
@@ -359,8 +521,8 @@ service imap-urlauth-login {{
     port = 0
   }}
 }}
-""".format(name=name, upper=name.upper(), base=base, uid=vmail.pw_uid, gid=vmail.pw_gid,
-           imap=ports["imap"], pop3=ports["pop3"])
+""".format(name=name, upper=name.upper(), base=base, uid=vmail.pw_uid, gid=vmail.pw_gid, d=d, cert=cert,
+           imap=ports["imap"], pop3=ports["pop3"], imaps=ports["imaps"], pop3s=ports["pop3s"])
 
 
 def seed_mailbox(base, user, store, vmail):
@@ -391,8 +553,8 @@ def start_store(d, name):
     if store_pid(d, name):
         log("store %s is already running" % name)
         return
-    ports = STORES[name]
-    for port in (ports["imap"], ports["pop3"]):
+    ports = ALL_STORES[name]
+    for port in ports.values():
         if port_open(port) or not port_bindable(port):
             raise LabError("port %d (store %s) is already in use" % (port, name))
     stdout = os.path.join(base, "dovecot.stdout")
@@ -403,16 +565,17 @@ def start_store(d, name):
         if process.poll() is not None:
             raise LabError("Dovecot store %s exited with status %d:\n%s%s" % (
                 name, process.returncode, tail(stdout), tail(os.path.join(base, "dovecot.log"))))
-        return port_open(ports["imap"]) and port_open(ports["pop3"])
+        return all(port_open(port) for port in ports.values())
     if not wait_until(ready, START_TIMEOUT):
-        raise LabError("Dovecot store %s did not accept connections on %d/%d within %ds:\n%s"
-                       % (name, ports["imap"], ports["pop3"], START_TIMEOUT, tail(os.path.join(base, "dovecot.log"))))
+        raise LabError("Dovecot store %s did not accept connections on %s within %ds:\n%s"
+                       % (name, "/".join(str(p) for p in ports.values()), START_TIMEOUT,
+                          tail(os.path.join(base, "dovecot.log"))))
 
 
 def stop_store(d, name):
     terminate(store_pid(d, name))
-    ports = STORES[name]
-    if not wait_until(lambda: not port_open(ports["imap"]) and not port_open(ports["pop3"]), STOP_TIMEOUT):
+    ports = ALL_STORES[name]
+    if not wait_until(lambda: not any(port_open(port) for port in ports.values()), STOP_TIMEOUT):
         raise LabError("store %s still accepts connections after stopping" % name)
 
 
@@ -420,13 +583,21 @@ def stop_store(d, name):
 # commands
 
 def down(d):
-    pids = [store_pid(d, name) for name in STORES] + [slapd_pid(d)]
+    pids = [store_pid(d, name) for name in ALL_STORES] + [slapd_pid(d)]
     # In parallel: each daemon takes 2-3 s to exit after SIGTERM.
     threads = [threading.Thread(target=terminate, args=(pid,)) for pid in pids if pid]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+
+
+def store_state(d, name):
+    ports = ALL_STORES[name]
+    state = {protocol: "127.0.0.1:%d" % port for protocol, port in ports.items()}
+    state.update({"log": os.path.join(d, name, "dovecot.log"), "server_name": STORE_TLS[name][1],
+                  "cert": os.path.join(d, "tls", STORE_TLS[name][0] + ".pem")})
+    return state
 
 
 def write_state(d, pids):
@@ -439,8 +610,9 @@ def write_state(d, pids):
         "bind_password_file": os.path.join(d, "ldap.secret"),
         "admin_dn": ADMIN_DN,
         "admin_password_file": os.path.join(d, "admin.secret"),
-        "stores": {name: {"imap": "127.0.0.1:%d" % p["imap"], "pop3": "127.0.0.1:%d" % p["pop3"],
-                          "log": os.path.join(d, name, "dovecot.log")} for name, p in STORES.items()},
+        "stores": {name: store_state(d, name) for name in STORES},
+        "rogue": store_state(d, "rogue"),
+        "tls": tls_state(d),
         "users": users,
         "pids": pids,
     }
@@ -482,16 +654,19 @@ def up(d):
                 subprocess.run(["rm", "-rf", "--one-file-system", path], check=True)
             elif os.path.lexists(path):
                 os.remove(path)
-    for port in [LDAP_PORT] + [p for s in STORES.values() for p in s.values()]:
+    for port in [LDAP_PORT] + [p for s in STORES.values() for p in s.values()]:   # not rogue's: started later
         if port_open(port) or not port_bindable(port):
             raise LabError("port %d is already in use (another lab or demo running? "
                            "`lab.py down --dir OTHERDIR`, or see `ss -ltnp 'sport = :%d'`)" % (port, port))
-    for tool in ("slapd", "slapadd", "ldapsearch", "ldapmodify", "dovecot"):
+    for tool in ("slapd", "slapadd", "ldapsearch", "ldapmodify", "dovecot", "openssl"):
         if not shutil.which(tool):
             raise LabError("%s not found: run scripts/install-deps" % tool)
     vmail = ensure_vmail()
     os.makedirs(os.path.join(d, "slapd", "data"))
     os.chmod(d, 0o755)   # Dovecot's unprivileged processes must traverse it
+    make_pki(d)
+    with open(os.path.join(d, "tls", "dh.pem"), "w") as f:
+        f.write(FFDHE2048)   # Dovecot's ssl_dh (only used for DHE cipher suites)
     write_secret(os.path.join(d, "admin.secret"), ADMIN_PASSWORD)
     write_secret(os.path.join(d, "ldap.secret"), SERVICE_PASSWORD)
     conf = os.path.join(d, "slapd", "slapd.conf")
@@ -508,7 +683,7 @@ def up(d):
 
     store_users = {name: pw for name, (pw, _) in USERS.items()}
     store_users.update(STORE_ONLY_USERS)
-    for name in STORES:
+    for name in ALL_STORES:   # rogue's directory too; start-rogue starts it
         base = os.path.join(d, name)
         for sub in ("run", "state", "mail", "home"):
             os.makedirs(os.path.join(base, sub))
@@ -522,11 +697,12 @@ def up(d):
             f.write(dovecot_conf(d, name, vmail))
         for user in store_users:
             seed_mailbox(base, user, name, vmail)
-        start_store(d, name)
+        if name in STORES:
+            start_store(d, name)
 
     write_state(d, {"slapd": slapd_pid(d), **{name: store_pid(d, name) for name in STORES}})
-    print("lab up in %s: slapd %s, stores legacy (IMAP 10143, POP3 10110) and new (IMAP 20143, POP3 20110)"
-          % (d, LDAP_URI))
+    print("lab up in %s: slapd %s, stores legacy (IMAP 10143, POP3 10110, IMAPS 10993, POP3S 10995) and new "
+          "(IMAP 20143, POP3 20110, IMAPS 20993, POP3S 20995); lab CA %s" % (d, LDAP_URI, os.path.join(d, "tls", "ca.pem")))
 
 
 def flip(d, user, value):
@@ -550,7 +726,8 @@ def flip(d, user, value):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["up", "down", "flip", "stop-store", "start-store"])
+    parser.add_argument("command", choices=["up", "down", "flip", "stop-store", "start-store", "start-rogue",
+                                            "stop-rogue"])
     parser.add_argument("args", nargs="*")
     parser.add_argument("--dir", required=True, help="lab directory (created by up)")
     options = parser.parse_args()
@@ -573,6 +750,14 @@ def main():
             if len(options.args) != 2:
                 parser.error("usage: lab.py flip USER VALUE --dir DIR")
             flip(d, *options.args)
+        elif options.command in ("start-rogue", "stop-rogue"):
+            if options.args:
+                parser.error("%s takes no arguments" % options.command)
+            if options.command == "start-rogue":
+                start_store(d, "rogue")
+            else:
+                stop_store(d, "rogue")
+            update_state(d, lambda state: state.setdefault("pids", {}).update({"rogue": store_pid(d, "rogue")}))
         else:
             if len(options.args) != 1 or options.args[0] not in STORES:
                 parser.error("usage: lab.py %s legacy|new --dir DIR" % options.command)

@@ -3,13 +3,22 @@ import Glibc
 #endif
 import Dispatch
 
-/// Bytes in and out of one descriptor. Plain TCP today; a TLS session slots in here later
-/// without the protocol code noticing. `isPlainSocket` tells the relay whether splice(2)
-/// may bypass it.
+/// Bytes in and out of one descriptor: plain TCP, or a TLS session, without the protocol code
+/// or the relay noticing which. `isPlainSocket` tells the relay whether splice(2) may bypass it.
 public protocol Transport: AnyObject {
     var isPlainSocket: Bool { get }
+    /// Input already taken from the socket but not yet read (decrypted TLS records): the
+    /// level-triggered read source cannot announce it.
+    var hasBufferedInput: Bool { get }
     func read(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer) throws(SystemError) -> IOResult
     func write(_ fd: Int32, from buffer: UnsafeRawBufferPointer) throws(SystemError) -> IOResult
+    /// Ends the sending side (TLS says close_notify first).
+    func shutdownWrite(_ fd: Int32)
+}
+
+extension Transport {
+    public var hasBufferedInput: Bool { false }
+    public func shutdownWrite(_ fd: Int32) { Socket.shutdownWrite(fd) }
 }
 
 public final class PlainTransport: Transport {
@@ -37,6 +46,7 @@ public final class Connection: @unchecked Sendable {
     private let readSource: any DispatchSourceRead
     private var writeSource: (any DispatchSourceWrite)?
     private var reading = false
+    private var announcing = false
     private var writing = false
     public private(set) var isClosed = false
 
@@ -61,6 +71,21 @@ public final class Connection: @unchecked Sendable {
         readSource.setEventHandler { [weak self] in
             guard let self, !self.isClosed else { return }
             self.onReadable?()
+            self.announceBufferedInput()
+        }
+    }
+
+    /// Calls the read handler again, on a later turn of the loop, while the transport holds
+    /// input the socket no longer signals.
+    private func announceBufferedInput() {
+        guard reading, !isClosed, transport.hasBufferedInput, !announcing else { return }
+        announcing = true
+        loop.queue.async { [weak self] in
+            guard let self else { return }
+            self.announcing = false
+            guard self.reading, !self.isClosed, self.transport.hasBufferedInput else { return }
+            self.onReadable?()
+            self.announceBufferedInput()
         }
     }
 
@@ -74,7 +99,12 @@ public final class Connection: @unchecked Sendable {
         loop.assertOnLoop()
         guard !isClosed, on != reading else { return }
         reading = on
-        if on { readSource.resume() } else { readSource.suspend() }
+        if on {
+            readSource.resume()
+            announceBufferedInput()
+        } else {
+            readSource.suspend()
+        }
     }
 
     public func setWriting(_ on: Bool) {
@@ -157,7 +187,7 @@ public final class Connection: @unchecked Sendable {
 
     public func shutdownWrite() {
         guard !isClosed else { return }
-        Socket.shutdownWrite(fd)
+        transport.shutdownWrite(fd)
     }
 
     /// Cancels the sources; the descriptor is closed once both cancel handlers have run.

@@ -7,6 +7,7 @@ import EventLoop
 import Logging
 import MailProtocol
 import Routing
+import TLS
 
 /// One client from accept to close: drives the pre-login state machine, asks the directory,
 /// logs in to the backend, then hands both sockets to a `Relay`.
@@ -38,6 +39,10 @@ final class ClientSession: @unchecked Sendable {
     private var relay: Relay?
     private var request: LoginRequest?
     private var route: (backend: Backend, host: String)?
+    /// Backend address (as text) -> the configured host name it came from, for TLS verification.
+    private var backendNames: [String: String] = [:]
+    private var clientTLS: TLSTransport?
+    private var backendTLS: TLSTransport?
     private var selfReference: ClientSession?   // alive while open; dropped on close
     private let startedAt = Double(time(nil))
 
@@ -72,12 +77,42 @@ final class ClientSession: @unchecked Sendable {
         context.registry.register(.init(id: id, service: listener.service.rawValue, client: peer.description,
                                         user: nil, backend: nil, backendHost: nil, phase: .preLogin,
                                         startedAt: startedAt))
-        client.onReadable = { [unowned self] in readClient() }
         client.onError = { [unowned self] error in close("client write failed: \(error)") }
-        client.send(machine.greeting())
-        client.setReading(true)
+        // The login timeout covers the TLS handshake too: a client that connects and says
+        // nothing is dropped either way.
         loginTimer = loop.schedule(after: context.configuration.limits.loginTimeoutSeconds) { [weak self] in
             self?.onLoop { $0.loginTimedOut() }
+        }
+        if listener.tls == .implicit {
+            startClientTLS { $0.greet() }
+        } else {
+            greet()
+        }
+    }
+
+    private func greet() {
+        client.onReadable = { [unowned self] in readClient() }
+        client.send(machine.greeting())
+        client.setReading(true)
+    }
+
+    /// Handshake with the client (implicit TLS, or after STARTTLS/STLS was answered).
+    private func startClientTLS(then next: @escaping (ClientSession) -> Void) {
+        client.setReading(false)
+        guard let server = context.tls.servers[listener.service], let transport = server.makeTransport(fd: client.fd) else {
+            close("TLS is not available on this listener")
+            return
+        }
+        TLSHandshake.run(on: client, transport: transport) { [unowned self] result in
+            switch result {
+            case .failure(let error):
+                close("client TLS handshake failed: \(error)")
+            case .success(let transport):
+                clientTLS = transport
+                logger[metadataKey: "tls"] = "\(transport.summary)"
+                if let name = transport.serverName { logger[metadataKey: "sni"] = "\(LogText.escaped(name))" }
+                next(self)
+            }
         }
     }
 
@@ -134,8 +169,20 @@ final class ClientSession: @unchecked Sendable {
                 client.setReading(false)   // pipelined bytes wait in the socket meanwhile
                 beginLogin(request)
             case .startTLS:
-                // Listeners with TLS are refused by the configuration until the TLS layer lands.
-                close("STARTTLS requested on a listener without TLS")
+                // The "begin TLS" reply goes out in plaintext, completely, before the handshake;
+                // whatever the client pipelined after STARTTLS was dropped by the machine, and
+                // bytes still in the socket are taken as handshake data (CVE-2011-0411 class).
+                client.setReading(false)
+                let begin: () -> Void = { [unowned self] in
+                    client.onOutboxDrained = nil
+                    startClientTLS { session in
+                        session.machine.tlsEstablished()
+                        session.client.onReadable = { [unowned session] in session.readClient() }
+                        session.client.setReading(true)
+                    }
+                }
+                if client.outboxCount == 0 { begin() } else { client.onOutboxDrained = begin }
+                return
             case .close:
                 closeAfterFlush("client logged out or was refused")
             }
@@ -216,13 +263,53 @@ final class ClientSession: @unchecked Sendable {
             loop.assertOnLoop()
             guard state == .loggingIn else { return }
             if case .failure(let error) = result { logger.warning("cannot resolve backend host \(host): \(error)") }
-            resolve(hosts.dropFirst(), into: found + ((try? result.get()) ?? []), completion)
+            let addresses = (try? result.get()) ?? []
+            for address in addresses { backendNames[address.description] = host.host }
+            resolve(hosts.dropFirst(), into: found + addresses, completion)
         }
     }
 
     private func backendConnected(_ connection: Connection, backend: Backend) {
-        guard let request else { return }
         self.backend = connection
+        let peerName = Socket.peerAddress(of: connection.fd)?.description ?? "?"
+        route = (backend, peerName)
+        context.registry.update(id) { $0.backend = backend.name; $0.backendHost = peerName }
+        connection.onError = { [unowned self] error in refuse(.temporary, "backend write failed: \(error)") }
+        // One deadline for the TLS handshake, the greeting and the login verdict.
+        backendTimer = loop.schedule(after: context.configuration.limits.backendLoginTimeoutSeconds) { [weak self] in
+            self?.onLoop { $0.refuse(.temporary, "backend did not answer the login in time") }
+        }
+        if backend.tls == .implicit {
+            startBackendTLS(connection, backend: backend, peer: peerName) { $0.startBackendLogin(connection, backend: backend) }
+        } else {
+            startBackendLogin(connection, backend: backend)
+        }
+    }
+
+    /// Credentials go to a backend only after its certificate passed verification: a failed
+    /// handshake refuses the login as temporary, with the reason in the log.
+    private func startBackendTLS(_ connection: Connection, backend: Backend, peer: String,
+                                 then next: @escaping (ClientSession) -> Void) {
+        connection.setReading(false)
+        guard let tls = context.tls.backends[backend.name],
+              let transport = tls.makeTransport(fd: connection.fd, host: backendNames[peer] ?? Socket.peerAddress(of: connection.fd)?.host ?? "") else {
+            refuse(.temporary, "backend \(backend.name): no TLS context")
+            return
+        }
+        TLSHandshake.run(on: connection, transport: transport) { [unowned self] result in
+            guard state == .loggingIn else { return }
+            switch result {
+            case .failure(let error):
+                refuse(.temporary, "backend \(backend.name) at \(peer): TLS: \(error)")
+            case .success(let transport):
+                backendTLS = transport
+                next(self)
+            }
+        }
+    }
+
+    private func startBackendLogin(_ connection: Connection, backend: Backend) {
+        guard let request else { return }
         let local = Socket.localAddress(of: client.fd)
         let endpoint = backend.forwardClientAddress
             ? ClientEndpoint(remoteAddress: peer.host, remotePort: peer.port,
@@ -231,19 +318,14 @@ final class ClientSession: @unchecked Sendable {
         let limits = context.configuration.limits.protocolLimits
         switch listener.service {
         case .imap:
-            backendMachine = IMAPBackendLogin(credentials: request.credentials, client: endpoint, limits: limits)
+            backendMachine = IMAPBackendLogin(credentials: request.credentials, client: endpoint,
+                                              tls: backend.tls == .starttls ? .startTLS : .none, limits: limits)
         case .pop3:
-            backendMachine = POP3BackendLogin(credentials: request.credentials, client: endpoint, limits: limits)
+            backendMachine = POP3BackendLogin(credentials: request.credentials, client: endpoint,
+                                              tls: backend.tls == .starttls ? .startTLS : .none, limits: limits)
         }
-        let peerName = Socket.peerAddress(of: connection.fd)?.description ?? "?"
-        route = (backend, peerName)
-        context.registry.update(id) { $0.backend = backend.name; $0.backendHost = peerName }
         connection.onReadable = { [unowned self] in readBackend() }
-        connection.onError = { [unowned self] error in refuse(.temporary, "backend write failed: \(error)") }
         connection.setReading(true)
-        backendTimer = loop.schedule(after: context.configuration.limits.backendLoginTimeoutSeconds) { [weak self] in
-            self?.onLoop { $0.refuse(.temporary, "backend did not answer the login in time") }
-        }
     }
 
     private func readBackend() {
@@ -265,18 +347,32 @@ final class ClientSession: @unchecked Sendable {
             guard var machine = backendMachine else { return }
             let actions = machine.receive(UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
             backendMachine = machine
-            for action in actions {
-                guard state == .loggingIn else { return }
-                switch action {
-                case .send(let bytes):
-                    backend.send(bytes)
-                case .startTLS:
-                    refuse(.temporary, "backend STARTTLS is not available yet")
-                case .rejected(let failure, let reason):
-                    refuse(failure, reason)
-                case .accepted(let success):
-                    accepted(success)
+            performBackend(actions)
+        }
+    }
+
+    private func performBackend(_ actions: [BackendAction]) {
+        guard let backend else { return }
+        for action in actions {
+            guard state == .loggingIn else { return }
+            switch action {
+            case .send(let bytes):
+                backend.send(bytes)
+            case .startTLS:
+                guard let route else { return }
+                startBackendTLS(backend, backend: route.backend, peer: route.host) { session in
+                    guard var machine = session.backendMachine else { return }
+                    let next = machine.tlsEstablished()
+                    session.backendMachine = machine
+                    session.backend?.onReadable = { [unowned session] in session.readBackend() }
+                    session.backend?.setReading(true)
+                    session.performBackend(next)
                 }
+                return
+            case .rejected(let failure, let reason):
+                refuse(failure, reason)
+            case .accepted(let success):
+                accepted(success)
             }
         }
     }
@@ -301,6 +397,7 @@ final class ClientSession: @unchecked Sendable {
         backend?.close()
         backend = nil
         backendMachine = nil
+        backendTLS = nil
     }
 
     private func accepted(_ success: BackendLoginSuccess) {
@@ -311,8 +408,10 @@ final class ClientSession: @unchecked Sendable {
         backend.setReading(false)
         state = .relaying
         let (reply, leftover) = machine.loginAccepted(success)
-        logger.info("login ok", metadata: ["backend": "\(route.backend.name)", "host": "\(route.host)",
-                                          "method": "\(request?.method ?? "?")"])
+        var metadata: Logger.Metadata = ["backend": "\(route.backend.name)", "host": "\(route.host)",
+                                         "method": "\(request?.method ?? "?")"]
+        if let backendTLS { metadata["backend_tls"] = "\(backendTLS.summary)" }
+        logger.info("login ok", metadata: metadata)
         context.registry.update(id) { $0.phase = .relaying }
         request = nil
         backendMachine = nil

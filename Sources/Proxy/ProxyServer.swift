@@ -7,11 +7,13 @@ import Logging
 import MailProtocol
 import Routing
 import Synchronization
+import TLS
 
 /// What a session needs from the service, captured when it is accepted. A reload swaps the
 /// context; sessions already open keep the one they started with.
 struct ServiceContext: Sendable {
     let configuration: ServiceConfiguration
+    let tls: TLSContexts
     let directory: any Directory
     let registry: SessionRegistry
     let logger: Logger
@@ -25,11 +27,35 @@ public final class ProxyServer: Sendable {
     private let listeners = Mutex<[Listener]>([])
     private let logger: Logger
 
-    public init(configuration: ServiceConfiguration, directory: any Directory, logger: Logger, loopCount: Int) {
+    public init(configuration: ServiceConfiguration, tls: TLSContexts, directory: any Directory, logger: Logger, loopCount: Int) {
         self.logger = logger
         group = EventLoopGroup(count: loopCount, scratchBytes: configuration.limits.relayBufferBytes)
-        context = Mutex(ServiceContext(configuration: configuration, directory: directory,
+        context = Mutex(ServiceContext(configuration: configuration, tls: tls, directory: directory,
                                        registry: registry, logger: logger))
+    }
+
+    /// Applies a reloaded configuration to sessions accepted from now on; open sessions keep
+    /// the context (and the TLS contexts) they started with. Listeners are not re-bound and
+    /// the directory connection is kept: what would need that is named in the returned notes.
+    public func reload(configuration: ServiceConfiguration, tls: TLSContexts) -> [String] {
+        context.withLock { current in
+            var notes: [String] = []
+            if configuration.listeners != current.configuration.listeners {
+                notes.append("listeners changed: restart the service to re-bind them")
+            }
+            if configuration.directory != current.configuration.directory {
+                notes.append("directory settings changed: restart the service to apply them")
+            }
+            if configuration.limits.relayBufferBytes != current.configuration.limits.relayBufferBytes {
+                notes.append("limits.relay_buffer_bytes changed: restart the service to apply it")
+            }
+            var next = configuration
+            next.listeners = current.configuration.listeners
+            next.directory = current.configuration.directory
+            current = ServiceContext(configuration: next, tls: tls, directory: current.directory,
+                                     registry: current.registry, logger: current.logger)
+            return notes
+        }
     }
 
     /// Opens every listener, or none: a listener that cannot bind fails the start.

@@ -5,10 +5,63 @@ public enum MailService: String, Sendable, CaseIterable {
     case imap, pop3
 
     public var standardPort: Int { self == .imap ? 143 : 110 }
+    /// RFC 8314: IMAP and POP3 over implicit TLS.
+    public var implicitTLSPort: Int { self == .imap ? 993 : 995 }
 }
 
 public enum ListenerTLS: String, Sendable, CaseIterable { case none, starttls, implicit }
 public enum BackendTLS: String, Sendable, CaseIterable { case none, starttls, implicit }
+
+/// A certificate (PEM, leaf first, then its chain) and its private key (PEM).
+public struct CertificateFiles: Sendable, Equatable {
+    public var certificate: String
+    public var key: String
+    /// Where it was configured (`tls.certificates[1]`), for error messages.
+    public var origin: String
+
+    public init(certificate: String, key: String, origin: String) {
+        self.certificate = certificate
+        self.key = key
+        self.origin = origin
+    }
+}
+
+public enum TLSVersion: String, Sendable, CaseIterable {
+    case v1_2 = "1.2"
+    case v1_3 = "1.3"
+}
+
+/// The client-facing TLS settings: certificates (the first is the default, others are chosen
+/// by SNI) and the lowest protocol version accepted.
+public struct ServerTLSConfiguration: Sendable, Equatable {
+    public var certificates: [CertificateFiles]
+    public var minVersion: TLSVersion
+
+    public init(certificates: [CertificateFiles], minVersion: TLSVersion = .v1_2) {
+        self.certificates = certificates
+        self.minVersion = minVersion
+    }
+}
+
+/// How mailswitch verifies a backend's certificate and presents its own.
+public struct BackendTLSConfiguration: Sendable, Equatable {
+    /// PEM bundle of trusted CAs; nil means the system's store.
+    public var caFile: String?
+    /// The name verified and sent as SNI; nil means the host from `hosts`.
+    public var serverName: String?
+    public var verify: Bool
+    public var clientCertificate: CertificateFiles?
+    public var minVersion: TLSVersion
+
+    public init(caFile: String? = nil, serverName: String? = nil, verify: Bool = true,
+                clientCertificate: CertificateFiles? = nil, minVersion: TLSVersion = .v1_2) {
+        self.caFile = caFile
+        self.serverName = serverName
+        self.verify = verify
+        self.clientCertificate = clientCertificate
+        self.minVersion = minVersion
+    }
+}
 
 public struct ListenerConfiguration: Sendable, Equatable {
     public var service: MailService
@@ -57,15 +110,17 @@ public struct Backend: Sendable, Equatable {
     public var imapHosts: [HostPort]
     public var pop3Hosts: [HostPort]
     public var tls: BackendTLS
+    public var tlsSettings: BackendTLSConfiguration
     /// Send the real client's address to the store (IMAP ID x-* fields, POP3 XCLIENT).
     public var forwardClientAddress: Bool
 
     public init(name: String, imapHosts: [HostPort], pop3Hosts: [HostPort], tls: BackendTLS = .none,
-                forwardClientAddress: Bool = true) {
+                tlsSettings: BackendTLSConfiguration = BackendTLSConfiguration(), forwardClientAddress: Bool = true) {
         self.name = name
         self.imapHosts = imapHosts
         self.pop3Hosts = pop3Hosts
         self.tls = tls
+        self.tlsSettings = tlsSettings
         self.forwardClientAddress = forwardClientAddress
     }
 
@@ -94,13 +149,16 @@ public struct ServiceConfiguration: Sendable, Equatable {
     public var routing: RoutingTable
     public var limits: Limits
     public var logLevel: String
+    /// Needed as soon as a listener has `tls: starttls` or `implicit`.
+    public var tls: ServerTLSConfiguration?
 
     public init(listeners: [ListenerConfiguration], directory: DirectoryConfiguration, routing: RoutingTable,
-                limits: Limits = Limits(), logLevel: String = "info") {
+                limits: Limits = Limits(), logLevel: String = "info", tls: ServerTLSConfiguration? = nil) {
         self.listeners = listeners
         self.directory = directory
         self.routing = routing
         self.limits = limits
         self.logLevel = logLevel
+        self.tls = tls
     }
 }

@@ -124,7 +124,7 @@ struct ConfigLoader {
     }
 
     private func parse(_ root: Value) throws -> ServiceConfiguration {
-        let top = try root.mapping(allowed: ["listeners", "directory", "routing", "backends", "limits", "log"])
+        let top = try root.mapping(allowed: ["listeners", "directory", "routing", "backends", "limits", "log", "tls"])
         guard let listenersValue = top["listeners"] else { throw root.fail("missing key: listeners") }
         guard let directoryValue = top["directory"] else { throw root.fail("missing key: directory") }
         guard let backendsValue = top["backends"] else { throw root.fail("missing key: backends") }
@@ -147,8 +147,13 @@ struct ConfigLoader {
             }
         }
 
-        let listeners = try listenersValue.sequence().map(parseListener)
+        let listenerValues = try listenersValue.sequence()
+        let listeners = try listenerValues.map(parseListener)
         guard !listeners.isEmpty else { throw listenersValue.fail("at least one listener is needed") }
+        let tls = try top["tls"].map(parseServerTLS)
+        if tls == nil, let index = listeners.firstIndex(where: { $0.tls != .none }) {
+            throw listenerValues[index].fail("tls: \(listeners[index].tls.rawValue) needs certificates: add a top-level tls.certificates list")
+        }
 
         var limits = Limits()
         if let value = top["limits"] {
@@ -173,7 +178,7 @@ struct ConfigLoader {
 
         return ServiceConfiguration(listeners: listeners, directory: try parseDirectory(directoryValue),
                                     routing: RoutingTable(backends: backends, defaultBackend: defaultBackend),
-                                    limits: limits, logLevel: logLevel)
+                                    limits: limits, logLevel: logLevel, tls: tls)
     }
 
     private func parseListener(_ value: Value) throws -> ListenerConfiguration {
@@ -186,9 +191,6 @@ struct ConfigLoader {
             throw addressValue.fail("must be a numeric IP address and a port, such as \"0.0.0.0:143\" or \"[::]:143\"")
         }
         let tls = try keys["tls"]?.enumeration(ListenerTLS.self) ?? ListenerTLS.none
-        if tls != .none {
-            throw keys["tls"]!.fail("TLS listeners are not available in this build yet; use tls: none")
-        }
         let loopback = address.host.hasPrefix("127.") || address.host == "::1"
         let requireTLS = try keys["require_tls"]?.bool() ?? (tls == .starttls && !loopback)
         if requireTLS && tls == .none {
@@ -197,17 +199,48 @@ struct ConfigLoader {
         return ListenerConfiguration(service: service, address: address, tls: tls, requireTLS: requireTLS)
     }
 
+    private func parseServerTLS(_ value: Value) throws -> ServerTLSConfiguration {
+        let keys = try value.mapping(allowed: ["certificates", "min_version"])
+        guard let list = keys["certificates"] else { throw value.fail("missing key: certificates") }
+        let certificates = try list.sequence().map { item in
+            let pair = try item.mapping(allowed: ["cert", "key"])
+            guard let cert = pair["cert"], let key = pair["key"] else { throw item.fail("needs cert and key") }
+            return CertificateFiles(certificate: try cert.string(), key: try key.string(), origin: item.path)
+        }
+        guard !certificates.isEmpty else { throw list.fail("at least one certificate is needed") }
+        let minVersion = try keys["min_version"]?.enumeration(TLSVersion.self) ?? .v1_2
+        return ServerTLSConfiguration(certificates: certificates, minVersion: minVersion)
+    }
+
     private func parseBackend(name: String, _ value: Value) throws -> Backend {
-        let keys = try value.mapping(allowed: ["hosts", "pop3_hosts", "tls", "forward_client_address"])
-        let imapHosts = try keys["hosts"]?.sequence().map { try $0.hostPort(defaultPort: MailService.imap.standardPort) } ?? []
-        let pop3Hosts = try keys["pop3_hosts"]?.sequence().map { try $0.hostPort(defaultPort: MailService.pop3.standardPort) } ?? []
-        guard !imapHosts.isEmpty || !pop3Hosts.isEmpty else { throw value.fail("needs hosts, pop3_hosts or both") }
+        let keys = try value.mapping(allowed: ["hosts", "pop3_hosts", "tls", "forward_client_address", "ca_file",
+                                               "server_name", "verify", "client_cert", "client_key", "min_version"])
         let tls = try keys["tls"]?.enumeration(BackendTLS.self) ?? BackendTLS.none
-        if tls != .none {
-            throw keys["tls"]!.fail("TLS to backends is not available in this build yet; use tls: none")
+        // Without a port, the protocol's own: 143/110, or 993/995 for implicit TLS.
+        func port(_ service: MailService) -> Int { tls == .implicit ? service.implicitTLSPort : service.standardPort }
+        let imapHosts = try keys["hosts"]?.sequence().map { try $0.hostPort(defaultPort: port(.imap)) } ?? []
+        let pop3Hosts = try keys["pop3_hosts"]?.sequence().map { try $0.hostPort(defaultPort: port(.pop3)) } ?? []
+        guard !imapHosts.isEmpty || !pop3Hosts.isEmpty else { throw value.fail("needs hosts, pop3_hosts or both") }
+        var settings = BackendTLSConfiguration()
+        settings.caFile = try keys["ca_file"]?.string()
+        settings.serverName = try keys["server_name"]?.string()
+        settings.verify = try keys["verify"]?.bool() ?? true
+        settings.minVersion = try keys["min_version"]?.enumeration(TLSVersion.self) ?? .v1_2
+        switch (keys["client_cert"], keys["client_key"]) {
+        case (nil, nil):
+            break
+        case (let cert?, let key?):
+            settings.clientCertificate = CertificateFiles(certificate: try cert.string(), key: try key.string(),
+                                                          origin: value.path + ".client_cert")
+        case (let one?, nil), (nil, let one?):
+            throw one.fail("client_cert and client_key go together")
+        }
+        if tls == .none, let stray = ["ca_file", "server_name", "verify", "client_cert", "min_version"].compactMap({ keys[$0] }).first {
+            throw stray.fail("only meaningful with tls: starttls or implicit")
         }
         let forward = try keys["forward_client_address"]?.bool() ?? true
-        return Backend(name: name, imapHosts: imapHosts, pop3Hosts: pop3Hosts, tls: tls, forwardClientAddress: forward)
+        return Backend(name: name, imapHosts: imapHosts, pop3Hosts: pop3Hosts, tls: tls, tlsSettings: settings,
+                       forwardClientAddress: forward)
     }
 
     private func parseDirectory(_ value: Value) throws -> DirectoryConfiguration {

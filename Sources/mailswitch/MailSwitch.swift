@@ -5,13 +5,14 @@ import Foundation
 import Logging
 import Proxy
 import Routing
+import TLS
 
 @main
 struct MailSwitch: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mailswitch",
         abstract: "IMAP/POP3 proxy that routes each login to the store LDAP names for the user.",
-        subcommands: [Serve.self, CheckConfig.self, Route.self])
+        subcommands: [Serve.self, CheckConfig.self, Route.self, Reload.self])
 }
 
 struct ConfigOption: ParsableArguments {
@@ -26,6 +27,18 @@ struct ConfigOption: ParsableArguments {
             throw ExitCode(1)
         }
     }
+
+    /// The configuration and every TLS context it names: certificate, key and CA files are
+    /// read here, so a bad one is reported with its key and path before anything listens.
+    func loadWithTLS() throws -> (ServiceConfiguration, TLSContexts) {
+        let configuration = try load()
+        do {
+            return (configuration, try TLSContexts(configuration))
+        } catch {
+            FileHandle.standardError.write(Data("mailswitch: configuration error: \(config): \(error)\n".utf8))
+            throw ExitCode(1)
+        }
+    }
 }
 
 struct Serve: ParsableCommand {
@@ -36,8 +49,11 @@ struct Serve: ParsableCommand {
     @Option(help: "Event loops (default: one per core).")
     var loops: Int?
 
+    @Option(help: "Write the process id here (for `mailswitch reload --pid-file`).")
+    var pidFile: String?
+
     func run() throws {
-        let configuration = try options.load()
+        let (configuration, tls) = try options.loadWithTLS()
         let level = Logger.Level(rawValue: configuration.logLevel) ?? .info
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
@@ -46,18 +62,51 @@ struct Serve: ParsableCommand {
         }
         let logger = Logger(label: "mailswitch")
         let directory = LDAPDirectory(configuration: configuration.directory)
-        let server = ProxyServer(configuration: configuration, directory: directory, logger: logger,
+        let server = ProxyServer(configuration: configuration, tls: tls, directory: directory, logger: logger,
                                  loopCount: loops ?? ProcessInfo.processInfo.activeProcessorCount)
+        tls.warnings.forEach { logger.warning("\($0)") }
         do {
             try server.start()
         } catch {
             logger.critical("cannot start: \(error)")
             throw ExitCode(1)
         }
+        if let pidFile {
+            do {
+                try "\(getpid())\n".write(toFile: pidFile, atomically: true, encoding: .utf8)
+            } catch {
+                logger.critical("cannot write \(pidFile): \(error)")
+                throw ExitCode(1)
+            }
+        }
         installTerminationHandlers(server: server, logger: logger)
+        installReloadHandler(server: server, configPath: options.config, logger: logger)
         logger.info("mailswitch ready")
         dispatchMain()
     }
+}
+
+/// SIGHUP: read the configuration again and build new TLS contexts. New connections get the
+/// new certificates; open sessions, TLS or not, carry on with what they started with. A
+/// configuration that does not load changes nothing.
+private func installReloadHandler(server: ProxyServer, configPath: String, logger: Logger) {
+    let queue = DispatchQueue(label: "mailswitch.reload")
+    signal(SIGHUP, SIG_IGN)
+    let source = DispatchSource.makeSignalSource(signal: SIGHUP, queue: queue)
+    source.setEventHandler { @Sendable in
+        do {
+            let configuration = try ConfigLoader(path: configPath).load()
+            let tls = try TLSContexts(configuration)
+            tls.warnings.forEach { logger.warning("\($0)") }
+            let notes = server.reload(configuration: configuration, tls: tls)
+            notes.forEach { logger.warning("reload: \($0)") }
+            logger.notice("reloaded \(configPath): new connections use it (\(server.registry.count) sessions open carry on)")
+        } catch {
+            logger.error("reload failed, keeping the running configuration: \(error)")
+        }
+    }
+    source.resume()
+    signalSources.append(source)
 }
 
 /// SIGTERM/SIGINT: stop accepting and exit. Set up outside any actor: a handler closure
@@ -86,7 +135,8 @@ struct CheckConfig: ParsableCommand {
     @OptionGroup var options: ConfigOption
 
     func run() throws {
-        let configuration = try options.load()
+        let (configuration, tls) = try options.loadWithTLS()
+        tls.warnings.forEach { print("warning: \($0)") }
         print("configuration OK: \(configuration.listeners.count) listener(s), "
               + "\(configuration.routing.backends.count) backend(s), directory \(configuration.directory.uris.joined(separator: " "))")
     }
@@ -147,4 +197,41 @@ struct Route: ParsableCommand {
 private final class ResultBox: @unchecked Sendable {
     // Written once by the directory's queue before the semaphore is signalled, read after.
     var value: DirectoryResult?
+}
+
+struct Reload: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Check the configuration, then ask the running service to load it (SIGHUP).",
+        discussion: """
+            New connections get the new certificates and settings; open sessions carry on. \
+            A configuration that does not pass check-config is not sent: the service keeps running as it is.
+            """)
+
+    @OptionGroup var options: ConfigOption
+
+    @Option(help: "The running service's process id.")
+    var pid: Int32?
+
+    @Option(help: "A file holding the running service's process id (see `serve --pid-file`).")
+    var pidFile: String = "/run/mailswitch/mailswitch.pid"
+
+    func run() throws {
+        _ = try options.loadWithTLS()
+        let target: Int32
+        if let pid {
+            target = pid
+        } else {
+            guard let text = try? String(contentsOfFile: pidFile, encoding: .utf8),
+                  let value = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)) else {
+                FileHandle.standardError.write(Data("mailswitch: cannot read a process id from \(pidFile) (use --pid)\n".utf8))
+                throw ExitCode(1)
+            }
+            target = value
+        }
+        guard kill(target, SIGHUP) == 0 else {
+            FileHandle.standardError.write(Data("mailswitch: cannot signal process \(target): \(String(cString: strerror(errno)))\n".utf8))
+            throw ExitCode(1)
+        }
+        print("configuration OK; reload requested from process \(target)")
+    }
 }

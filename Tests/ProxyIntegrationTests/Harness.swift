@@ -113,10 +113,18 @@ final class MailSwitchInstance {
     let configPath: String
     let logPath: String
 
-    /// `edits` are (old, new) replacements applied to the example configuration text.
-    init(name: String, labDirectory: String, edits: [(String, String)] = []) throws {
+    /// Edits that move the example's four listeners (1143, 1110, 1993, 1995) up by `offset`,
+    /// so a second instance can run beside the main one.
+    static func movedListeners(by offset: Int, except: Set<Int> = []) -> [(String, String)] {
+        [1143, 1110, 1993, 1995].filter { !except.contains($0) }.map { ("127.0.0.1:\($0)", "127.0.0.1:\($0 + offset)") }
+    }
+
+    /// `edits` are (old, new) replacements applied to the example configuration text;
+    /// `arguments` go to `serve` after the configuration.
+    init(name: String, labDirectory: String, edits: [(String, String)] = [], arguments: [String] = []) throws {
         var text = try String(contentsOf: Harness.repository.appendingPathComponent("config/mailswitch.example.yaml"), encoding: .utf8)
         text = text.replacingOccurrences(of: "/etc/mailswitch/ldap.secret", with: "\(labDirectory)/ldap.secret")
+            .replacingOccurrences(of: "/etc/mailswitch/tls/", with: "\(labDirectory)/tls/")
         for (old, new) in edits {
             guard text.contains(old) else { throw HarnessError("config edit: \(old) not found") }
             text = text.replacingOccurrences(of: old, with: new)
@@ -126,7 +134,7 @@ final class MailSwitchInstance {
         try text.write(toFile: configPath, atomically: true, encoding: .utf8)
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         process.executableURL = Harness.mailswitchBinary
-        process.arguments = ["serve", "--config", configPath]
+        process.arguments = ["serve", "--config", configPath] + arguments
         let log = FileHandle(forWritingAtPath: logPath)
         process.standardOutput = log
         process.standardError = log

@@ -38,21 +38,21 @@ final class ProxyIntegrationTests: XCTestCase {
         if let error = Self.setUpError { throw HarnessError("lab set-up failed: \(error)") }
     }
 
-    private func imapLogin(_ user: String, _ password: String, mech: String = "login", port: String = imapPort) throws -> [String: Any] {
+    func imapLogin(_ user: String, _ password: String, mech: String = "login", port: String = imapPort) throws -> [String: Any] {
         try Harness.client(["imap-login", "--host", "127.0.0.1", "--port", port, "--user", user, "--password", password, "--mech", mech])
     }
 
-    private func pop3Login(_ user: String, _ password: String, mech: String = "user", port: String = pop3Port) throws -> [String: Any] {
+    func pop3Login(_ user: String, _ password: String, mech: String = "user", port: String = pop3Port) throws -> [String: Any] {
         try Harness.client(["pop3-login", "--host", "127.0.0.1", "--port", port, "--user", user, "--password", password, "--mech", mech])
     }
 
-    private func assertLands(_ result: [String: Any], on store: String, _ message: String,
+    func assertLands(_ result: [String: Any], on store: String, _ message: String,
                              file: StaticString = #filePath, line: UInt = #line) {
         XCTAssertEqual(result["ok"] as? Bool, true, "\(message): \(result)", file: file, line: line)
         XCTAssertEqual(result["store"] as? String, store, "\(message): \(result)", file: file, line: line)
     }
 
-    private let passwords = [
+    let passwords = [
         "alice": "alice-secret", "bob": "bob-secret", "carol": #"pässwörd "quoted" back\slash and spaces"#,
         "dave": "dave-secret", "erin": "ünïcödé ✓ {5}", "frank": "frank-secret", "ghost": "ghost-secret",
         "user0001": "pw-user0001", "user0002": "pw-user0002",
@@ -241,8 +241,8 @@ final class ProxyIntegrationTests: XCTestCase {
 
     func testUnknownUserAndInjectionWithoutDefaultBackend() throws {
         let strict = try MailSwitchInstance(name: "strict", labDirectory: Self.labDirectory, edits: [
-            ("  default_backend: legacy\n", ""), ("127.0.0.1:1143", "127.0.0.1:2143"), ("127.0.0.1:1110", "127.0.0.1:2110"),
-        ])
+            ("  default_backend: legacy\n", ""),
+        ] + MailSwitchInstance.movedListeners(by: 1000))
         defer { strict.stop() }
         XCTAssertTrue(Harness.waitForPort(2143), strict.log)
         for (user, why) in [("ghost", "no LDAP entry"), ("dave", "no mailHost"), ("*)(uid=*", "filter injection"), ("*", "wildcard")] {
@@ -279,8 +279,7 @@ final class ProxyIntegrationTests: XCTestCase {
         for (name, uri, port) in [("ldapdown", "ldap://127.0.0.1:3390", "3143"), ("ldaphung", "ldap://127.0.0.1:3391", "4143")] {
             let instance = try MailSwitchInstance(name: name, labDirectory: Self.labDirectory, edits: [
                 ("ldap://127.0.0.1:3389", uri), ("timeout: \"3s\"", "timeout: \"1s\""),
-                ("127.0.0.1:1143", "127.0.0.1:\(port)"), ("127.0.0.1:1110", "127.0.0.1:\(Int(port)! - 33)"),
-            ])
+            ] + MailSwitchInstance.movedListeners(by: Int(port)! - 1143))
             defer { instance.stop() }
             XCTAssertTrue(Harness.waitForPort(Int(port)!), instance.log)
             // While one login waits on the directory, the event loop keeps serving others.
@@ -313,7 +312,7 @@ final class ProxyIntegrationTests: XCTestCase {
 
         let broken = Self.labDirectory + "/broken.yaml"
         let text = try String(contentsOfFile: proxy.configPath, encoding: .utf8)
-        try text.replacingOccurrences(of: "pop3_hosts: [\"127.0.0.1:20110\"]", with: "pop3_hosts: [\"127.0.0.1:99999\"]")
+        try text.replacingOccurrences(of: "pop3_hosts: [\"127.0.0.1:20995\"]", with: "pop3_hosts: [\"127.0.0.1:99999\"]")
             .write(toFile: broken, atomically: true, encoding: .utf8)
         let bad = try Harness.run(binary, ["check-config", "--config", broken])
         XCTAssertEqual(bad.status, 1)
@@ -325,6 +324,8 @@ final class ProxyIntegrationTests: XCTestCase {
         XCTAssertTrue(alice.stdout.contains("mailHost: legacy"), alice.stdout)
         XCTAssertTrue(alice.stdout.contains("backend legacy -> 127.0.0.1:10143"), alice.stdout)
         XCTAssertTrue(alice.stdout.contains("backend legacy -> 127.0.0.1:10110"), alice.stdout)
+        let bob = try Harness.run(binary, ["route", "bob", "--config", proxy.configPath])
+        XCTAssertTrue(bob.stdout.contains("backend new -> 127.0.0.1:20993"), bob.stdout)
 
         let frank = try Harness.run(binary, ["route", "frank", "--config", proxy.configPath])
         XCTAssertEqual(frank.status, 2)
@@ -334,8 +335,8 @@ final class ProxyIntegrationTests: XCTestCase {
     func testPasswordsAndSASLPayloadsNeverReachTheLog() throws {
         // At debug level, the most talkative the service gets.
         let chatty = try MailSwitchInstance(name: "debuglog", labDirectory: Self.labDirectory, edits: [
-            ("level: info", "level: debug"), ("127.0.0.1:1143", "127.0.0.1:5143"), ("127.0.0.1:1110", "127.0.0.1:5110"),
-        ])
+            ("level: info", "level: debug"),
+        ] + MailSwitchInstance.movedListeners(by: 4000))
         defer { chatty.stop() }
         XCTAssertTrue(Harness.waitForPort(5143), chatty.log)
         let canary = "canary-Pw-\(getpid())"
