@@ -41,7 +41,6 @@ final class ClientSession: @unchecked Sendable {
     private var route: (backend: Backend, host: String)?
     /// Backend address (as text) -> the configured host name it came from, for TLS verification.
     private var backendNames: [String: String] = [:]
-    private var clientTLS: TLSTransport?
     private var backendTLS: TLSTransport?
     private var selfReference: ClientSession?   // alive while open; dropped on close
     private let startedAt = Double(time(nil))
@@ -108,7 +107,6 @@ final class ClientSession: @unchecked Sendable {
             case .failure(let error):
                 close("client TLS handshake failed: \(error)")
             case .success(let transport):
-                clientTLS = transport
                 logger[metadataKey: "tls"] = "\(transport.summary)"
                 if let name = transport.serverName { logger[metadataKey: "sni"] = "\(LogText.escaped(name))" }
                 next(self)
@@ -151,7 +149,10 @@ final class ClientSession: @unchecked Sendable {
     /// outbox grow for as long as the login timeout lets it: past a bound, stop reading it
     /// until it has taken what it was sent.
     private func holdBackIfRepliesPileUp() {
-        guard state == .preLogin, client.outboxCount > context.configuration.limits.protocolLimits.lineLength * 2 else { return }
+        // A hook already set (the STARTTLS handshake waiting for its reply to go out) stops
+        // reading itself and must not be replaced.
+        guard state == .preLogin, client.onOutboxDrained == nil,
+              client.outboxCount > context.configuration.limits.protocolLimits.lineLength * 2 else { return }
         client.setReading(false)
         client.onOutboxDrained = { [unowned self] in
             client.onOutboxDrained = nil

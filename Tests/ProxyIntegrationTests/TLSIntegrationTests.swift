@@ -192,6 +192,33 @@ extension ProxyIntegrationTests {
         XCTAssertTrue(lax.log.contains("backends.new.verify is false"), lax.log)
     }
 
+    func testClientCertificateTowardsAStoreThatDemandsOne() throws {
+        // A store that refuses the handshake without a client certificate signed by the lab CA.
+        let store = Foundation.Process()
+        store.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        store.arguments = ["python3", Harness.repository.appendingPathComponent("Tests/Fixtures/synthetic_store.py").path,
+                           "31993", "--tls", "\(tlsDirectory)/legacy.pem", "\(tlsDirectory)/legacy.key", "--client-ca", caFile]
+        store.standardOutput = FileHandle.nullDevice
+        try store.run()
+        defer { store.terminate(); store.waitUntilExit() }
+        XCTAssertTrue(Harness.waitForPort(31993))
+        let toStore: [(String, String)] = [("hosts: [\"127.0.0.1:20993\"]", "hosts: [\"127.0.0.1:31993\"]"),
+                                           ("server_name: \"new.store.test\"", "server_name: \"legacy.store.test\"")]
+        let withCertificate = try MailSwitchInstance(name: "backend-clientcert", labDirectory: Self.labDirectory, edits: toStore + [
+            ("# client_cert:", "client_cert:"), ("# client_key:", "client_key:"),
+        ] + MailSwitchInstance.movedListeners(by: 7500))
+        defer { withCertificate.stop() }
+        XCTAssertTrue(Harness.waitForPort(1143 + 7500), withCertificate.log)
+        assertLands(try imapLogin("bob", "bob-secret", port: String(1143 + 7500)), on: "synthetic", "with a client certificate")
+
+        let without = try MailSwitchInstance(name: "backend-noclientcert", labDirectory: Self.labDirectory,
+                                             edits: toStore + MailSwitchInstance.movedListeners(by: 7600))
+        defer { without.stop() }
+        XCTAssertTrue(Harness.waitForPort(1143 + 7600), without.log)
+        let refused = try imapLogin("bob", "bob-secret", port: String(1143 + 7600))
+        XCTAssertTrue((refused["response"] as? String ?? "").contains("[UNAVAILABLE]"), "without a client certificate: \(refused)")
+    }
+
     func testBackendSTARTTLS() throws {
         let instance = try MailSwitchInstance(name: "backend-starttls", labDirectory: Self.labDirectory, edits: [
             ("hosts: [\"127.0.0.1:20993\"]", "hosts: [\"127.0.0.1:20143\"]"),
@@ -229,6 +256,32 @@ extension ProxyIntegrationTests {
             XCTAssertTrue(serve.stderr.contains(message), serve.stderr)
             XCTAssertFalse(serve.stderr.contains("listening on"), "a listener opened: \(serve.stderr)")
         }
+    }
+
+    func testUnreadableKeyIsReportedWithItsFileName() throws {
+        // root reads any file, so the check runs as nobody, on copies nobody may read but the key.
+        guard let proxy = Self.proxy else { return XCTFail("no proxy") }
+        let directory = Self.labDirectory + "/unreadable"
+        try? FileManager.default.removeItem(atPath: directory)
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        for name in ["mail.pem", "mail.key", "mail-ec.pem", "mail-ec.key", "other.pem", "other.key", "ca.pem"] {
+            try FileManager.default.copyItem(atPath: "\(tlsDirectory)/\(name)", toPath: "\(directory)/\(name)")
+            chmod("\(directory)/\(name)", 0o644)
+        }
+        try FileManager.default.copyItem(atPath: Self.labDirectory + "/ldap.secret", toPath: directory + "/ldap.secret")
+        chmod(directory + "/ldap.secret", 0o644)
+        chmod(directory + "/mail.key", 0)
+        let text = try String(contentsOfFile: proxy.configPath, encoding: .utf8)
+            .replacingOccurrences(of: tlsDirectory + "/", with: directory + "/")
+            .replacingOccurrences(of: Self.labDirectory + "/ldap.secret", with: directory + "/ldap.secret")
+        try text.write(toFile: directory + "/mailswitch.yaml", atomically: true, encoding: .utf8)
+        chmod(directory + "/mailswitch.yaml", 0o644)
+        chmod(directory, 0o755)
+        chmod(Self.labDirectory, 0o755)
+        let check = try Harness.run("setpriv", ["--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                                                Harness.mailswitchBinary.path, "check-config", "--config", directory + "/mailswitch.yaml"])
+        XCTAssertEqual(check.status, 1, check.stdout + check.stderr)
+        XCTAssertTrue(check.stderr.contains("tls.certificates[0].key: key \(directory)/mail.key: Permission denied"), check.stderr)
     }
 
     func testReloadLoadsNewCertificatesWhileOpenSessionsCarryOn() throws {
