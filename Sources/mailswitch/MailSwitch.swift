@@ -137,6 +137,14 @@ struct CheckConfig: ParsableCommand {
     func run() throws {
         let (configuration, tls) = try options.loadWithTLS()
         tls.warnings.forEach { print("warning: \($0)") }
+        // The effective settings, defaults applied: what each listener will really do.
+        for listener in configuration.listeners {
+            print("listener \(listener.service.rawValue) \(listener.address) tls=\(listener.tls.rawValue)"
+                  + (listener.tls == .starttls ? " require_tls=\(listener.requireTLS)" : ""))
+        }
+        if let server = configuration.tls {
+            print("tls: \(server.certificates.count) certificate(s), min_version \(server.minVersion.rawValue)")
+        }
         print("configuration OK: \(configuration.listeners.count) listener(s), "
               + "\(configuration.routing.backends.count) backend(s), directory \(configuration.directory.uris.joined(separator: " "))")
     }

@@ -94,6 +94,29 @@ extension ProxyIntegrationTests {
         }
     }
 
+    func testRequireTLSDefaultsOnAwayFromLoopbackAndTLS13CanBeRequired() throws {
+        guard let proxy = Self.proxy else { return XCTFail("no proxy") }
+        let path = Self.labDirectory + "/public.yaml"
+        try String(contentsOfFile: proxy.configPath, encoding: .utf8)
+            .replacingOccurrences(of: "    require_tls: false\n", with: "")
+            .replacingOccurrences(of: "127.0.0.1:1110", with: "0.0.0.0:1110")
+            .write(toFile: path, atomically: true, encoding: .utf8)
+        let check = try Harness.run(Harness.mailswitchBinary.path, ["check-config", "--config", path])
+        XCTAssertEqual(check.status, 0, check.stderr)
+        XCTAssertTrue(check.stdout.contains("listener imap 127.0.0.1:1143 tls=starttls require_tls=false"), check.stdout)
+        XCTAssertTrue(check.stdout.contains("listener pop3 0.0.0.0:1110 tls=starttls require_tls=true"), check.stdout)
+
+        let modern = try MailSwitchInstance(name: "tls13", labDirectory: Self.labDirectory, edits: [
+            ("min_version: \"1.2\"            #", "min_version: \"1.3\"            #"),
+        ] + MailSwitchInstance.movedListeners(by: 7700))
+        defer { modern.stop() }
+        XCTAssertTrue(Harness.waitForPort(1993 + 7700), modern.log)
+        let tls12 = try sClient(["-connect", "127.0.0.1:\(1993 + 7700)", "-tls1_2"], input: "a LOGOUT\\r\\n")
+        XCTAssertFalse(tls12.contains("* OK"), "TLS 1.2 must be refused with min_version 1.3: \(tls12)")
+        let tls13 = try sClient(["-connect", "127.0.0.1:\(1993 + 7700)", "-tls1_3"], input: "a LOGOUT\\r\\n")
+        XCTAssertTrue(tls13.contains("Protocol  : TLSv1.3") && tls13.contains("* OK"), tls13)
+    }
+
     func testRequireTLSRefusesPlaintextLogins() throws {
         let strict = try MailSwitchInstance(name: "requiretls", labDirectory: Self.labDirectory, edits: [
             ("    require_tls: false\n", "    require_tls: true\n"),
