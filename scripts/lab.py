@@ -14,7 +14,7 @@ touches /etc. Needs root (Dovecot's master drops to the `vmail` user for mail pr
                                       self-signed certificate the lab CA did not sign
   lab.py stop-rogue --dir DIR         stop it (down stops it too)
 
-Ports (all 127.0.0.1): LDAP 3389;
+Ports (all 127.0.0.1; MAILSWITCH_LAB_PORT_OFFSET=N adds N to each): LDAP 3389;
   legacy  IMAP 10143 / POP3 10110 (both with STARTTLS/STLS), IMAPS 10993 / POP3S 10995
   new     IMAP 20143 / POP3 20110 (both with STARTTLS/STLS), IMAPS 20993 / POP3S 20995
   rogue   IMAP 30143 / POP3 30110 (both with STARTTLS/STLS), IMAPS 30993 / POP3S 30995
@@ -52,17 +52,20 @@ PEOPLE = "ou=people," + SUFFIX
 ADMIN_DN = "cn=admin," + SUFFIX
 SERVICE_DN = "cn=mailswitch," + SUFFIX
 LDAP_HOST = "127.0.0.1"
-LDAP_PORT = 3389
+# MAILSWITCH_LAB_PORT_OFFSET moves every port of the lab up by that much, so that a second lab
+# (a benchmark, a helper's experiment) can run beside the tests' or the demo's.
+PORT_OFFSET = int(os.environ.get("MAILSWITCH_LAB_PORT_OFFSET", "0"))
+LDAP_PORT = 3389 + PORT_OFFSET
 LDAP_URI = "ldap://%s:%d" % (LDAP_HOST, LDAP_PORT)
 ADMIN_PASSWORD = "lab-admin-secret"
 SERVICE_PASSWORD = "lab-service-secret"
 STORES = {
-    "legacy": {"imap": 10143, "pop3": 10110, "imaps": 10993, "pop3s": 10995},
-    "new": {"imap": 20143, "pop3": 20110, "imaps": 20993, "pop3s": 20995},
+    "legacy": {"imap": 10143 + PORT_OFFSET, "pop3": 10110 + PORT_OFFSET, "imaps": 10993 + PORT_OFFSET, "pop3s": 10995 + PORT_OFFSET},
+    "new": {"imap": 20143 + PORT_OFFSET, "pop3": 20110 + PORT_OFFSET, "imaps": 20993 + PORT_OFFSET, "pop3s": 20995 + PORT_OFFSET},
 }
 # An optional third Dovecot (start-rogue / stop-rogue): legacy's users behind a certificate
 # the lab CA did not sign, for "untrusted backend" tests. Not started by `up`.
-ROGUE = {"rogue": {"imap": 30143, "pop3": 30110, "imaps": 30993, "pop3s": 30995}}
+ROGUE = {"rogue": {"imap": 30143 + PORT_OFFSET, "pop3": 30110 + PORT_OFFSET, "imaps": 30993 + PORT_OFFSET, "pop3s": 30995 + PORT_OFFSET}}
 ALL_STORES = {**STORES, **ROGUE}
 # Each store serves DIR/tls/<cert>.pem; server_name is the DNS name in its certificate.
 STORE_TLS = {"legacy": ("legacy", "legacy.store.test"), "new": ("new", "new.store.test"),
@@ -79,7 +82,8 @@ USERS = {
     "erin": ("ünïcödé ✓ {5}", "new"),
     "frank": ("frank-secret", "nowhere"),
 }
-for _n in range(1, 21):
+# MAILSWITCH_LAB_USERS=N makes user0001..userN (the benchmarks use 2,000); 20 by default.
+for _n in range(1, int(os.environ.get("MAILSWITCH_LAB_USERS", "20")) + 1):
     USERS["user%04d" % _n] = ("pw-user%04d" % _n, "legacy" if _n % 2 else "new")
 STORE_ONLY_USERS = {"ghost": "ghost-secret"}   # in the stores' passwd files, not in LDAP
 
@@ -701,8 +705,9 @@ def up(d):
             start_store(d, name)
 
     write_state(d, {"slapd": slapd_pid(d), **{name: store_pid(d, name) for name in STORES}})
-    print("lab up in %s: slapd %s, stores legacy (IMAP 10143, POP3 10110, IMAPS 10993, POP3S 10995) and new "
-          "(IMAP 20143, POP3 20110, IMAPS 20993, POP3S 20995); lab CA %s" % (d, LDAP_URI, os.path.join(d, "tls", "ca.pem")))
+    print("lab up in %s: slapd %s, stores %s; lab CA %s" % (
+        d, LDAP_URI, " and ".join("%s (IMAP %d, POP3 %d, IMAPS %d, POP3S %d)" % (name, p["imap"], p["pop3"], p["imaps"], p["pop3s"])
+                                  for name, p in STORES.items()), os.path.join(d, "tls", "ca.pem")))
 
 
 def flip(d, user, value):
