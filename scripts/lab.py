@@ -21,6 +21,15 @@ Ports (all 127.0.0.1; MAILSWITCH_LAB_PORT_OFFSET=N adds N to each): LDAP 3389;
           (only between start-rogue and stop-rogue)
 Plaintext logins stay allowed on the plain ports.
 
+Bench mode (MAILSWITCH_LAB_BENCH=1; Benchmarks/peers.py and Benchmarks/bench.py): every routing
+system must find a host in LDAP, so the stores move to their own loopback addresses with the
+same port numbers: legacy on 127.0.0.2, new on 127.0.0.3, both on legacy's ports above
+(IMAP 10143, POP3 10110, IMAPS 10993, POP3S 10995, plus the offset), and every user's mailHost
+is its store's address ("127.0.0.2" / "127.0.0.3"; dave keeps none, frank keeps "nowhere").
+The store certificates also name their address and DNS:store.bench.test (one name for both),
+the stores run their login processes in Dovecot's high-performance mode and reuse mail
+processes, and lab.json says "bench": true. The rogue store stays on 127.0.0.1.
+
 TLS files (PEM, leaf certificate only; keys mode 0600), made afresh by every `up`:
   DIR/tls/ca.pem, ca.key          "mailswitch lab CA", signs everything below but rogue
   DIR/tls/mail.pem, mail.key      RSA 2048 proxy certificate: CN mail.example.test,
@@ -63,10 +72,18 @@ STORES = {
     "legacy": {"imap": 10143 + PORT_OFFSET, "pop3": 10110 + PORT_OFFSET, "imaps": 10993 + PORT_OFFSET, "pop3s": 10995 + PORT_OFFSET},
     "new": {"imap": 20143 + PORT_OFFSET, "pop3": 20110 + PORT_OFFSET, "imaps": 20993 + PORT_OFFSET, "pop3s": 20995 + PORT_OFFSET},
 }
+# MAILSWITCH_LAB_BENCH=1: the benchmarks' layout (see the module's docstring).
+BENCH = os.environ.get("MAILSWITCH_LAB_BENCH", "") not in ("", "0")
+BENCH_HOSTS = {"legacy": "127.0.0.2", "new": "127.0.0.3"}
+BENCH_SERVER_NAME = "store.bench.test"
+if BENCH:
+    STORES["new"] = dict(STORES["legacy"])
 # An optional third Dovecot (start-rogue / stop-rogue): legacy's users behind a certificate
 # the lab CA did not sign, for "untrusted backend" tests. Not started by `up`.
 ROGUE = {"rogue": {"imap": 30143 + PORT_OFFSET, "pop3": 30110 + PORT_OFFSET, "imaps": 30993 + PORT_OFFSET, "pop3s": 30995 + PORT_OFFSET}}
 ALL_STORES = {**STORES, **ROGUE}
+# The address each store listens on (bench mode: its own; otherwise all 127.0.0.1).
+STORE_HOST = {name: (BENCH_HOSTS.get(name, "127.0.0.1") if BENCH else "127.0.0.1") for name in ALL_STORES}
 # Each store serves DIR/tls/<cert>.pem; server_name is the DNS name in its certificate.
 STORE_TLS = {"legacy": ("legacy", "legacy.store.test"), "new": ("new", "new.store.test"),
              "rogue": ("rogue", "legacy.store.test")}
@@ -85,6 +102,8 @@ USERS = {
 # MAILSWITCH_LAB_USERS=N makes user0001..userN (the benchmarks use 2,000); 20 by default.
 for _n in range(1, int(os.environ.get("MAILSWITCH_LAB_USERS", "20")) + 1):
     USERS["user%04d" % _n] = ("pw-user%04d" % _n, "legacy" if _n % 2 else "new")
+if BENCH:
+    USERS = {name: (pw, BENCH_HOSTS.get(host, host)) for name, (pw, host) in USERS.items()}
 STORE_ONLY_USERS = {"ghost": "ghost-secret"}   # in the stores' passwd files, not in LDAP
 
 # What `up` creates inside DIR (and all `up` removes from a previous run: other files in DIR,
@@ -338,6 +357,10 @@ CERTS = {
     "rogue": ("rsa", "legacy.store.test", ["DNS:legacy.store.test", "IP:127.0.0.1"], "self-signed server"),
     "client": ("rsa", "mailswitch-proxy", None, "client"),
 }
+if BENCH:
+    for _name in BENCH_HOSTS:
+        _kind, _cn, _sans, _role = CERTS[_name]
+        CERTS[_name] = (_kind, _cn, _sans + ["DNS:" + BENCH_SERVER_NAME, "IP:" + BENCH_HOSTS[_name]], _role)
 
 
 def openssl(*args):
@@ -456,7 +479,7 @@ log_path = {base}/dovecot.log
 info_log_path = {base}/dovecot.log
 log_timestamp = "%Y-%m-%d %H:%M:%S "
 protocols = imap pop3
-listen = 127.0.0.1
+listen = {host}
 # TLS: implicit on the imaps/pop3s ports, STARTTLS/STLS offered on the plain ones (where
 # plaintext logins stay allowed). The config process reads the files as root at start.
 ssl = yes
@@ -495,22 +518,22 @@ service anvil {{
 }}
 service imap-login {{
   inet_listener imap {{
-    address = 127.0.0.1
+    address = {host}
     port = {imap}
   }}
   inet_listener imaps {{
-    address = 127.0.0.1
+    address = {host}
     port = {imaps}
     ssl = yes
   }}
 }}
 service pop3-login {{
   inet_listener pop3 {{
-    address = 127.0.0.1
+    address = {host}
     port = {pop3}
   }}
   inet_listener pop3s {{
-    address = 127.0.0.1
+    address = {host}
     port = {pop3s}
     ssl = yes
   }}
@@ -526,7 +549,41 @@ service imap-urlauth-login {{
   }}
 }}
 """.format(name=name, upper=name.upper(), base=base, uid=vmail.pw_uid, gid=vmail.pw_gid, d=d, cert=cert,
-           imap=ports["imap"], pop3=ports["pop3"], imaps=ports["imaps"], pop3s=ports["pop3s"])
+           imap=ports["imap"], pop3=ports["pop3"], imaps=ports["imaps"], pop3s=ports["pop3s"],
+           host=STORE_HOST[name]) + (BENCH_STORE_TUNING.format(cpus=os.cpu_count() or 1) if BENCH else "")
+
+
+# Bench mode: the stores are what every system ends at (direct access included), so they are
+# made fast enough that the proxies, not the stores, make the difference: login processes in
+# high-performance mode (one process per CPU, many connections each), mail processes reused
+# for further sessions (Dovecot's documented trade of isolation for speed), and limits sized
+# for thousands of sessions, all from 127.0.0.1 (the proxies) or as the same user.
+BENCH_STORE_TUNING = """# Bench mode (MAILSWITCH_LAB_BENCH=1).
+mail_max_userip_connections = 100000
+service imap-login {{
+  service_count = 0
+  process_min_avail = {cpus}
+  client_limit = 10000
+}}
+service pop3-login {{
+  service_count = 0
+  process_min_avail = {cpus}
+  client_limit = 10000
+}}
+service imap {{
+  service_count = 1000
+  process_min_avail = {cpus}
+  process_limit = 5000
+}}
+service pop3 {{
+  service_count = 1000
+  process_min_avail = {cpus}
+  process_limit = 5000
+}}
+service auth {{
+  client_limit = 12000
+}}
+"""
 
 
 def seed_mailbox(base, user, store, vmail):
@@ -558,8 +615,9 @@ def start_store(d, name):
         log("store %s is already running" % name)
         return
     ports = ALL_STORES[name]
+    host = STORE_HOST[name]
     for port in ports.values():
-        if port_open(port) or not port_bindable(port):
+        if port_open(port, host) or not port_bindable(port, host):
             raise LabError("port %d (store %s) is already in use" % (port, name))
     stdout = os.path.join(base, "dovecot.stdout")
     with open(stdout, "a") as out:
@@ -569,7 +627,7 @@ def start_store(d, name):
         if process.poll() is not None:
             raise LabError("Dovecot store %s exited with status %d:\n%s%s" % (
                 name, process.returncode, tail(stdout), tail(os.path.join(base, "dovecot.log"))))
-        return all(port_open(port) for port in ports.values())
+        return all(port_open(port, host) for port in ports.values())
     if not wait_until(ready, START_TIMEOUT):
         raise LabError("Dovecot store %s did not accept connections on %s within %ds:\n%s"
                        % (name, "/".join(str(p) for p in ports.values()), START_TIMEOUT,
@@ -578,8 +636,8 @@ def start_store(d, name):
 
 def stop_store(d, name):
     terminate(store_pid(d, name))
-    ports = ALL_STORES[name]
-    if not wait_until(lambda: not any(port_open(port) for port in ports.values()), STOP_TIMEOUT):
+    ports, host = ALL_STORES[name], STORE_HOST[name]
+    if not wait_until(lambda: not any(port_open(port, host) for port in ports.values()), STOP_TIMEOUT):
         raise LabError("store %s still accepts connections after stopping" % name)
 
 
@@ -598,7 +656,7 @@ def down(d):
 
 def store_state(d, name):
     ports = ALL_STORES[name]
-    state = {protocol: "127.0.0.1:%d" % port for protocol, port in ports.items()}
+    state = {protocol: "%s:%d" % (STORE_HOST[name], port) for protocol, port in ports.items()}
     state.update({"log": os.path.join(d, name, "dovecot.log"), "server_name": STORE_TLS[name][1],
                   "cert": os.path.join(d, "tls", STORE_TLS[name][0] + ".pem")})
     return state
@@ -620,6 +678,9 @@ def write_state(d, pids):
         "users": users,
         "pids": pids,
     }
+    if BENCH:
+        state["bench"] = True
+        state["bench_server_name"] = BENCH_SERVER_NAME
     tmp = os.path.join(d, "lab.json.tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(state, f, indent=2, ensure_ascii=False)
@@ -658,8 +719,9 @@ def up(d):
                 subprocess.run(["rm", "-rf", "--one-file-system", path], check=True)
             elif os.path.lexists(path):
                 os.remove(path)
-    for port in [LDAP_PORT] + [p for s in STORES.values() for p in s.values()]:   # not rogue's: started later
-        if port_open(port) or not port_bindable(port):
+    # not rogue's: started later
+    for host, port in [(LDAP_HOST, LDAP_PORT)] + [(STORE_HOST[n], p) for n, s in STORES.items() for p in s.values()]:
+        if port_open(port, host) or not port_bindable(port, host):
             raise LabError("port %d is already in use (another lab or demo running? "
                            "`lab.py down --dir OTHERDIR`, or see `ss -ltnp 'sport = :%d'`)" % (port, port))
     for tool in ("slapd", "slapadd", "ldapsearch", "ldapmodify", "dovecot", "openssl"):
@@ -706,8 +768,9 @@ def up(d):
 
     write_state(d, {"slapd": slapd_pid(d), **{name: store_pid(d, name) for name in STORES}})
     print("lab up in %s: slapd %s, stores %s; lab CA %s" % (
-        d, LDAP_URI, " and ".join("%s (IMAP %d, POP3 %d, IMAPS %d, POP3S %d)" % (name, p["imap"], p["pop3"], p["imaps"], p["pop3s"])
-                                  for name, p in STORES.items()), os.path.join(d, "tls", "ca.pem")))
+        d, LDAP_URI, " and ".join("%s (%sIMAP %d, POP3 %d, IMAPS %d, POP3S %d)" % (
+            name, STORE_HOST[name] + " " if BENCH else "", p["imap"], p["pop3"], p["imaps"], p["pop3s"])
+            for name, p in STORES.items()), os.path.join(d, "tls", "ca.pem")))
 
 
 def flip(d, user, value):

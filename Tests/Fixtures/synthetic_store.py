@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """A synthetic IMAP store for benchmarks and tests: accepts ANY login, then just holds the connection.
 
-    python3 Tests/Fixtures/synthetic_store.py PORT [--tls CERT KEY [--client-ca CA]]
+    python3 Tests/Fixtures/synthetic_store.py PORT [--host 127.0.0.X] [--name NAME]
+                                              [--tls CERT KEY [--client-ca CA]]
 
 With --tls it speaks implicit TLS; with --client-ca it also demands a client certificate signed
 by CA (the handshake fails without one), for testing mailswitch's backend client certificates.
 
-Listens on 127.0.0.1:PORT (loopback only). It speaks just enough IMAP for mailswitch's backend
+Listens on 127.0.0.1:PORT (loopback only). After login its capabilities include X-STORE-NAME
+(default SYNTHETIC), so a client can tell which store a proxy took it to. It speaks just enough IMAP for mailswitch's backend
 login (Sources/MailProtocol/IMAPBackendLogin.swift): the greeting carries its capabilities, so
 mailswitch sends `M2 ID (...)` then `M3 AUTHENTICATE PLAIN <base64>` (SASL-IR) at once. Also
 handled: LOGIN (atoms, quoted strings, literals {n} with a "+" continuation and {n+}),
@@ -25,6 +27,13 @@ GREETING = b"* OK [CAPABILITY IMAP4rev1 SASL-IR LITERAL+ ID AUTH=PLAIN] syntheti
 PRE_CAPS = b"* CAPABILITY IMAP4rev1 SASL-IR LITERAL+ ID AUTH=PLAIN\r\n"
 POST_CAPS = b"* CAPABILITY IMAP4rev1 IDLE LITERAL+ X-STORE-SYNTHETIC\r\n"
 LOGGED_IN = b" OK [CAPABILITY IMAP4rev1 IDLE LITERAL+ X-STORE-SYNTHETIC] Logged in\r\n"
+
+
+def name_store(name):
+    global POST_CAPS, LOGGED_IN
+    marker = b"X-STORE-" + name.upper().encode("ascii")
+    POST_CAPS = POST_CAPS.replace(b"X-STORE-SYNTHETIC", marker)
+    LOGGED_IN = LOGGED_IN.replace(b"X-STORE-SYNTHETIC", marker)
 MAX_LINE = 65536
 MAX_LITERAL = 65536
 
@@ -115,9 +124,9 @@ async def handle(reader, writer):
         writer.close()   # flushes what is buffered (a LOGOUT's reply), then closes
 
 
-async def main(port, tls):
+async def main(host, port, tls):
     raise_nofile()
-    server = await asyncio.start_server(handle, "127.0.0.1", port, backlog=4096, limit=MAX_LINE + 2, ssl=tls)
+    server = await asyncio.start_server(handle, host, port, backlog=4096, limit=MAX_LINE + 2, ssl=tls)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -141,9 +150,16 @@ def tls_context(o):
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("port", type=int)
+    parser.add_argument("--host", default="127.0.0.1", help="a loopback address to listen on")
     parser.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"))
     parser.add_argument("--client-ca", metavar="CA")
+    parser.add_argument("--name", default="synthetic", help="advertised after login as X-STORE-NAME")
     options = parser.parse_args()
+    if not options.name.isalnum():
+        sys.exit("synthetic_store.py: --name must be letters and digits")
+    name_store(options.name)
     if options.client_ca and not options.tls:
         sys.exit("synthetic_store.py: --client-ca needs --tls")
-    asyncio.run(main(options.port, tls_context(options)))
+    if not options.host.startswith("127."):
+        sys.exit("synthetic_store.py: loopback addresses only")
+    asyncio.run(main(options.host, options.port, tls_context(options)))
