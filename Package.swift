@@ -33,7 +33,7 @@ let package = Package(
         .target(name: "TLS", dependencies: ["COpenSSL", "CMailSwitchShims", "EventLoop", "Routing"],
                 swiftSettings: strict),
         .target(name: "Directory",
-                dependencies: ["CLDAP", "CMailSwitchShims", "Routing"], swiftSettings: strict),
+                dependencies: ["CLDAP", "CMailSwitchShims", "Routing", "EventLoop"], swiftSettings: strict),
         .target(name: "Proxy",
                 dependencies: ["MailProtocol", "Routing", "EventLoop", "TLS", "Directory",
                                .product(name: "Logging", package: "swift-log")],

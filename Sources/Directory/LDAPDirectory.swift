@@ -4,6 +4,7 @@ import Glibc
 import CLDAP
 import CMailSwitchShims
 import Dispatch
+import EventLoop
 import Routing
 
 /// Looks users up in LDAP with libldap's asynchronous API: searches are sent without waiting,
@@ -15,7 +16,7 @@ import Routing
 public final class LDAPDirectory: Directory, @unchecked Sendable {
     private struct Pending {
         let completion: @Sendable (DirectoryResult) -> Void
-        let timer: DispatchWorkItem
+        let timer: OneShotTimer
     }
 
     private let configuration: DirectoryConfiguration
@@ -142,9 +143,8 @@ public final class LDAPDirectory: Directory, @unchecked Sendable {
             return
         }
         let id = messageID
-        let timer = DispatchWorkItem { [weak self] in self?.timedOut(id) }
+        let timer = OneShotTimer(queue: queue, after: configuration.timeoutSeconds) { [weak self] in self?.timedOut(id) }
         pending[id] = Pending(completion: completion, timer: timer)
-        queue.asyncAfter(deadline: .now() + configuration.timeoutSeconds, execute: timer)
     }
 
     private func timedOut(_ id: Int32) {

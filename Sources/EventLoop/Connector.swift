@@ -50,7 +50,7 @@ public final class Connector: @unchecked Sendable {
     private let timeout: Double
     private var completion: ((Result<Connection, SystemError>) -> Void)?
     private var attempt: Connection?
-    private var timer: DispatchWorkItem?
+    private var timer: OneShotTimer?
     private var lastError = SystemError("connect", errno: ECONNREFUSED)
 
     public init(loop: EventLoop, addresses: [SocketAddress], timeout: Double,

@@ -30,12 +30,40 @@ public final class EventLoop: Sendable {
         queue.async(execute: work)
     }
 
-    /// A one-shot timer on this loop; cancel it with `cancel()` on the returned item.
+    /// A one-shot timer on this loop; cancel it with `cancel()` on the returned timer.
     @discardableResult
-    public func schedule(after seconds: Double, _ work: @escaping @Sendable () -> Void) -> DispatchWorkItem {
-        let item = DispatchWorkItem(block: work)
-        queue.asyncAfter(deadline: .now() + seconds, execute: item)
-        return item
+    public func schedule(after seconds: Double, _ work: @escaping @Sendable () -> Void) -> OneShotTimer {
+        OneShotTimer(queue: queue, after: seconds, work)
+    }
+}
+
+/// A timer that fires once on a queue, unless cancelled first.
+///
+/// Not `asyncAfter` with a `DispatchWorkItem`: a cancelled work item stays in libdispatch's
+/// timer heap, holding its block and what the block captured, until its deadline passes. Each
+/// login arms three or four timeouts of seconds to a minute and cancels them within
+/// milliseconds, so at thousands of logins a second the heap would carry tens of thousands of
+/// dead timers. A cancelled timer source leaves the heap at once and releases its handler.
+///
+/// `@unchecked Sendable`: the only state is the source, and Dispatch sources may be cancelled
+/// from any thread.
+public final class OneShotTimer: @unchecked Sendable {
+    private let source: any DispatchSourceTimer
+
+    public init(queue: DispatchQueue, after seconds: Double, _ work: @escaping @Sendable () -> Void) {
+        let source = DispatchSource.makeTimerSource(queue: queue)
+        source.schedule(deadline: .now() + seconds)
+        // Cancelling inside the handler releases the handler (and this capture of the source).
+        source.setEventHandler { [source] in
+            source.cancel()
+            work()
+        }
+        self.source = source
+        source.resume()
+    }
+
+    public func cancel() {
+        source.cancel()
     }
 }
 

@@ -31,8 +31,8 @@ final class ClientSession: @unchecked Sendable {
     private var logger: Logger
     private var machine: any PreLoginMachine
     private var state = State.preLogin
-    private var loginTimer: DispatchWorkItem?
-    private var backendTimer: DispatchWorkItem?
+    private var loginTimer: OneShotTimer?
+    private var backendTimer: OneShotTimer?
     private var connector: Connector?
     private var backend: Connection?
     private var backendMachine: (any BackendLoginMachine)?
@@ -414,8 +414,10 @@ final class ClientSession: @unchecked Sendable {
         if let backendTLS { metadata["backend_tls"] = "\(backendTLS.summary)" }
         logger.info("login ok", metadata: metadata)
         context.registry.update(id) { $0.phase = .relaying }
+        // What only the login needed goes now, not at the end of a session that may last days.
         request = nil
         backendMachine = nil
+        backendNames = [:]
         let relay = Relay(client: client, backend: backend, bufferBytes: context.configuration.limits.relayBufferBytes) {
             [unowned self] end, totals in
             relayEnded(end, totals)

@@ -301,6 +301,46 @@ final class ProxyIntegrationTests: XCTestCase {
         }
     }
 
+    func testTimeoutsEndSilentStoresAndSilentClients() throws {
+        // 3392 accepts TCP and never says a word: a store hung before its greeting.
+        let silent = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(3392).bigEndian)
+        inet_pton(AF_INET, "127.0.0.1", &address.sin_addr)
+        var one: Int32 = 1
+        setsockopt(silent, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(silent, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        XCTAssertEqual(bound, 0, "port 3392 is taken: the silent-store case would not be tested")
+        XCTAssertEqual(listen(silent, 16), 0)
+        defer { close(silent) }
+
+        let instance = try MailSwitchInstance(name: "timeouts", labDirectory: Self.labDirectory, edits: [
+            ("login_timeout: \"60s\"", "login_timeout: \"3s\""),
+            ("backend_login_timeout: \"15s\"", "backend_login_timeout: \"1s\""),
+            ("hosts: [\"127.0.0.1:10143\"]", "hosts: [\"127.0.0.1:3392\"]"),   // legacy's IMAP store
+        ] + MailSwitchInstance.movedListeners(by: 7800))
+        defer { instance.stop() }
+        XCTAssertTrue(Harness.waitForPort(8943), instance.log)
+
+        // The store never greets: the backend login timeout gives a temporary failure, and the
+        // client, still connected, may go on (and retry later).
+        let client = try RawClient(port: 8943)
+        defer { client.close() }
+        XCTAssertEqual(client.line()?.hasPrefix("* OK "), true)
+        client.send("a1 LOGIN alice alice-secret\r\n")
+        XCTAssertEqual(client.lines(until: "a1 ").last?.hasPrefix("a1 NO [UNAVAILABLE]"), true, instance.log)
+        client.send("a2 NOOP\r\n")
+        XCTAssertEqual(client.line(), "a2 OK NOOP completed.")
+
+        // A client that never logs in is told why and dropped when the login timeout runs out.
+        let quiet = try RawClient(port: 8943)
+        defer { quiet.close() }
+        XCTAssertEqual(quiet.line()?.hasPrefix("* OK "), true)
+        XCTAssertEqual(quiet.line(), "* BYE Disconnected for inactivity.", instance.log)
+        XCTAssertTrue(quiet.isClosedByPeer())
+    }
+
     // MARK: - Command line
 
     func testCheckConfigAndRoute() throws {
