@@ -44,6 +44,9 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts"))
+from lab import wait_until  # noqa: E402  (scripts/lab.py)
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BINARY = os.path.join(REPO, ".build", "release", "mailswitch")
 LAB = os.path.join(REPO, "scripts", "lab.py")
@@ -98,16 +101,6 @@ def listening_ports():
         except OSError:
             pass
     return ports
-
-
-def wait_for(predicate, timeout, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
 
 
 def proc_status(pid):
@@ -343,7 +336,7 @@ def run_mode(mode, n, concurrency, config, lab_dir, log_path, deadline, started)
     pid = proc.pid
     result["pid"] = pid
     try:
-        if not wait_for(lambda: proc.poll() is not None or PORTS[mode] in listening_ports(), 20):
+        if not wait_until(lambda: proc.poll() is not None or PORTS[mode] in listening_ports(), 20):
             raise BenchError("mailswitch did not listen on %d within 20 s" % PORTS[mode])
         if proc.poll() is not None:
             raise BenchError("mailswitch exited at start (status %s):\n%s" % (proc.returncode, "".join(tail(log_path))))
@@ -362,7 +355,7 @@ def run_mode(mode, n, concurrency, config, lab_dir, log_path, deadline, started)
             result["warmup_ok"] = len(warm)
             loop.run_until_complete(client.close_all(warm))
             fds_before = result["fresh"]["fds"]
-            wait_for(lambda: snapshot(pid)["fds"] <= fds_before + 260, 15, 0.2)   # pipe pools may keep pipes
+            wait_until(lambda: snapshot(pid)["fds"] <= fds_before + 260, 15, 0.2)   # pipe pools may keep pipes
             time.sleep(2.0)
             result["baseline"] = snapshot(pid)
             result["warmup_errors"] = dict(client.errors)
@@ -416,7 +409,7 @@ def run_mode(mode, n, concurrency, config, lab_dir, log_path, deadline, started)
 
             loop.run_until_complete(client.close_all(sessions))
             del sessions, sample
-            drained = wait_for(lambda: snapshot(pid)["fds"] <= result["baseline"]["fds"] + 260, 30, 0.2)
+            drained = wait_until(lambda: snapshot(pid)["fds"] <= result["baseline"]["fds"] + 260, 30, 0.2)
             time.sleep(1.0)
             result["after_close"] = snapshot(pid)
             result["after_close"]["drained"] = drained
@@ -581,7 +574,7 @@ def main():
                                  stdout=store_log, stderr=store_log)
         store_log.close()
         started.append(("synthetic_store", store))
-        if not wait_for(lambda: store.poll() is not None or STORE_PORT in listening_ports(), 15):
+        if not wait_until(lambda: store.poll() is not None or STORE_PORT in listening_ports(), 15):
             raise BenchError("synthetic store did not listen on %d" % STORE_PORT)
         if store.poll() is not None:
             raise BenchError("synthetic store exited:\n" + "".join(tail(os.path.join(lab_dir, "synthetic_store.log"))))

@@ -53,6 +53,10 @@ import threading
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "scripts"))
+# The lab's process and file helpers (scripts/lab.py), shared rather than copied.
+from lab import alive, cmdline, read_pid, signal_all, tail, wait_until  # noqa: E402
+
 EXAMPLE_CONFIG = os.path.join(REPO, "config", "mailswitch.example.yaml")
 DEFAULT_MAILSWITCH = os.path.join(REPO, ".build", "release", "mailswitch")
 PERDITION_LDAP = (glob.glob("/usr/lib/*/libperditiondb_ldap.so.0") or ["/usr/lib/libperditiondb_ldap.so.0"])[0]
@@ -80,32 +84,6 @@ def log(message):
 
 # ---------------------------------------------------------------------------------------------
 # processes
-
-def read_pid(path):
-    try:
-        with open(path) as f:
-            return int(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def cmdline(pid):
-    try:
-        with open("/proc/%d/cmdline" % pid, "rb") as f:
-            return f.read().replace(b"\0", b" ").decode("utf-8", "replace")
-    except OSError:
-        return ""
-
-
-def alive(pid):
-    """True for a live (non-zombie) process."""
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-        return state not in ("Z", "X")
-    except (OSError, IndexError):
-        return False
-
 
 def _parents():
     parent_of = {}
@@ -144,25 +122,6 @@ def cpu_seconds(roots):
         except (OSError, IndexError, ValueError):
             pass
     return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def signal_all(pids, signum):
-    for p in pids:
-        if alive(p):
-            try:
-                os.kill(p, signum)
-            except ProcessLookupError:
-                pass
-
-
-def wait_until(predicate, timeout):
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.05)
 
 
 def terminate(pid):
@@ -245,14 +204,6 @@ def port_bindable(address):
         return False
     finally:
         s.close()
-
-
-def tail(path, lines=15):
-    try:
-        with open(path, errors="replace") as f:
-            return "".join(f.readlines()[-lines:])
-    except OSError:
-        return "(no %s)" % path
 
 
 def wait_listening(name, processes, endpoints, logfile):

@@ -154,14 +154,14 @@ def port_bindable(port, host="127.0.0.1"):
         s.close()
 
 
-def wait_until(predicate, timeout):
+def wait_until(predicate, timeout, interval=0.05):
     deadline = time.monotonic() + timeout
     while True:
         if predicate():
             return True
         if time.monotonic() >= deadline:
             return False
-        time.sleep(0.05)
+        time.sleep(interval)
 
 
 def read_pid(path):

@@ -151,6 +151,33 @@ final class MailSwitchInstance {
     }
 }
 
+/// A listening socket on 127.0.0.1 that never accepts or says a word: the kernel completes
+/// connections into its backlog, so a client sees a server hung before its first byte.
+final class SilentListener {
+    private let fd: Int32
+
+    /// Throws when the port cannot be bound or listened on: the case `purpose` names would
+    /// otherwise not be tested.
+    init(port: Int, purpose: String) throws {
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        inet_pton(AF_INET, "127.0.0.1", &address.sin_addr)
+        var one: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard bound == 0, listen(fd, 16) == 0 else {
+            Glibc.close(fd)
+            throw HarnessError("port \(port) is taken: \(purpose) would not be tested")
+        }
+    }
+
+    func close() { Glibc.close(fd) }
+}
+
 /// A blocking line-oriented TCP client for raw protocol checks, with a receive timeout.
 final class RawClient {
     private let fd: Int32

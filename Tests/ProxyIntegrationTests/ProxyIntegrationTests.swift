@@ -264,17 +264,8 @@ final class ProxyIntegrationTests: XCTestCase {
 
     func testDirectoryDownOrSilentIsTemporary() throws {
         // Nothing listens on 3390; 3391 accepts TCP and never answers (an LDAP server hung).
-        let silent = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(3391).bigEndian)
-        inet_pton(AF_INET, "127.0.0.1", &address.sin_addr)
-        var one: Int32 = 1
-        setsockopt(silent, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-        let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(silent, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-        XCTAssertEqual(bound, 0, "port 3391 is taken: the hung-directory case would not be tested")
-        XCTAssertEqual(listen(silent, 16), 0)
-        defer { close(silent) }
+        let silent = try SilentListener(port: 3391, purpose: "the hung-directory case")
+        defer { silent.close() }
 
         for (name, uri, port) in [("ldapdown", "ldap://127.0.0.1:3390", "3143"), ("ldaphung", "ldap://127.0.0.1:3391", "4143")] {
             let instance = try MailSwitchInstance(name: name, labDirectory: Self.labDirectory, edits: [
@@ -303,17 +294,8 @@ final class ProxyIntegrationTests: XCTestCase {
 
     func testTimeoutsEndSilentStoresAndSilentClients() throws {
         // 3392 accepts TCP and never says a word: a store hung before its greeting.
-        let silent = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(3392).bigEndian)
-        inet_pton(AF_INET, "127.0.0.1", &address.sin_addr)
-        var one: Int32 = 1
-        setsockopt(silent, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-        let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(silent, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-        XCTAssertEqual(bound, 0, "port 3392 is taken: the silent-store case would not be tested")
-        XCTAssertEqual(listen(silent, 16), 0)
-        defer { close(silent) }
+        let silent = try SilentListener(port: 3392, purpose: "the silent-store case")
+        defer { silent.close() }
 
         let instance = try MailSwitchInstance(name: "timeouts", labDirectory: Self.labDirectory, edits: [
             ("login_timeout: \"60s\"", "login_timeout: \"3s\""),
