@@ -183,6 +183,8 @@ def write_config(lab_dir, path):
         text = f.read()
     text = text.replace("/etc/mailswitch/ldap.secret", os.path.join(lab_dir, "ldap.secret"))
     text = text.replace("/etc/mailswitch/tls/", os.path.join(lab_dir, "tls") + "/")
+    text = text.replace("/run/mailswitch/admin.sock", os.path.join(lab_dir, "idle-memory.sock"))
+    text = text.replace("/var/lib/mailswitch/holds.json", os.path.join(lab_dir, "idle-memory-holds.json"))
     text = replace_once(text, 'hosts: ["127.0.0.1:10143"]', 'hosts: ["127.0.0.1:%d"]' % STORE_PORT)
     text = replace_once(text, "level: info", "level: warning")
     if "\"/etc/mailswitch" in text:

@@ -317,6 +317,8 @@ def mailswitch_config(state, endpoints, example_path=EXAMPLE_CONFIG):
     sub(r'^  bind_dn: .*', '  bind_dn: "%s"' % state["bind_dn"])
     sub(r'^  bind_password_file: .*', '  bind_password_file: "%s"' % state["bind_password_file"])
     sub(r'^  base: .*', '  base: "%s"' % state["base"])
+    sub(r'^  socket: .*', '  socket: "%s"' % os.path.join(d, "mailswitch-bench.sock"))
+    sub(r'^  state_file: .*', '  state_file: "%s"' % os.path.join(d, "mailswitch-bench-holds.json"))
     sub(r'^  default_backend: .*', '  default_backend: "%s"' % state["stores"]["legacy"]["imap"].rsplit(":", 1)[0])
     backends = ["backends:"]
     for name in ("legacy", "new"):

@@ -7,7 +7,13 @@ touches /etc. Needs root (Dovecot's master drops to the `vmail` user for mail pr
   lab.py up --dir DIR                 make a test PKI in DIR/tls, start slapd
                                       (ldap://127.0.0.1:3389) and both stores
   lab.py down --dir DIR               stop everything started from DIR (never fails if down)
-  lab.py flip USER VALUE --dir DIR    set USER's mailHost with ldapmodify ("-" deletes it)
+  lab.py flip USER VALUE --dir DIR    set USER's mailHost with ldapmodify ("-" deletes it);
+                                      USER may be a comma-separated list (one ldapmodify run)
+  lab.py stop-slapd --dir DIR         stop slapd (directory-outage tests)
+  lab.py start-slapd --dir DIR        start it again
+  lab.py offline-flip USER VALUE --dir DIR
+                                      like flip, with slapd stopped (slapmodify): a change
+                                      no client of the running server could have seen
   lab.py stop-store NAME --dir DIR    stop one store (legacy|new), for dead-backend tests
   lab.py start-store NAME --dir DIR   start it again
   lab.py start-rogue --dir DIR        start the "rogue" store: legacy's users, but a
@@ -499,6 +505,12 @@ mail_uid = {uid}
 mail_gid = {gid}
 default_login_user = dovenull
 default_internal_user = dovecot
+# The move tests hold hundreds of sessions per store, many per user, all from 127.0.0.1:
+# Dovecot's defaults (100 processes per service, 10 connections per user and address)
+# would refuse them.
+default_process_limit = 1000
+default_client_limit = 4000
+mail_max_userip_connections = 1000
 pop3_uidl_format = %08Xu%08Xv
 # Failed logins answer after auth_failure_delay (2 s, the default); the growing per-IP
 # penalty (up to 15 s) is off (see service anvil below) so wrong-password tests stay fast
@@ -773,29 +785,47 @@ def up(d):
             for name, p in STORES.items()), os.path.join(d, "tls", "ca.pem")))
 
 
-def flip(d, user, value):
-    dn = "uid=%s,%s" % (user, PEOPLE)
-    if value == "-":
-        change = "dn: %s\nchangetype: modify\ndelete: mailHost\n" % dn
+def flip(d, users, value, offline=False):
+    """One ldapmodify (or, offline, one slapmodify) run for every user in the comma-separated list."""
+    names = [u for u in users.split(",") if u]
+    changes = []
+    for user in names:
+        dn = "uid=%s,%s" % (user, PEOPLE)
+        if value == "-":
+            changes.append("dn: %s\nchangetype: modify\ndelete: mailHost\n" % dn)
+        else:
+            changes.append("dn: %s\nchangetype: modify\nreplace: mailHost\n%s" % (dn, ldif_value("mailHost", value)))
+    if offline:
+        if slapd_pid(d):
+            raise LabError("offline-flip needs slapd stopped (lab.py stop-slapd)")
+        command = ["slapmodify", "-q", "-f", os.path.join(d, "slapd", "slapd.conf")]
     else:
-        change = "dn: %s\nchangetype: modify\nreplace: mailHost\n%s" % (dn, ldif_value("mailHost", value))
-    result = subprocess.run(["ldapmodify", "-x", "-H", LDAP_URI, "-D", ADMIN_DN, "-y", os.path.join(d, "admin.secret")],
-                            input=change.encode(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        # -c: go on past a user without mailHost when deleting it (noSuchAttribute).
+        command = ["ldapmodify", "-x", "-c", "-H", LDAP_URI, "-D", ADMIN_DN, "-y", os.path.join(d, "admin.secret")]
+    result = subprocess.run(command, input="\n".join(changes).encode(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     # 16 = noSuchAttribute: deleting a mailHost that is already absent is fine.
     if result.returncode not in (0, 16) or (result.returncode == 16 and value != "-"):
-        raise LabError("ldapmodify %s failed (exit %d): %s" % (dn, result.returncode,
-                                                              result.stderr.decode("utf-8", "replace").strip()))
+        raise LabError("%s %s failed (exit %d): %s" % (command[0], users, result.returncode,
+                                                     result.stderr.decode("utf-8", "replace").strip()))
     def record(state):
-        if user in state.get("users", {}):
-            state["users"][user]["mailHost"] = None if value == "-" else value
+        for user in names:
+            if user in state.get("users", {}):
+                state["users"][user]["mailHost"] = None if value == "-" else value
     update_state(d, record)
-    print("%s: mailHost %s" % (user, "deleted" if value == "-" else "= " + value))
+    print("%s: mailHost %s" % (",".join(names) if len(names) <= 5 else "%d users" % len(names),
+                               "deleted" if value == "-" else "= " + value))
+
+
+def stop_slapd(d):
+    pid = slapd_pid(d)
+    if pid:
+        terminate(pid)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["up", "down", "flip", "stop-store", "start-store", "start-rogue",
-                                            "stop-rogue"])
+    parser.add_argument("command", choices=["up", "down", "flip", "offline-flip", "stop-store", "start-store",
+                                            "start-rogue", "stop-rogue", "stop-slapd", "start-slapd"])
     parser.add_argument("args", nargs="*")
     parser.add_argument("--dir", required=True, help="lab directory (created by up)")
     options = parser.parse_args()
@@ -814,10 +844,18 @@ def main():
         elif options.command == "down":
             if os.path.isdir(d):
                 down(d)
-        elif options.command == "flip":
+        elif options.command in ("flip", "offline-flip"):
             if len(options.args) != 2:
-                parser.error("usage: lab.py flip USER VALUE --dir DIR")
-            flip(d, *options.args)
+                parser.error("usage: lab.py %s USER[,USER...] VALUE --dir DIR" % options.command)
+            flip(d, *options.args, offline=options.command == "offline-flip")
+        elif options.command in ("stop-slapd", "start-slapd"):
+            if options.args:
+                parser.error("%s takes no arguments" % options.command)
+            if options.command == "stop-slapd":
+                stop_slapd(d)
+            else:
+                start_slapd(d)
+                update_state(d, lambda state: state.setdefault("pids", {}).update({"slapd": slapd_pid(d)}))
         elif options.command in ("start-rogue", "stop-rogue"):
             if options.args:
                 parser.error("%s takes no arguments" % options.command)

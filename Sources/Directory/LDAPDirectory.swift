@@ -55,28 +55,14 @@ public final class LDAPDirectory: Directory, @unchecked Sendable {
         dispatchPrecondition(condition: .onQueue(queue))
         if handle != nil { return true }
         guard DispatchTime.now() >= retryAfter else { return false }
-        let seconds = Int(configuration.timeoutSeconds)
-        let micros = Int((configuration.timeoutSeconds - Double(seconds)) * 1_000_000)
         for uri in configuration.uris {
-            var ld: OpaquePointer?
-            guard ldap_initialize(&ld, uri) == LDAP_SUCCESS, let ld else {
-                lastConnectError = "\(uri): invalid URI"
+            let ld: OpaquePointer
+            switch LDAPBind.open(uri: uri, configuration: configuration) {
+            case .failure(let error):
+                lastConnectError = error.description
                 continue
-            }
-            mailswitch_ldap_set_int(ld, LDAP_OPT_PROTOCOL_VERSION, LDAP_VERSION3)
-            mailswitch_ldap_set_off(ld, LDAP_OPT_REFERRALS)
-            mailswitch_ldap_set_timeout(ld, LDAP_OPT_NETWORK_TIMEOUT, seconds, micros)
-            mailswitch_ldap_set_timeout(ld, LDAP_OPT_TIMEOUT, seconds, micros)
-            // The bind connects; it blocks this directory queue (never an event loop) for at
-            // most the network timeout plus the operation timeout.
-            let password = configuration.bindPassword ?? ""
-            let rc = password.withCString { pw in
-                mailswitch_ldap_simple_bind_s(ld, configuration.bindDN, pw, strlen(pw))
-            }
-            guard rc == LDAP_SUCCESS else {
-                lastConnectError = "\(uri): bind failed: \(String(cString: ldap_err2string(rc)))"
-                ldap_unbind_ext(ld, nil, nil)
-                continue
+            case .success(let handle):
+                ld = handle
             }
             let fd = mailswitch_ldap_get_fd(ld)
             guard fd >= 0 else {
@@ -120,7 +106,7 @@ public final class LDAPDirectory: Directory, @unchecked Sendable {
 
     // MARK: - Searching
 
-    private func search(_ user: String, _ completion: @escaping @Sendable (DirectoryResult) -> Void) {
+    private func search(_ user: String, retrying: Bool = false, _ completion: @escaping @Sendable (DirectoryResult) -> Void) {
         dispatchPrecondition(condition: .onQueue(queue))
         guard connect(), let handle else {
             completion(.unavailable(reason: lastConnectError.isEmpty ? "no directory server reachable" : lastConnectError))
@@ -136,6 +122,11 @@ public final class LDAPDirectory: Directory, @unchecked Sendable {
         // Size limit 2: one entry is an answer, a second one proves the filter is ambiguous.
         let rc = ldap_search_ext(handle, configuration.base, LDAP_SCOPE_SUBTREE, filter, &attributes, 0,
                                  nil, nil, &timeout, 2, &messageID)
+        if rc == LDAP_SERVER_DOWN && !retrying {
+            // The server restarted since the last search: a fresh connection answers at once.
+            disconnect("directory connection lost")
+            return search(user, retrying: true, completion)
+        }
         guard rc == LDAP_SUCCESS else {
             let reason = "search failed: \(String(cString: ldap_err2string(rc)))"
             completion(.unavailable(reason: reason))
@@ -191,19 +182,8 @@ public final class LDAPDirectory: Directory, @unchecked Sendable {
         while let current = message {
             let type = ber_tag_t(ldap_msgtype(current))
             if type == LDAP_RES_SEARCH_ENTRY {
-                var dn = ""
-                if let raw = ldap_get_dn(handle, current) {
-                    dn = String(cString: raw)
-                    ldap_memfree(raw)
-                }
-                var value: String?
-                if let values = ldap_get_values_len(handle, current, configuration.backendAttribute) {
-                    if let first = values[0] {
-                        let bytes = UnsafeRawBufferPointer(start: first.pointee.bv_val, count: Int(first.pointee.bv_len))
-                        value = String(decoding: bytes, as: UTF8.self)
-                    }
-                    ldap_value_free_len(values)
-                }
+                let dn = LDAPBind.dn(handle, current)
+                let value = LDAPBind.values(handle, current, configuration.backendAttribute).first
                 entries.append((dn, value))
             } else if type == LDAP_RES_SEARCH_RESULT {
                 var resultCode: Int32 = 0

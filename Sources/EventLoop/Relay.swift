@@ -10,6 +10,17 @@ import CMailSwitchShims
 /// are plain sockets the bytes go through a kernel pipe with splice(2) and never enter user
 /// space. An idle session holds no buffer and no pipe.
 ///
+/// Sees the backend-to-client stream without changing it, so the session knows where the
+/// protocol's responses begin and end. It sees every byte except the ones it lets pass unseen
+/// (`unseenAllowance`: the rest of a literal), which may then still go through the pipe.
+public protocol RelayStreamObserver: AnyObject {
+    func observe(_ bytes: UnsafeRawBufferPointer)
+    /// How many of the next bytes may pass without `observe`; 0 when they must be seen.
+    var unseenAllowance: Int { get }
+    /// `count` bytes (at most `unseenAllowance`) passed unseen.
+    func passedUnseen(_ count: Int)
+}
+
 /// Confined to the loop of its two connections (they share one loop).
 public final class Relay: @unchecked Sendable {
     public struct Totals: Sendable {
@@ -53,8 +64,11 @@ public final class Relay: @unchecked Sendable {
     private let bufferBytes: Int
     private var ended = false
     private let onEnd: (End, Totals) -> Void
+    /// Watches what goes to the client (IMAP: response boundaries, for a clean BYE).
+    private let observer: (any RelayStreamObserver)?
 
     public init(client: Connection, backend: Connection, bufferBytes: Int, allowSplice: Bool = true,
+                observingBackend observer: (any RelayStreamObserver)? = nil,
                 onEnd: @escaping (End, Totals) -> Void) {
         precondition(client.loop === backend.loop, "a relay's two legs share one loop")
         loop = client.loop
@@ -63,9 +77,43 @@ public final class Relay: @unchecked Sendable {
         down = Direction(from: backend, to: client, splice: splice)
         self.bufferBytes = min(bufferBytes, client.loop.scratch.count)
         self.onEnd = onEnd
+        self.observer = observer
     }
 
     public var usesSplice: Bool { up.useSplice }
+
+    /// Bytes moved so far: client to backend, backend to client.
+    public var totals: Totals {
+        Totals(clientToBackend: up.moved, backendToClient: down.moved, spliced: up.useSplice && down.useSplice)
+    }
+
+    /// True when everything read from the backend has been written to the client: nothing
+    /// sits in a buffer or a pipe.
+    public var clientCaughtUp: Bool { !down.hasPending }
+
+    /// Ends the session with `bytes` as the client's last words, if they can be written
+    /// whole right now behind everything already relayed; otherwise just closes. Returns
+    /// whether they were written.
+    @discardableResult
+    public func stop(sayingToClient bytes: [UInt8]) -> Bool {
+        loop.assertOnLoop()
+        guard !ended else { return false }
+        var written = false
+        if !down.hasPending && !down.shutDown {
+            // One attempt: an idle session's socket buffer is empty, and a client whose buffer
+            // is full is in no state to read a goodbye anyway. A part-written line would be
+            // worse than none, so only a whole write counts.
+            let result = bytes.withUnsafeBytes { raw in
+                Result { () throws(SystemError) in try down.destination.write(from: raw) }
+            }
+            if case .success(.processed(let n)) = result {
+                written = n == bytes.count
+                down.moved += n
+            }
+        }
+        finish(.stopped)
+        return written
+    }
 
     /// Starts pumping. `toBackend`/`toClient` are bytes already read during login that belong
     /// to the other side (pipelined commands, trailing backend data).
@@ -90,6 +138,7 @@ public final class Relay: @unchecked Sendable {
     }
 
     private func queue(_ bytes: [UInt8], on direction: Direction) {
+        if direction === down, let observer { bytes.withUnsafeBytes { observer.observe($0) } }
         direction.pending += bytes
         direction.moved += bytes.count
     }
@@ -116,6 +165,7 @@ public final class Relay: @unchecked Sendable {
             sourceEnded(direction)
         case .processed(let count):
             direction.moved += count
+            if direction === down, let observer { observer.observe(UnsafeRawBufferPointer(rebasing: buffer[0..<count])) }
             var offset = 0
             while offset < count {
                 let written = try direction.destination.write(from: UnsafeRawBufferPointer(rebasing: buffer[offset..<count]))
@@ -133,6 +183,16 @@ public final class Relay: @unchecked Sendable {
     }
 
     private func spliceIn(_ direction: Direction) throws(SystemError) {
+        // An observed stream is copied where it must be seen and spliced where it may pass
+        // unseen (a literal's body): FETCH bodies still avoid user space.
+        var limit = Int.max
+        if direction === down, let observer {
+            limit = observer.unseenAllowance
+            if limit == 0 {
+                try copyIn(direction)
+                return
+            }
+        }
         if direction.pipe == nil {
             guard let pipe = loop.pipes.take() else {
                 // Out of descriptors: this direction copies through user space from now on.
@@ -143,7 +203,7 @@ public final class Relay: @unchecked Sendable {
             direction.pipe = pipe
         }
         let pipe = direction.pipe!
-        let result = try syscall("splice") { mailswitch_splice(direction.source.fd, pipe.writeFD, pipe.capacity) }
+        let result = try syscall("splice") { mailswitch_splice(direction.source.fd, pipe.writeFD, min(pipe.capacity, limit)) }
         switch result {
         case .wouldBlock:
             releasePipeIfEmpty(direction)
@@ -151,6 +211,7 @@ public final class Relay: @unchecked Sendable {
             releasePipeIfEmpty(direction)
             sourceEnded(direction)
         case .processed(let count):
+            if direction === down, let observer { observer.passedUnseen(count) }
             direction.inPipe += count
             direction.moved += count
             try spliceOut(direction)

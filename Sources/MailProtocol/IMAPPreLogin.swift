@@ -101,6 +101,8 @@ public struct IMAPPreLogin: Sendable {
             line = "NO [AUTHENTICATIONFAILED] Authentication failed."
         case .temporary:
             line = "NO [UNAVAILABLE] Account is temporarily unavailable."
+        case .unavailable(let text):
+            line = "NO [UNAVAILABLE] \(LoginFailure.lineText(text))"
         case .backendRefused(let code, let text):
             line = "NO [\(code)] \(text.isEmpty ? "Login refused." : text)"
         }

@@ -38,9 +38,19 @@ public enum LoginFailure: Sendable, Equatable {
     case authenticationFailed
     /// Our side failed (directory or backend unreachable): the client may retry later.
     case temporary
+    /// Temporarily refused for a reason the client is told (a hold during a mailbox move).
+    case unavailable(text: String)
     /// The backend refused with a response code of its own (e.g. UNAVAILABLE, IN-USE, EXPIRED):
     /// passed through so the client sees what the store meant.
     case backendRefused(code: String, text: String)
+}
+
+extension LoginFailure {
+    /// Text for a response line: control characters (a CR/LF would end the line early and
+    /// let the rest pass for a response of its own) become spaces.
+    public static func lineText(_ text: String) -> String {
+        String(text.unicodeScalars.map { $0.value < 0x20 || $0.value == 0x7F ? " " : Character($0) })
+    }
 }
 
 /// What the backend said once the replayed login was accepted.

@@ -77,6 +77,7 @@ public struct POP3PreLogin: Sendable {
         switch failure {
         case .authenticationFailed: line = "-ERR [AUTH] Authentication failed."
         case .temporary: line = "-ERR [SYS/TEMP] Account is temporarily unavailable."
+        case .unavailable(let text): line = "-ERR [SYS/TEMP] \(LoginFailure.lineText(text))"
         case .backendRefused(let code, let text): line = "-ERR [\(code)] \(text.isEmpty ? "Login refused." : text)"
         }
         return [.send(Array((line + "\r\n").utf8))] + process()

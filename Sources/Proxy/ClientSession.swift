@@ -14,7 +14,7 @@ import TLS
 ///
 /// `@unchecked Sendable`: every mutable member is confined to `loop.queue`; callbacks from the
 /// directory and resolver hop back there before touching anything (`onLoop`).
-final class ClientSession: @unchecked Sendable {
+final class ClientSession: SessionControl, @unchecked Sendable {
     private enum State {
         case preLogin
         case loggingIn
@@ -42,6 +42,10 @@ final class ClientSession: @unchecked Sendable {
     /// Backend address (as text) -> the configured host name it came from, for TLS verification.
     private var backendNames: [String: String] = [:]
     private var backendTLS: TLSTransport?
+    /// IMAP: where the store's responses stand, so a move can say BYE between two of them.
+    private var responses: ResponseBoundaryObserver?
+    /// Set when the proxy ends the session (a move, a hold, a kick), for the log.
+    private var endReason: SessionEndReason?
     private var selfReference: ClientSession?   // alive while open; dropped on close
     private let startedAt = Double(time(nil))
 
@@ -73,9 +77,9 @@ final class ClientSession: @unchecked Sendable {
     func start() {
         loop.assertOnLoop()
         selfReference = self
-        context.registry.register(.init(id: id, service: listener.service.rawValue, client: peer.description,
-                                        user: nil, backend: nil, backendHost: nil, phase: .preLogin,
-                                        startedAt: startedAt))
+        context.registry.register(.init(id: id, service: listener.service.rawValue, listener: listener.address.description,
+                                        client: peer.description, tls: nil, user: nil, backend: nil, backendHost: nil,
+                                        phase: .preLogin, startedAt: startedAt, target: nil, dn: nil), control: self)
         client.onError = { [unowned self] error in close("client write failed: \(error)") }
         // The login timeout covers the TLS handshake too: a client that connects and says
         // nothing is dropped either way.
@@ -108,6 +112,7 @@ final class ClientSession: @unchecked Sendable {
                 close("client TLS handshake failed: \(error)")
             case .success(let transport):
                 logger[metadataKey: "tls"] = "\(transport.summary)"
+                context.registry.update(id) { $0.tls = transport.version }
                 if let name = transport.serverName { logger[metadataKey: "sni"] = "\(LogText.escaped(name))" }
                 next(self)
             }
@@ -210,19 +215,35 @@ final class ClientSession: @unchecked Sendable {
         let user = request.credentials.mailboxUser
         logger[metadataKey: "user"] = "\(LogText.escaped(user))"
         context.registry.update(id) { $0.user = user; $0.phase = .loggingIn }
-        context.directory.lookup(user) { [self] result in
-            onLoop { $0.routed(result) }
+        if let hold = context.holds.hold(for: user) {
+            refuse(.unavailable(text: hold.reason), "held by an operator")
+            return
+        }
+        // A cached route answers here and now, on this loop; a miss comes back through onLoop.
+        if let answer = context.router.route(user, completion: { [self] answer in onLoop { $0.routed(answer) } }) {
+            routed(answer)
         }
     }
 
-    private func routed(_ result: DirectoryResult) {
+    private func routed(_ answer: Router.Answer) {
         guard state == .loggingIn else { return }
-        switch context.configuration.routing.decide(result, service: listener.service) {
+        let decision = context.configuration.routing.decide(answer.result, service: listener.service)
+        if case .found(let dn, _) = answer.result {
+            context.registry.update(id) { $0.target = decision.target; $0.dn = dn }
+        } else {
+            context.registry.update(id) { $0.target = decision.target }
+        }
+        switch decision {
         case .unknownUser(let why):
             refuse(.authenticationFailed, "no route: \(why)")
         case .unavailable(let why):
             refuse(.temporary, why)
+        case .held(let message, let why):
+            refuse(.unavailable(text: message), why)
         case .backend(let backend, let hosts, let why):
+            if case .stale(let age) = answer.source {
+                logger.notice("directory unavailable: using a cached route \(Int(age))s old")
+            }
             logger.debug("route: \(why)")
             connect(to: backend, hosts: hosts)
         }
@@ -385,7 +406,9 @@ final class ClientSession: @unchecked Sendable {
         state = .preLogin
         request = nil
         logger[metadataKey: "user"] = nil
-        context.registry.update(id) { $0.phase = .preLogin; $0.user = nil; $0.backend = nil; $0.backendHost = nil }
+        context.registry.update(id) {
+            $0.phase = .preLogin; $0.user = nil; $0.backend = nil; $0.backendHost = nil; $0.target = nil; $0.dn = nil
+        }
         perform(machine.loginRejected(failure))
         if state == .preLogin { client.setReading(true) }
     }
@@ -418,8 +441,9 @@ final class ClientSession: @unchecked Sendable {
         request = nil
         backendMachine = nil
         backendNames = [:]
-        let relay = Relay(client: client, backend: backend, bufferBytes: context.configuration.limits.relayBufferBytes) {
-            [unowned self] end, totals in
+        if listener.service == .imap { responses = ResponseBoundaryObserver() }
+        let relay = Relay(client: client, backend: backend, bufferBytes: context.configuration.limits.relayBufferBytes,
+                          observingBackend: responses) { [unowned self] end, totals in
             relayEnded(end, totals)
         }
         self.relay = relay
@@ -444,13 +468,61 @@ final class ClientSession: @unchecked Sendable {
         switch end {
         case .closed: how = "closed"
         case .error(let message): how = "error: \(message)"
-        case .stopped: how = "stopped"
+        case .stopped: how = endReason?.rawValue ?? "stopped"
         }
         logger.info("session ended (\(how))", metadata: ["in": "\(totals.clientToBackend)", "out": "\(totals.backendToClient)",
                                                        "relay": "\(totals.spliced ? "splice" : "copy")"])
         relay = nil
         backend = nil
+        responses = nil
         finish()
+    }
+
+    // MARK: - Ended by the proxy (SessionControl)
+
+    func end(_ reason: SessionEndReason, message: String?) {
+        onLoop { $0.endOnLoop(reason, message: message) }
+    }
+
+    func traffic(_ completion: @escaping @Sendable (Int, Int) -> Void) {
+        onLoop { session in
+            let totals = session.relay?.totals
+            completion(totals?.clientToBackend ?? 0, totals?.backendToClient ?? 0)
+        }
+    }
+
+    /// A session still logging in is refused as temporary (it may retry at once and reach
+    /// the new route: nothing was lost); a relayed IMAP session gets `* BYE [UNAVAILABLE]` if
+    /// the store's stream stands between two responses, and is closed otherwise (a BYE inside
+    /// a response or a literal would corrupt it); POP3 is closed, so no QUIT commits a DELE
+    /// on the store the user is leaving.
+    private func endOnLoop(_ reason: SessionEndReason, message: String?) {
+        let text = message ?? Self.defaultText(reason)
+        switch state {
+        case .closed, .preLogin:
+            return
+        case .loggingIn:
+            refuse(.unavailable(text: text), "\(reason.rawValue) during login")
+        case .relaying:
+            guard let relay else { return }
+            endReason = reason
+            loginTimer?.cancel()
+            if let responses, responses.isAtBoundary, relay.clientCaughtUp {
+                let said = relay.stop(sayingToClient: Array("* BYE [UNAVAILABLE] \(LoginFailure.lineText(text))\r\n".utf8))
+                logger.debug("ended (\(reason.rawValue)) \(said ? "with" : "without") BYE")
+            } else {
+                relay.stop()
+            }
+        }
+    }
+
+    static func defaultText(_ reason: SessionEndReason) -> String {
+        switch reason {
+        case .routeChange: return "Your mailbox has moved, please reconnect."
+        case .hold: return RoutingTable.defaultHoldMessage
+        case .kick: return "Disconnected by the administrator, please reconnect."
+        case .shutdown: return "Server shutting down, please reconnect."
+        }
     }
 
     // MARK: - Closing

@@ -14,25 +14,48 @@ import TLS
 struct ServiceContext: Sendable {
     let configuration: ServiceConfiguration
     let tls: TLSContexts
-    let directory: any Directory
+    let router: Router
+    let holds: HoldBook
     let registry: SessionRegistry
     let logger: Logger
+}
+
+/// The context of new sessions, swapped by a reload.
+final class SharedContext: Sendable {
+    private let value: Mutex<ServiceContext>
+    init(_ context: ServiceContext) { value = Mutex(context) }
+    func withLock<R>(_ body: (inout ServiceContext) -> R) -> R { value.withLock { body(&$0) } }
 }
 
 /// The listeners, the loops and the shared state of a running mailswitch.
 public final class ProxyServer: Sendable {
     public let registry = SessionRegistry()
+    public let router: Router
+    public let holds: HoldBook
+    let watcher: RouteWatcher
     private let group: EventLoopGroup
-    private let context: Mutex<ServiceContext>
+    private let context: SharedContext
     private let listeners = Mutex<[Listener]>([])
-    private let logger: Logger
+    private let admin = Mutex<AdminServer?>(nil)
+    let logger: Logger
+    let startedAt = Router.now()
 
-    public init(configuration: ServiceConfiguration, tls: TLSContexts, directory: any Directory, logger: Logger, loopCount: Int) {
+    /// Fails when the hold state file cannot be read: starting without the holds an operator
+    /// set would let held users in.
+    public init(configuration: ServiceConfiguration, tls: TLSContexts, directory: any Directory, logger: Logger,
+                loopCount: Int) throws {
         self.logger = logger
         group = EventLoopGroup(count: loopCount, scratchBytes: configuration.limits.relayBufferBytes)
-        context = Mutex(ServiceContext(configuration: configuration, tls: tls, directory: directory,
-                                       registry: registry, logger: logger))
+        router = Router(directory: directory, settings: configuration.directory.cache)
+        holds = try HoldBook(file: configuration.admin.stateFile)
+        let context = SharedContext(ServiceContext(configuration: configuration, tls: tls, router: router, holds: holds,
+                                                   registry: registry, logger: logger))
+        self.context = context
+        watcher = RouteWatcher(router: router, registry: registry, holds: holds, configuration: configuration,
+                               logger: logger, current: { context.withLock { $0.configuration } })
     }
+
+    var configuration: ServiceConfiguration { context.withLock { $0.configuration } }
 
     /// Applies a reloaded configuration to sessions accepted from now on; open sessions keep
     /// the context (and the TLS contexts) they started with. Listeners are not re-bound and
@@ -43,6 +66,12 @@ public final class ProxyServer: Sendable {
             if configuration.listeners != current.configuration.listeners {
                 notes.append("listeners changed: restart the service to re-bind them")
             }
+            if configuration.admin != current.configuration.admin {
+                notes.append("admin settings changed: restart the service to apply them")
+            }
+            if configuration.disconnects != current.configuration.disconnects {
+                notes.append("routing.disconnect_burst/max_disconnect_delay changed: restart the service to apply them")
+            }
             if configuration.directory != current.configuration.directory {
                 notes.append("directory settings changed: restart the service to apply them")
             }
@@ -52,7 +81,9 @@ public final class ProxyServer: Sendable {
             var next = configuration
             next.listeners = current.configuration.listeners
             next.directory = current.configuration.directory
-            current = ServiceContext(configuration: next, tls: tls, directory: current.directory,
+            next.admin = current.configuration.admin
+            next.disconnects = current.configuration.disconnects
+            current = ServiceContext(configuration: next, tls: tls, router: current.router, holds: current.holds,
                                      registry: current.registry, logger: current.logger)
             return notes
         }
@@ -71,7 +102,18 @@ public final class ProxyServer: Sendable {
             opened.forEach { $0.close() }
             throw error
         }
+        do {
+            let server = try AdminServer(path: configuration.admin.socketPath, loop: group.loops[0], logger: logger) {
+                [unowned self] request, reply in handle(request, reply: reply)
+            }
+            admin.withLock { $0 = server }
+            logger.info("admin socket \(configuration.admin.socketPath)")
+        } catch {
+            opened.forEach { $0.close() }
+            throw ConfigurationError("admin socket \(configuration.admin.socketPath): \(error)")
+        }
         listeners.withLock { $0 = opened }
+        watcher.start()
     }
 
     public func stop() {
@@ -80,6 +122,7 @@ public final class ProxyServer: Sendable {
             return current
         }
         all.forEach { $0.close() }
+        admin.withLock { $0?.close() }
     }
 
     /// The addresses actually bound (port 0 in the configuration picks a free one).

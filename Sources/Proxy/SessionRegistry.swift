@@ -1,9 +1,26 @@
+import Routing
 import Synchronization
 
-/// Who is connected, as whom, and where to. The seam for the admin socket's `sessions`,
-/// `kick` and `hold`: every session registers when accepted and leaves when closed.
+/// Why a session was ended by the proxy rather than by its client or store.
+public enum SessionEndReason: String, Sendable {
+    case routeChange = "route change"
+    case hold
+    case kick
+    case shutdown
+}
+
+/// What the registry can ask of a live session; the session does it on its own loop.
+public protocol SessionControl: AnyObject, Sendable {
+    func end(_ reason: SessionEndReason, message: String?)
+    /// Bytes relayed so far (client to store, store to client), delivered on any queue.
+    func traffic(_ completion: @escaping @Sendable (_ toStore: Int, _ toClient: Int) -> Void)
+}
+
+/// Who is connected, as whom, and where to: every session registers when accepted and
+/// leaves when closed. Indexed by user, by backend and by directory entry, so that a change
+/// to one user ends that user's sessions in O(their sessions), not O(all sessions).
 public final class SessionRegistry: Sendable {
-    public enum Phase: String, Sendable {
+    public enum Phase: String, Sendable, Codable {
         case preLogin = "pre-login"
         case loggingIn = "logging-in"
         case relaying
@@ -12,38 +29,115 @@ public final class SessionRegistry: Sendable {
     public struct Entry: Sendable {
         public var id: String
         public var service: String
+        public var listener: String
         public var client: String
+        /// The client leg's TLS version, nil for plaintext.
+        public var tls: String?
         public var user: String?
         public var backend: String?
         public var backendHost: String?
         public var phase: Phase
         public var startedAt: Double   // seconds since the epoch
+        /// Where the login was routed, to compare with the user's route after a change.
+        public var target: RouteTarget?
+        /// The directory entry the route came from, if any.
+        public var dn: String?
     }
 
-    private let entries = Mutex<[String: Entry]>([:])
+    public struct Session: Sendable {
+        public let entry: Entry
+        public let control: any SessionControl
+    }
+
+    private struct State {
+        var sessions: [String: Session] = [:]
+        var byUser: [String: Set<String>] = [:]
+        var byBackend: [String: Set<String>] = [:]
+        var byDN: [String: Set<String>] = [:]
+
+        mutating func index(_ entry: Entry, add: Bool) {
+            func apply(_ key: String?, _ map: inout [String: Set<String>]) {
+                guard let key else { return }
+                if add {
+                    map[key, default: []].insert(entry.id)
+                } else {
+                    map[key]?.remove(entry.id)
+                    if map[key]?.isEmpty == true { map[key] = nil }
+                }
+            }
+            apply(entry.user.map(UserKey.of), &byUser)
+            apply(entry.backend, &byBackend)
+            apply(entry.dn?.lowercased(), &byDN)
+        }
+
+        func sessions(_ ids: Set<String>?) -> [Session] {
+            (ids ?? []).compactMap { sessions[$0] }
+        }
+    }
+
+    private let state = Mutex(State())
 
     public init() {}
 
-    func register(_ entry: Entry) {
-        entries.withLock { $0[entry.id] = entry }
+    func register(_ entry: Entry, control: any SessionControl) {
+        state.withLock {
+            $0.sessions[entry.id] = Session(entry: entry, control: control)
+            $0.index(entry, add: true)
+        }
     }
 
-    func update(_ id: String, _ change: @Sendable (inout Entry) -> Void) {
-        entries.withLock { all in
-            if var entry = all[id] {
-                change(&entry)
-                all[id] = entry
-            }
+    func update(_ id: String, _ change: (inout Entry) -> Void) {
+        state.withLock { state in
+            guard let session = state.sessions[id] else { return }
+            var entry = session.entry
+            change(&entry)
+            state.index(session.entry, add: false)
+            state.sessions[id] = Session(entry: entry, control: session.control)
+            state.index(entry, add: true)
         }
     }
 
     func remove(_ id: String) {
-        _ = entries.withLock { $0.removeValue(forKey: id) }
+        state.withLock { state in
+            guard let session = state.sessions.removeValue(forKey: id) else { return }
+            state.index(session.entry, add: false)
+        }
     }
 
-    public var count: Int { entries.withLock { $0.count } }
+    public var count: Int { state.withLock { $0.sessions.count } }
 
-    public func snapshot() -> [Entry] {
-        entries.withLock { Array($0.values) }.sorted { $0.startedAt < $1.startedAt }
+    public func snapshot() -> [Session] {
+        state.withLock { Array($0.sessions.values) }.sorted { $0.entry.startedAt < $1.entry.startedAt }
+    }
+
+    /// Sessions of a user (any spelling of the login name).
+    public func sessions(ofUser user: String) -> [Session] {
+        state.withLock { $0.sessions($0.byUser[UserKey.of(user)]) }
+    }
+
+    public func sessions(onBackend backend: String) -> [Session] {
+        state.withLock { $0.sessions($0.byBackend[backend]) }
+    }
+
+    /// Cache keys of the users whose sessions came from the directory entry `dn`.
+    public func userKeys(ofEntry dn: String) -> Set<String> {
+        state.withLock { state in
+            Set(state.sessions(state.byDN[dn.lowercased()]).compactMap { $0.entry.user.map(UserKey.of) })
+        }
+    }
+
+    /// Every user with a session, by cache key, with one spelling of the login name each.
+    public func users() -> [String: String] {
+        state.withLock { state in
+            var result: [String: String] = [:]
+            for (key, ids) in state.byUser {
+                if let id = ids.first, let user = state.sessions[id]?.entry.user { result[key] = user }
+            }
+            return result
+        }
+    }
+
+    public func hasSessions(userKey: String) -> Bool {
+        state.withLock { $0.byUser[userKey] != nil }
     }
 }

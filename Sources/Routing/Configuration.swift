@@ -91,6 +91,10 @@ public struct DirectoryConfiguration: Sendable, Equatable {
     public var timeoutSeconds: Double
     /// Requests outstanding on one LDAP connection before more wait in a queue.
     public var maxInFlight: Int
+    public var cache = RouteCacheSettings()
+    public var changeFeed = ChangeFeedMode.auto
+    /// Poll mode: how often the routes of users with open sessions are looked up again.
+    public var recheckIntervalSeconds: Double = 60
 
     public init(uris: [String], bindDN: String?, bindPassword: String?, base: String, filter: String,
                 backendAttribute: String, timeoutSeconds: Double, maxInFlight: Int = 100) {
@@ -102,6 +106,48 @@ public struct DirectoryConfiguration: Sendable, Equatable {
         self.backendAttribute = backendAttribute
         self.timeoutSeconds = timeoutSeconds
         self.maxInFlight = maxInFlight
+    }
+}
+
+/// How the proxy learns that a user's route changed (see the example configuration).
+public enum ChangeFeedMode: String, Sendable, CaseIterable {
+    /// RFC 4533 when the server offers it, else poll.
+    case auto
+    /// RFC 4533 refreshAndPersist only.
+    case sync
+    /// Look up the users with open sessions again every `recheck_interval`.
+    case poll
+    /// Routes change at the next login only.
+    case off
+}
+
+/// How many sessions end at once after a batch of route changes, and over how long the rest
+/// are spread.
+public struct DisconnectPolicy: Sendable, Equatable {
+    public var burst: Int
+    public var maxDelaySeconds: Double
+
+    public init(burst: Int = 100, maxDelaySeconds: Double = 10) {
+        self.burst = burst
+        self.maxDelaySeconds = maxDelaySeconds
+    }
+}
+
+/// The admin socket that the CLI (`sessions`, `kick`, `hold`, …) talks to.
+public struct AdminConfiguration: Sendable, Equatable {
+    public var socketPath: String
+    /// Holds set from the CLI, kept across reloads and restarts.
+    public var stateFile: String
+
+    public init(socketPath: String = "/run/mailswitch/admin.sock", stateFile: String? = nil) {
+        self.socketPath = socketPath
+        self.stateFile = stateFile ?? AdminConfiguration.defaultStateFile(socketPath: socketPath)
+    }
+
+    /// Next to the socket, as `holds.json`.
+    public static func defaultStateFile(socketPath: String) -> String {
+        guard let slash = socketPath.lastIndex(of: "/") else { return "holds.json" }
+        return String(socketPath[...slash]) + "holds.json"
     }
 }
 
@@ -148,6 +194,8 @@ public struct ServiceConfiguration: Sendable, Equatable {
     public var directory: DirectoryConfiguration
     public var routing: RoutingTable
     public var limits: Limits
+    public var disconnects = DisconnectPolicy()
+    public var admin = AdminConfiguration()
     public var logLevel: String
     /// Needed as soon as a listener has `tls: starttls` or `implicit`.
     public var tls: ServerTLSConfiguration?

@@ -57,4 +57,26 @@ public enum LDAPFilter {
         }
         return nil
     }
+
+    /// Attributes the template compares for equality with the whole login name (`(uid=%u)`,
+    /// `(mail=%u)`): an entry's values of these are the login names that may reach it, which
+    /// is how a change to an entry finds the users it concerns.
+    public static func loginAttributes(_ template: String) -> [String] {
+        let characters = Array(template)
+        var found: [String] = []
+        var index = 0
+        while index + 3 < characters.count {
+            defer { index += 1 }
+            guard characters[index] == "=", characters[index + 1] == "%", characters[index + 2] == "u",
+                  characters[index + 3] == ")" else { continue }
+            var start = index
+            while start > 0, characters[start - 1].isLetter || characters[start - 1].isNumber || characters[start - 1] == "-" {
+                start -= 1
+            }
+            guard start > 0, start < index, characters[start - 1] == "(" else { continue }
+            let name = String(characters[start..<index])
+            if !found.contains(where: { $0.lowercased() == name.lowercased() }) { found.append(name) }
+        }
+        return found
+    }
 }

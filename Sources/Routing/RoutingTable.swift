@@ -16,6 +16,37 @@ public enum RouteDecision: Sendable, Equatable {
     case unknownUser(why: String)
     /// A temporary failure on our side or in the directory's data.
     case unavailable(why: String)
+    /// The user is held (the attribute is one of `holdValues`, or an operator said so): a
+    /// temporary refusal with `message` for the client, and no store is contacted.
+    case held(message: String, why: String)
+
+    /// Where this decision sends the user, to compare with where an open session went; nil
+    /// when the directory could not tell (a session is never ended on a guess).
+    public var target: RouteTarget? {
+        switch self {
+        case .backend(let backend, _, _): return .backend(backend.name)
+        case .unknownUser: return .refused
+        case .held: return .held
+        case .unavailable: return nil
+        }
+    }
+}
+
+/// The identity of a route, as far as an open session cares: a session whose target differs
+/// from its user's current one is on the wrong store and must end.
+public enum RouteTarget: Hashable, Sendable, CustomStringConvertible {
+    /// A configured backend's name, or a literal `host:port` from the attribute.
+    case backend(String)
+    case held
+    case refused
+
+    public var description: String {
+        switch self {
+        case .backend(let name): return name
+        case .held: return "(held)"
+        case .refused: return "(refused)"
+        }
+    }
 }
 
 /// Maps a directory answer to the backend a login goes to.
@@ -23,10 +54,20 @@ public struct RoutingTable: Sendable, Equatable {
     public var backends: [String: Backend]
     /// For users with no entry or no attribute; nil refuses them.
     public var defaultBackend: String?
+    /// Attribute values that hold the user (compared without case): a migration tool sets one
+    /// for the final copy pass, then the new store's name.
+    public var holdValues: [String]
+    /// What a held user's client is told.
+    public var holdMessage: String
 
-    public init(backends: [String: Backend], defaultBackend: String?) {
+    public static let defaultHoldMessage = "Your mailbox is being moved, please try again in a few minutes."
+
+    public init(backends: [String: Backend], defaultBackend: String?, holdValues: [String] = [],
+                holdMessage: String = RoutingTable.defaultHoldMessage) {
         self.backends = backends
         self.defaultBackend = defaultBackend
+        self.holdValues = holdValues
+        self.holdMessage = holdMessage
     }
 
     public func decide(_ result: DirectoryResult, service: MailService) -> RouteDecision {
@@ -53,6 +94,9 @@ public struct RoutingTable: Sendable, Equatable {
 
     private func named(_ value: String, service: MailService) -> RouteDecision {
         let trimmed = value.trimmingSpaces
+        if holdValues.contains(where: { $0.lowercased() == trimmed.lowercased() }) {
+            return .held(message: holdMessage, why: "attribute value \"\(trimmed)\" is a hold")
+        }
         if let backend = backends[trimmed] ?? backends.first(where: { $0.key.lowercased() == trimmed.lowercased() })?.value {
             return hosts(of: backend, service: service, why: "attribute names backend \(backend.name)")
         }

@@ -78,9 +78,11 @@ public final class TLSTransport: Transport {
         Socket.shutdownWrite(fd)
     }
 
+    /// "TLSv1.3", "TLSv1.2".
+    public var version: String { SSL_get_version(ssl).map { String(cString: $0) } ?? "?" }
+
     /// Details for the log line of a session.
     public var summary: String {
-        let version = SSL_get_version(ssl).map { String(cString: $0) } ?? "?"
         let cipher = SSL_CIPHER_get_name(SSL_get_current_cipher(ssl)).map { String(cString: $0) } ?? "?"
         return "\(version) \(cipher)\(mailswitch_ssl_is_session_reused(ssl) == 1 ? " resumed" : "")"
     }

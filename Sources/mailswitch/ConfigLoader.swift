@@ -14,6 +14,17 @@ struct ConfigLoader {
 
     let path: String
 
+    /// Only `admin.socket` (or its default): the admin commands need nothing else, and an
+    /// operator allowed on the socket may not be allowed to read the LDAP secret.
+    func adminSocketPath() throws(Failure) -> String {
+        let fallback = AdminConfiguration().socketPath
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+            throw Failure(description: "\(path): cannot read the file")
+        }
+        guard let root = try? Yams.compose(yaml: text) else { throw Failure(description: "\(path): not valid YAML") }
+        return root.mapping?["admin"]?.mapping?["socket"]?.string ?? fallback
+    }
+
     func load() throws(Failure) -> ServiceConfiguration {
         let text: String
         do {
@@ -124,7 +135,7 @@ struct ConfigLoader {
     }
 
     private func parse(_ root: Value) throws -> ServiceConfiguration {
-        let top = try root.mapping(allowed: ["listeners", "directory", "routing", "backends", "limits", "log", "tls"])
+        let top = try root.mapping(allowed: ["listeners", "directory", "routing", "backends", "limits", "log", "tls", "admin"])
         guard let listenersValue = top["listeners"] else { throw root.fail("missing key: listeners") }
         guard let directoryValue = top["directory"] else { throw root.fail("missing key: directory") }
         guard let backendsValue = top["backends"] else { throw root.fail("missing key: backends") }
@@ -135,16 +146,45 @@ struct ConfigLoader {
         }
         guard !backends.isEmpty else { throw backendsValue.fail("at least one backend is needed") }
 
-        var defaultBackend: String?
+        var routingTable = RoutingTable(backends: backends, defaultBackend: nil)
+        var disconnects = DisconnectPolicy()
         if let routing = top["routing"] {
-            let keys = try routing.mapping(allowed: ["default_backend"])
+            let keys = try routing.mapping(allowed: ["default_backend", "hold_values", "hold_message", "disconnect_burst",
+                                                     "max_disconnect_delay"])
             if let value = keys["default_backend"] {
                 let name = try value.string()
                 guard backends[name] != nil else {
                     throw value.fail("\"\(name)\" is not a backend (have: \(backends.keys.sorted().joined(separator: ", ")))")
                 }
-                defaultBackend = name
+                routingTable.defaultBackend = name
             }
+            if let value = keys["hold_values"] {
+                routingTable.holdValues = try value.sequence().map { item in
+                    let text = try item.string()
+                    guard !text.isEmpty else { throw item.fail("a hold value must not be empty") }
+                    if backends.keys.contains(where: { $0.lowercased() == text.lowercased() }) {
+                        throw item.fail("\"\(text)\" is also a backend's name")
+                    }
+                    return text
+                }
+            }
+            if let value = keys["hold_message"] {
+                let text = try value.string()
+                guard !text.isEmpty, !text.contains(where: { $0.isNewline }) else { throw value.fail("expected one line of text") }
+                routingTable.holdMessage = text
+            }
+            if let value = keys["disconnect_burst"] { disconnects.burst = try value.int(1...1_000_000) }
+            if let value = keys["max_disconnect_delay"] { disconnects.maxDelaySeconds = try value.duration() }
+        }
+
+        var admin = AdminConfiguration()
+        if let value = top["admin"] {
+            let keys = try value.mapping(allowed: ["socket", "state_file"])
+            let socket = try keys["socket"]?.string() ?? admin.socketPath
+            guard socket.hasPrefix("/"), socket.utf8.count < 108 else {
+                throw (keys["socket"] ?? value).fail("expected an absolute path shorter than 108 bytes")
+            }
+            admin = AdminConfiguration(socketPath: socket, stateFile: try keys["state_file"]?.string())
         }
 
         let listenerValues = try listenersValue.sequence()
@@ -176,9 +216,11 @@ struct ConfigLoader {
             }
         }
 
-        return ServiceConfiguration(listeners: listeners, directory: try parseDirectory(directoryValue),
-                                    routing: RoutingTable(backends: backends, defaultBackend: defaultBackend),
-                                    limits: limits, logLevel: logLevel, tls: tls)
+        var configuration = ServiceConfiguration(listeners: listeners, directory: try parseDirectory(directoryValue),
+                                                 routing: routingTable, limits: limits, logLevel: logLevel, tls: tls)
+        configuration.disconnects = disconnects
+        configuration.admin = admin
+        return configuration
     }
 
     private func parseListener(_ value: Value) throws -> ListenerConfiguration {
@@ -245,7 +287,8 @@ struct ConfigLoader {
 
     private func parseDirectory(_ value: Value) throws -> DirectoryConfiguration {
         let keys = try value.mapping(allowed: ["uris", "bind_dn", "bind_password_file", "base", "filter",
-                                               "backend_attribute", "timeout", "max_in_flight"])
+                                               "backend_attribute", "timeout", "max_in_flight", "cache_ttl",
+                                               "negative_cache_ttl", "stale_ttl", "change_feed", "recheck_interval"])
         func required(_ key: String) throws -> Value {
             guard let found = keys[key] else { throw value.fail("missing key: \(key)") }
             return found
@@ -274,10 +317,16 @@ struct ConfigLoader {
         let filterValue = try required("filter")
         let filter = try filterValue.string()
         if let problem = LDAPFilter.validateTemplate(filter) { throw filterValue.fail(problem) }
-        return DirectoryConfiguration(
+        var directory = DirectoryConfiguration(
             uris: uris, bindDN: bindDN, bindPassword: bindPassword, base: try required("base").string(),
             filter: filter, backendAttribute: try required("backend_attribute").string(),
             timeoutSeconds: try keys["timeout"]?.duration() ?? 3,
             maxInFlight: try keys["max_in_flight"]?.int(1...10_000) ?? 100)
+        if let v = keys["cache_ttl"] { directory.cache.ttl = try v.duration() }
+        if let v = keys["negative_cache_ttl"] { directory.cache.negativeTTL = try v.duration() }
+        if let v = keys["stale_ttl"] { directory.cache.staleTTL = try v.duration() }
+        if let v = keys["change_feed"] { directory.changeFeed = try v.enumeration(ChangeFeedMode.self) }
+        if let v = keys["recheck_interval"] { directory.recheckIntervalSeconds = try v.duration() }
+        return directory
     }
 }

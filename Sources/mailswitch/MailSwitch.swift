@@ -12,7 +12,8 @@ struct MailSwitch: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mailswitch",
         abstract: "IMAP/POP3 proxy that routes each login to the store LDAP names for the user.",
-        subcommands: [Serve.self, CheckConfig.self, Route.self, Reload.self])
+        subcommands: [Serve.self, CheckConfig.self, Route.self, Reload.self, Sessions.self, Kick.self, Hold.self,
+                      Release.self, Holds.self, Status.self])
 }
 
 struct ConfigOption: ParsableArguments {
@@ -62,10 +63,11 @@ struct Serve: ParsableCommand {
         }
         let logger = Logger(label: "mailswitch")
         let directory = LDAPDirectory(configuration: configuration.directory)
-        let server = ProxyServer(configuration: configuration, tls: tls, directory: directory, logger: logger,
-                                 loopCount: loops ?? ProcessInfo.processInfo.activeProcessorCount)
         tls.warnings.forEach { logger.warning("\($0)") }
+        let server: ProxyServer
         do {
+            server = try ProxyServer(configuration: configuration, tls: tls, directory: directory, logger: logger,
+                                     loopCount: loops ?? ProcessInfo.processInfo.activeProcessorCount)
             try server.start()
         } catch {
             logger.critical("cannot start: \(error)")
@@ -152,15 +154,58 @@ struct CheckConfig: ParsableCommand {
 
 struct Route: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Show where a login would go: the LDAP entry, its attribute and the backend hosts.",
-        discussion: "Exit status: 0 routed, 1 refused as unknown user, 2 temporarily unavailable.")
+        abstract: "Show where a login would go: the LDAP entry, its attribute, the backend hosts, and whether the answer came from the route cache.",
+        discussion: """
+            Asks the running service (its route cache, then LDAP); without one, asks LDAP directly. \
+            Exit status: 0 routed, 1 refused as unknown user, 2 temporarily unavailable or held.
+            """)
 
     @Argument(help: "The login name, as a client would send it.")
     var user: String
 
     @OptionGroup var options: ConfigOption
 
+    @Flag(help: "Print the answer as JSON.")
+    var json = false
+
     func run() throws {
+        var report: AdminResponse.Route
+        do {
+            let client = AdminClient(socketPath: try ConfigLoader(path: options.config).adminSocketPath())
+            let response = try client.send(AdminRequest(command: .route, user: user))
+            guard response.ok, let route = response.route else { fail(.refused, response.error ?? "no answer") }
+            report = route
+        } catch let failure as AdminClient.Failure where failure.status == .noDaemon {
+            report = try askDirectly()
+            report.source = "directory (no running service answered)"
+        } catch let failure as AdminClient.Failure {
+            fail(failure.status, failure.message)
+        } catch {
+            fail(.refused, "\(error)")
+        }
+        if json {
+            print(String(decoding: AdminCodec.encode(report).dropLast(), as: UTF8.self))
+        } else {
+            print("user:      \(report.user)")
+            print("filter:    \(report.filter)")
+            print("source:    \(report.source)\(report.age.map { " (age \(Int($0.rounded()))s)" } ?? "")")
+            switch report.result {
+            case "found":
+                print("entry:     \(report.dn ?? "")")
+                print("\(report.attribute): \(report.value ?? "(none)")")
+            case "not_found":
+                print("entry:     (none)")
+            default:
+                print("entry:     \(report.result)")
+            }
+            if let hold = report.hold { print("hold:      \(hold)") }
+            print("imap:      \(report.imap)")
+            print("pop3:      \(report.pop3)")
+        }
+        if report.status != 0 { throw ExitCode(Int32(report.status)) }
+    }
+
+    private func askDirectly() throws -> AdminResponse.Route {
         let configuration = try options.load()
         let directory = LDAPDirectory(configuration: configuration.directory)
         let box = ResultBox()
@@ -171,34 +216,8 @@ struct Route: ParsableCommand {
         }
         done.wait()
         let result = box.value ?? .unavailable(reason: "no answer")
-        let directoryConfig = configuration.directory
-        print("user:      \(user)")
-        print("filter:    \(LDAPFilter.expand(directoryConfig.filter, user: user))")
-        switch result {
-        case .found(let dn, let value):
-            print("entry:     \(dn)")
-            print("\(directoryConfig.backendAttribute): \(value ?? "(none)")")
-        case .notFound:
-            print("entry:     (none)")
-        case .ambiguous(let count):
-            print("entry:     \(count) entries match")
-        case .unavailable(let reason):
-            print("entry:     unknown: \(reason)")
-        }
-        var status: Int32 = 0
-        for service in MailService.allCases {
-            switch configuration.routing.decide(result, service: service) {
-            case .backend(let backend, let hosts, let why):
-                print("\(service.rawValue):      backend \(backend.name) -> \(hosts.map(\.description).joined(separator: ", ")) (\(why))")
-            case .unknownUser(let why):
-                print("\(service.rawValue):      refused as a failed login: \(why)")
-                status = max(status, 1)
-            case .unavailable(let why):
-                print("\(service.rawValue):      temporarily unavailable: \(why)")
-                status = 2
-            }
-        }
-        if status != 0 { throw ExitCode(status) }
+        return RouteReport.make(user: user, answer: Router.Answer(result: result, source: .directory),
+                                configuration: configuration, hold: nil)
     }
 }
 

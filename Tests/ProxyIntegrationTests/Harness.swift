@@ -121,15 +121,21 @@ final class MailSwitchInstance {
 
     /// `edits` are (old, new) replacements applied to the example configuration text;
     /// `arguments` go to `serve` after the configuration.
-    init(name: String, labDirectory: String, edits: [(String, String)] = [], arguments: [String] = []) throws {
+    /// `keepState`: keep the holds a previous run of the same instance left (restart tests).
+    init(name: String, labDirectory: String, keepState: Bool = false, edits: [(String, String)] = [],
+         arguments: [String] = []) throws {
         var text = try String(contentsOf: Harness.repository.appendingPathComponent("config/mailswitch.example.yaml"), encoding: .utf8)
         text = text.replacingOccurrences(of: "/etc/mailswitch/ldap.secret", with: "\(labDirectory)/ldap.secret")
             .replacingOccurrences(of: "/etc/mailswitch/tls/", with: "\(labDirectory)/tls/")
+            .replacingOccurrences(of: "/run/mailswitch/admin.sock", with: "\(labDirectory)/\(name).sock")
+            .replacingOccurrences(of: "/var/lib/mailswitch/holds.json", with: "\(labDirectory)/\(name)-holds.json")
         for (old, new) in edits {
             guard text.contains(old) else { throw HarnessError("config edit: \(old) not found") }
             text = text.replacingOccurrences(of: old, with: new)
         }
         configPath = "\(labDirectory)/\(name).yaml"
+        // A hold left by an earlier run of the same instance must not leak into this one.
+        if !keepState { try? FileManager.default.removeItem(atPath: "\(labDirectory)/\(name)-holds.json") }
         logPath = "\(labDirectory)/\(name).log"
         try text.write(toFile: configPath, atomically: true, encoding: .utf8)
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
@@ -239,4 +245,63 @@ final class RawClient {
     }
 
     func close() { Glibc.close(fd) }
+}
+
+/// A fixture running beside the test (Tests/Fixtures/sessions.py, kickfetch.py): started,
+/// waited for through its ready file, and read when it has finished.
+final class BackgroundFixture {
+    private let process = Foundation.Process()
+    private let output: DataCollector
+    private let errors: DataCollector
+    let readyFile: String
+    let stopFile: String
+
+    init(_ script: String, _ arguments: [String], directory: String) throws {
+        let name = "\(script)-\(UUID().uuidString.prefix(8))"
+        readyFile = "\(directory)/\(name).ready"
+        stopFile = "\(directory)/\(name).stop"
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["python3", Harness.repository.appendingPathComponent("Tests/Fixtures/\(script)").path]
+            + arguments + ["--ready-file", readyFile]
+        let out = Pipe()
+        let err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        output = DataCollector(out.fileHandleForReading)
+        errors = DataCollector(err.fileHandleForReading)
+        try process.run()
+    }
+
+    /// The ready file's JSON (or `[:]` for a plain-text ready file); throws after `timeout`.
+    @discardableResult
+    func waitUntilReady(timeout: Double = 90) throws -> [String: Any] {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if let data = FileManager.default.contents(atPath: readyFile) {
+                return (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] ?? [:]
+            }
+            if !process.isRunning { break }
+            usleep(50_000)
+        }
+        stop()
+        throw HarnessError("fixture not ready: \(errors.finish())")
+    }
+
+    /// Asks a sessions.py fixture to stop watching now.
+    func stop() {
+        _ = FileManager.default.createFile(atPath: stopFile, contents: Data())
+    }
+
+    /// The fixture's JSON on stdout, once it has exited (bounded by `timeout`, then killed).
+    func result(timeout: Double = 120) throws -> [String: Any] {
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning && Date() < deadline { usleep(50_000) }
+        if process.isRunning { process.terminate() }
+        process.waitUntilExit()
+        let text = output.finish()
+        guard let object = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else {
+            throw HarnessError("fixture gave no JSON: \(text) \(errors.finish())")
+        }
+        return object
+    }
 }

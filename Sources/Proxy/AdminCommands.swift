@@ -1,0 +1,191 @@
+import Dispatch
+import Directory
+import MailProtocol
+import Routing
+import Synchronization
+
+/// What each admin request does. Answers may come from any queue; the admin server hops
+/// back to its loop to send them.
+extension ProxyServer {
+    func handle(_ request: AdminRequest, reply: @escaping @Sendable (AdminResponse) -> Void) {
+        switch request.command {
+        case .sessions: listSessions(request, reply: reply)
+        case .kick: kick(request, reply: reply)
+        case .hold: hold(request, reply: reply)
+        case .release: release(request, reply: reply)
+        case .holds: listHolds(reply: reply)
+        case .route: route(request, reply: reply)
+        case .status: status(reply: reply)
+        }
+    }
+
+    /// Sessions of a user, of a backend, of both, or all of them.
+    private func select(user: String?, backend: String?) -> [SessionRegistry.Session] {
+        switch (user, backend) {
+        case (let user?, let backend?): return registry.sessions(ofUser: user).filter { $0.entry.backend == backend }
+        case (let user?, nil): return registry.sessions(ofUser: user)
+        case (nil, let backend?): return registry.sessions(onBackend: backend)
+        case (nil, nil): return registry.snapshot()
+        }
+    }
+
+    private func listSessions(_ request: AdminRequest, reply: @escaping @Sendable (AdminResponse) -> Void) {
+        let sessions = select(user: request.user, backend: request.backend).sorted { $0.entry.startedAt < $1.entry.startedAt }
+        // Byte counts live with each session on its loop: ask them all, answer when all did.
+        let collected = Mutex([String: (Int, Int)]())
+        let group = DispatchGroup()
+        for session in sessions {
+            group.enter()
+            session.control.traffic { toStore, toClient in
+                collected.withLock { $0[session.entry.id] = (toStore, toClient) }
+                group.leave()
+            }
+        }
+        group.notify(queue: .global()) {
+            let traffic = collected.withLock { $0 }
+            var response = AdminResponse(ok: true)
+            response.sessions = sessions.map { session in
+                let entry = session.entry
+                let bytes = traffic[entry.id] ?? (0, 0)
+                return AdminResponse.Session(id: entry.id, user: entry.user, client: entry.client, listener: entry.listener,
+                                             proto: entry.service, tls: entry.tls, backend: entry.backend,
+                                             host: entry.backendHost, phase: entry.phase.rawValue, started: entry.startedAt,
+                                             bytesIn: bytes.0, bytesOut: bytes.1)
+            }
+            reply(response)
+        }
+    }
+
+    private func kick(_ request: AdminRequest, reply: @escaping @Sendable (AdminResponse) -> Void) {
+        guard request.user != nil || request.backend != nil else {
+            return reply(.failure(.badRequest, "kick needs a user, a backend, or both"))
+        }
+        let sessions = select(user: request.user, backend: request.backend).filter { $0.entry.phase != .preLogin }
+        guard !sessions.isEmpty else {
+            let whose = [request.user.map { "user \($0)" }, request.backend.map { "backend \($0)" }].compactMap { $0 }
+            return reply(.failure(.notFound, "no open sessions for \(whose.joined(separator: " on "))"))
+        }
+        watcher.end(sessions.map { ($0, SessionEndReason.kick, request.reason) }, paced: request.spread ?? false)
+        var response = AdminResponse(ok: true, message: "ending \(sessions.count) session(s)\(request.spread == true ? ", spread" : "")")
+        response.ended = sessions.count
+        reply(response)
+    }
+
+    private func hold(_ request: AdminRequest, reply: @escaping @Sendable (AdminResponse) -> Void) {
+        guard let user = request.user, !user.isEmpty else { return reply(.failure(.badRequest, "hold needs a user")) }
+        let reason = request.reason.map { LoginFailure.lineText($0) }.flatMap { $0.isEmpty ? nil : $0 } ?? RoutingTable.defaultHoldMessage
+        do throws(HoldBook.Failure) {
+            _ = try holds.add(user: user, reason: reason)
+        } catch {
+            return reply(.failure(.failed, error.description))
+        }
+        // A held user's open sessions end at once: the final copy pass must not race them.
+        let sessions = registry.sessions(ofUser: user).filter { $0.entry.phase != .preLogin }
+        watcher.end(sessions.map { ($0, SessionEndReason.hold, reason) }, paced: false)
+        logger.notice("hold on \(LogText.escaped(user)): \(sessions.count) session(s) ended")
+        var response = AdminResponse(ok: true, message: "\(user) held; \(sessions.count) session(s) ended")
+        response.ended = sessions.count
+        reply(response)
+    }
+
+    private func release(_ request: AdminRequest, reply: @escaping @Sendable (AdminResponse) -> Void) {
+        guard let user = request.user, !user.isEmpty else { return reply(.failure(.badRequest, "release needs a user")) }
+        do throws(HoldBook.Failure) {
+            guard try holds.remove(user: user) else { return reply(.failure(.notFound, "\(user) is not held")) }
+        } catch {
+            return reply(.failure(.failed, error.description))
+        }
+        logger.notice("hold on \(LogText.escaped(user)) released")
+        reply(AdminResponse(ok: true, message: "\(user) released"))
+    }
+
+    private func listHolds(reply: @escaping @Sendable (AdminResponse) -> Void) {
+        var response = AdminResponse(ok: true)
+        response.holds = holds.all.map { AdminResponse.Hold(user: $0.user, reason: $0.reason, since: $0.since) }
+        reply(response)
+    }
+
+    private func route(_ request: AdminRequest, reply: @escaping @Sendable (AdminResponse) -> Void) {
+        guard let user = request.user, !user.isEmpty else { return reply(.failure(.badRequest, "route needs a user")) }
+        let configuration = self.configuration
+        let hold = holds.hold(for: user)
+        let answer: @Sendable (Router.Answer) -> Void = { answer in
+            var response = AdminResponse(ok: true)
+            response.route = RouteReport.make(user: user, answer: answer, configuration: configuration, hold: hold?.reason)
+            reply(response)
+        }
+        if let cached = router.route(user, completion: answer) { answer(cached) }
+    }
+
+    private func status(reply: @escaping @Sendable (AdminResponse) -> Void) {
+        let configuration = self.configuration
+        let uptime = Int(Router.now() - startedAt)
+        let sessions = registry.snapshot()
+        let cache = router.statistics
+        let holdCount = holds.all.count
+        let bound = boundAddresses
+        watcher.state { feed, changes in
+            var byBackend: [String: Int] = [:]
+            for session in sessions where session.entry.phase == .relaying { byBackend[session.entry.backend ?? "?", default: 0] += 1 }
+            var response = AdminResponse(ok: true)
+            response.status = [
+                "uptime": "\(uptime)s",
+                "sessions": "\(sessions.count)",
+                "sessions by backend": byBackend.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "),
+                "listeners": bound.joined(separator: " "),
+                "directory": configuration.directory.uris.joined(separator: " "),
+                "change feed": "\(feed); \(changes) changes seen",
+                "route cache": "\(cache.entries) entries; \(cache.hits) hits, \(cache.misses) misses, \(cache.stale) stale",
+                "holds": "\(holdCount)",
+            ]
+            reply(response)
+        }
+    }
+}
+
+/// `mailswitch route`'s answer, the same whether the service or the CLI itself asked LDAP.
+public enum RouteReport {
+    public static func make(user: String, answer: Router.Answer, configuration: ServiceConfiguration,
+                            hold: String?) -> AdminResponse.Route {
+        let directory = configuration.directory
+        var report = AdminResponse.Route(user: user, filter: LDAPFilter.expand(directory.filter, user: user),
+                                         source: "directory", age: nil, result: "", dn: nil,
+                                         attribute: directory.backendAttribute, value: nil, imap: "", pop3: "",
+                                         status: 0, hold: hold)
+        switch answer.source {
+        case .directory: break
+        case .cache(let age): report.source = "cache"; report.age = age
+        case .stale(let age): report.source = "stale"; report.age = age
+        }
+        switch answer.result {
+        case .found(let dn, let value): report.result = "found"; report.dn = dn; report.value = value
+        case .notFound: report.result = "not_found"
+        case .ambiguous(let count): report.result = "ambiguous (\(count) entries)"
+        case .unavailable(let reason): report.result = "unavailable: \(reason)"
+        }
+        var status = 0
+        func line(_ service: MailService) -> String {
+            if let hold {
+                status = 2
+                return "held by an operator: \(hold)"
+            }
+            switch configuration.routing.decide(answer.result, service: service) {
+            case .backend(let backend, let hosts, let why):
+                return "backend \(backend.name) -> \(hosts.map(\.description).joined(separator: ", ")) (\(why))"
+            case .unknownUser(let why):
+                status = max(status, 1)
+                return "refused as a failed login: \(why)"
+            case .unavailable(let why):
+                status = 2
+                return "temporarily unavailable: \(why)"
+            case .held(let message, let why):
+                status = 2
+                return "held: \(why) (\"\(message)\")"
+            }
+        }
+        report.imap = line(.imap)
+        report.pop3 = line(.pop3)
+        report.status = status
+        return report
+    }
+}
