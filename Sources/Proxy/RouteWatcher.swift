@@ -115,9 +115,8 @@ final class RouteWatcher: @unchecked Sendable {
             keys.insert(key)
         }
         logger.debug("directory \(change.kind.rawValue): \(LogText.escaped(change.dn))")
-        let users = registry.users()
         for key in keys {
-            if let user = users[key] { enqueueRecheck(key: key, user: user) }
+            if let user = registry.loginName(userKey: key) { enqueueRecheck(key: key, user: user) }
         }
     }
 

@@ -137,6 +137,11 @@ public final class SessionRegistry: Sendable {
         }
     }
 
+    /// The login name as one of the user's sessions spelled it; nil without sessions.
+    public func loginName(userKey: String) -> String? {
+        state.withLock { state in state.byUser[userKey]?.first.flatMap { state.sessions[$0]?.entry.user } }
+    }
+
     public func hasSessions(userKey: String) -> Bool {
         state.withLock { $0.byUser[userKey] != nil }
     }

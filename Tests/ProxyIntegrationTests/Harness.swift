@@ -256,13 +256,14 @@ final class BackgroundFixture {
     let readyFile: String
     let stopFile: String
 
-    init(_ script: String, _ arguments: [String], directory: String) throws {
+    /// `stoppable`: the script takes `--stop-file` (sessions.py).
+    init(_ script: String, _ arguments: [String], directory: String, stoppable: Bool = false) throws {
         let name = "\(script)-\(UUID().uuidString.prefix(8))"
         readyFile = "\(directory)/\(name).ready"
         stopFile = "\(directory)/\(name).stop"
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = ["python3", Harness.repository.appendingPathComponent("Tests/Fixtures/\(script)").path]
-            + arguments + ["--ready-file", readyFile]
+            + arguments + ["--ready-file", readyFile] + (stoppable ? ["--stop-file", stopFile] : [])
         let out = Pipe()
         let err = Pipe()
         process.standardOutput = out

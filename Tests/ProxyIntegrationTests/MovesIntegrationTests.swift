@@ -13,7 +13,7 @@ extension ProxyIntegrationTests {
                          "--max-seconds", "60"]
         if idle && proto == "imap" { arguments.append("--idle") }
         for user in users { arguments += ["--user", "\(user):\(password(user))"] }
-        let fixture = try BackgroundFixture("sessions.py", arguments, directory: Self.labDirectory)
+        let fixture = try BackgroundFixture("sessions.py", arguments, directory: Self.labDirectory, stoppable: true)
         let ready = try fixture.waitUntilReady()
         XCTAssertEqual(ready["failed"] as? Int, 0, "every session logs in: \(ready)")
         XCTAssertEqual(ready["opened"] as? Int, users.count * perUser, "\(ready)")
@@ -92,6 +92,29 @@ extension ProxyIntegrationTests {
     }
 
     private var pop3PortNumber: String { Self.pop3Port }
+
+    func testRemovingTheAttributeSendsTheUserToTheDefaultBackend() throws {
+        let fixture = try hold(["user0024"])   // on new
+        try flip(["user0024"], "-")
+        defer { try? flip(["user0024"], "new") }
+        let session = try XCTUnwrap(sessions(try fixture.result()).first)
+        XCTAssertEqual(session["ended_by_server"] as? Bool, true, "\(session)")
+        assertLands(try imapLogin("user0024", password("user0024")), on: "legacy", "routing.default_backend")
+    }
+
+    func testKickByBackendEndsOnlyThatBackendsSessions() throws {
+        let fixture = try hold(["user0026", "user0027"])   // new, legacy
+        let kicked = try cli(["kick", "--backend", "new"])
+        XCTAssertEqual(kicked.status, 0, kicked.stderr)
+        XCTAssertTrue(kicked.stdout.contains("ending 1 session"), kicked.stdout)
+        sleep(1)
+        fixture.stop()
+        let all = sessions(try fixture.result())
+        XCTAssertEqual(all.first { $0["user"] as? String == "user0026" }?["ended_by_server"] as? Bool, true, "\(all)")
+        XCTAssertEqual(all.first { $0["user"] as? String == "user0027" }?["ended_by_server"] as? Bool, false, "\(all)")
+        XCTAssertTrue((all.first { $0["user"] as? String == "user0026" }?["bye_line"] as? String)?
+            .hasPrefix("* BYE [UNAVAILABLE] Disconnected by the administrator") ?? false, "\(all)")
+    }
 
     // MARK: - Holds
 
@@ -236,6 +259,24 @@ extension ProxyIntegrationTests {
         let session = try XCTUnwrap(sessions(try fixture.result()).first)
         XCTAssertEqual(session["ended_by_server"] as? Bool, true, "\(session)")
         XCTAssertFalse(poller.log.contains("change feed synchronized"), "poll mode runs no feed")
+    }
+
+    func testAutoFallsBackToPollingWhenTheDirectoryOffersNoSync() throws {
+        try Harness.lab(["start-plain-slapd", "--dir", Self.labDirectory])
+        let fallback = try MailSwitchInstance(name: "nosync", labDirectory: Self.labDirectory, edits: [
+            ("ldap://127.0.0.1:3389", "ldap://127.0.0.1:3393"),
+            ("recheck_interval: \"60s\"", "recheck_interval: \"1s\""),
+        ] + MailSwitchInstance.movedListeners(by: 8500))
+        defer { fallback.stop() }
+        XCTAssertTrue(Harness.waitForPort(9643), fallback.log)
+        XCTAssertTrue(waitForLog(fallback, "offers no RFC 4533 sync"), fallback.log)
+        let fixture = try hold(["user0029"], port: "9643")
+        try Harness.lab(["flip", "user0029", "new", "--plain", "--dir", Self.labDirectory])
+        let session = try XCTUnwrap(sessions(try fixture.result()).first)
+        XCTAssertEqual(session["ended_by_server"] as? Bool, true, "polling found the change: \(session)")
+        assertLands(try imapLogin("user0029", password("user0029"), port: "9643"), on: "new", "after the flip")
+        let status = try cli(["status"], instance: fallback)
+        XCTAssertTrue(status.stdout.contains("change feed: poll"), status.stdout)
     }
 
     // MARK: - Kicks
