@@ -21,6 +21,15 @@ public protocol RelayStreamObserver: AnyObject {
     func passedUnseen(_ count: Int)
 }
 
+/// Rewrites a session's traffic (the read-only hold): sees every byte both ways, decides what
+/// reaches the store, and may answer the client itself. A filtered session is always copied.
+public protocol RelayFilter: AnyObject {
+    /// Client bytes in: what goes to the store, and answers of the filter's own for the client.
+    func fromClient(_ bytes: UnsafeRawBufferPointer) -> (toStore: [UInt8], toClient: [UInt8])
+    /// Store bytes in: what goes to the client (the filter's answers inserted where they belong).
+    func fromStore(_ bytes: UnsafeRawBufferPointer) -> [UInt8]
+}
+
 /// Confined to the loop of its two connections (they share one loop).
 public final class Relay: @unchecked Sendable {
     public struct Totals: Sendable {
@@ -55,6 +64,15 @@ public final class Relay: @unchecked Sendable {
         }
 
         var hasPending: Bool { inPipe > 0 || pendingOffset < pending.count }
+
+        /// Bytes to write after those already waiting.
+        func keep(_ bytes: UnsafeRawBufferPointer) {
+            if pendingOffset == pending.count {
+                pending = []
+                pendingOffset = 0
+            }
+            pending += bytes
+        }
         var finished: Bool { shutDown }
     }
 
@@ -66,18 +84,20 @@ public final class Relay: @unchecked Sendable {
     private let onEnd: (End, Totals) -> Void
     /// Watches what goes to the client (IMAP: response boundaries, for a clean BYE).
     private let observer: (any RelayStreamObserver)?
+    private let filter: (any RelayFilter)?
 
     public init(client: Connection, backend: Connection, bufferBytes: Int, allowSplice: Bool = true,
-                observingBackend observer: (any RelayStreamObserver)? = nil,
+                observingBackend observer: (any RelayStreamObserver)? = nil, filter: (any RelayFilter)? = nil,
                 onEnd: @escaping (End, Totals) -> Void) {
         precondition(client.loop === backend.loop, "a relay's two legs share one loop")
         loop = client.loop
-        let splice = allowSplice && client.transport.isPlainSocket && backend.transport.isPlainSocket
+        let splice = allowSplice && filter == nil && client.transport.isPlainSocket && backend.transport.isPlainSocket
         up = Direction(from: client, to: backend, splice: splice)
         down = Direction(from: backend, to: client, splice: splice)
         self.bufferBytes = min(bufferBytes, client.loop.scratch.count)
         self.onEnd = onEnd
         self.observer = observer
+        self.filter = filter
     }
 
     public var usesSplice: Bool { up.useSplice }
@@ -125,8 +145,16 @@ public final class Relay: @unchecked Sendable {
             direction.destination.onError = nil
             direction.destination.onOutboxDrained = nil
         }
-        if !toBackend.isEmpty { queue(toBackend, on: up) }
-        if !toClient.isEmpty { queue(toClient, on: down) }
+        if let filter {
+            // The store's leftovers first: the filter's answers to pipelined commands follow them.
+            if !toClient.isEmpty { queue(toClient.withUnsafeBytes { filter.fromStore($0) }, on: down) }
+            let (forward, replies) = toBackend.withUnsafeBytes { filter.fromClient($0) }
+            queue(forward, on: up)
+            queue(replies, on: down)
+        } else {
+            if !toBackend.isEmpty { queue(toBackend, on: up) }
+            if !toClient.isEmpty { queue(toClient, on: down) }
+        }
         for direction in [up, down] where !ended {
             if direction.hasPending { flush(direction) } else { direction.source.setReading(true) }
         }
@@ -138,8 +166,9 @@ public final class Relay: @unchecked Sendable {
     }
 
     private func queue(_ bytes: [UInt8], on direction: Direction) {
+        guard !bytes.isEmpty else { return }
         if direction === down, let observer { bytes.withUnsafeBytes { observer.observe($0) } }
-        direction.pending += bytes
+        bytes.withUnsafeBytes { direction.keep($0) }
         direction.moved += bytes.count
     }
 
@@ -165,20 +194,39 @@ public final class Relay: @unchecked Sendable {
             sourceEnded(direction)
         case .processed(let count):
             direction.moved += count
-            if direction === down, let observer { observer.observe(UnsafeRawBufferPointer(rebasing: buffer[0..<count])) }
-            var offset = 0
-            while offset < count {
-                let written = try direction.destination.write(from: UnsafeRawBufferPointer(rebasing: buffer[offset..<count]))
-                guard case .processed(let n) = written, n > 0 else { break }
-                offset += n
+            let chunk = UnsafeRawBufferPointer(rebasing: buffer[0..<count])
+            guard let filter else {
+                if direction === down, let observer { observer.observe(chunk) }
+                return try pass(chunk, on: direction)
             }
-            if offset < count {
-                // Keep only what the destination refused, then wait for it to drain.
-                direction.pending = Array(UnsafeRawBufferPointer(rebasing: buffer[offset..<count]))
-                direction.pendingOffset = 0
-                direction.source.setReading(false)
-                direction.destination.setWriting(true)
+            var replies: [UInt8] = []
+            let forward: [UInt8]
+            if direction === up {
+                (forward, replies) = filter.fromClient(chunk)
+            } else {
+                forward = filter.fromStore(chunk)
+                if let observer { forward.withUnsafeBytes { observer.observe($0) } }
             }
+            try forward.withUnsafeBytes { raw in Result { () throws(SystemError) in try pass(raw, on: direction) } }.get()
+            if !replies.isEmpty {
+                queue(replies, on: down)
+                flush(down)
+            }
+        }
+    }
+
+    /// Writes what the destination takes now; keeps the rest and waits for it to drain.
+    private func pass(_ bytes: UnsafeRawBufferPointer, on direction: Direction) throws(SystemError) {
+        var offset = 0
+        while offset < bytes.count {
+            let written = try direction.destination.write(from: UnsafeRawBufferPointer(rebasing: bytes[offset...]))
+            guard case .processed(let n) = written, n > 0 else { break }
+            offset += n
+        }
+        if offset < bytes.count {
+            direction.keep(UnsafeRawBufferPointer(rebasing: bytes[offset...]))
+            direction.source.setReading(false)
+            direction.destination.setWriting(true)
         }
     }
 

@@ -11,6 +11,9 @@ public struct ProtocolLimits: Sendable, Equatable {
     public var invalidCommands = 10
     /// A backend's pre-login response lines (capabilities can be long).
     public var backendLineLength = 65_536
+    /// A command line of a filtered (read-only) session after login: UID sets and SEARCH
+    /// criteria make them longer than anything before login.
+    public var filteredLineLength = 65_536
 
     public init() {}
 }

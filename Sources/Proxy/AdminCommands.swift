@@ -50,7 +50,8 @@ extension ProxyServer {
                 return AdminResponse.Session(id: entry.id, user: entry.user, client: entry.client, listener: entry.listener,
                                              proto: entry.service, tls: entry.tls, backend: entry.backend,
                                              host: entry.backendHost, phase: entry.phase.rawValue, started: entry.startedAt,
-                                             bytesIn: bytes.0, bytesOut: bytes.1)
+                                             bytesIn: bytes.0, bytesOut: bytes.1,
+                                             readOnly: { if case .readOnly = entry.target { return true }; return false }())
             }
             reply(response)
         }
@@ -73,17 +74,34 @@ extension ProxyServer {
 
     private func hold(_ request: AdminRequest, reply: @escaping @Sendable (AdminResponse) -> Void) {
         guard let user = request.user, !user.isEmpty else { return reply(.failure(.badRequest, "hold needs a user")) }
-        let reason = request.reason.map { LoginFailure.lineText($0) }.flatMap { $0.isEmpty ? nil : $0 } ?? RoutingTable.defaultHoldMessage
+        let configuration = self.configuration
+        let fallback = request.readOnly == true ? configuration.routing.readOnlyMessage : RoutingTable.defaultHoldMessage
+        let reason = request.reason.map { LoginFailure.lineText($0) }.flatMap { $0.isEmpty ? nil : $0 } ?? fallback
+        guard request.readOnly == true else { return place(user: user, reason: reason, store: nil, reply: reply) }
+        // A read-only hold keeps the user on the store the directory names now: never a guess.
+        router.routeFresh(user) { [self] answer in
+            switch configuration.routing.decide(answer.result, service: .imap) {
+            case .backend(let backend, _, _), .readOnly(let backend, _, _, _):
+                place(user: user, reason: reason, store: backend.name, reply: reply)
+            case .held(_, let why), .unavailable(let why), .unknownUser(let why):
+                reply(.failure(.failed, "cannot tell which store \(user)'s mailbox is on (\(why)): no read-only hold set"))
+            }
+        }
+    }
+
+    private func place(user: String, reason: String, store: String?, reply: @escaping @Sendable (AdminResponse) -> Void) {
         do throws(HoldBook.Failure) {
-            _ = try holds.add(user: user, reason: reason)
+            _ = try holds.add(user: user, reason: reason, readOnlyStore: store)
         } catch {
             return reply(.failure(.failed, error.description))
         }
-        // A held user's open sessions end at once: the final copy pass must not race them.
+        // Open sessions end at once: the final copy pass must not race them, and a read-only
+        // session must start afresh, filtered (an open one may have a mailbox selected read-write).
         let sessions = registry.sessions(ofUser: user).filter { $0.entry.phase != .preLogin }
         watcher.end(sessions.map { ($0, SessionEndReason.hold, reason) }, paced: false)
-        logger.notice("hold on \(LogText.escaped(user)): \(sessions.count) session(s) ended")
-        var response = AdminResponse(ok: true, message: "\(user) held; \(sessions.count) session(s) ended")
+        let kind = store.map { "read-only on \($0)" } ?? "held"
+        logger.notice("hold on \(LogText.escaped(user)) (\(kind)): \(sessions.count) session(s) ended")
+        var response = AdminResponse(ok: true, message: "\(user) \(kind); \(sessions.count) session(s) ended")
         response.ended = sessions.count
         reply(response)
     }
@@ -95,13 +113,15 @@ extension ProxyServer {
         } catch {
             return reply(.failure(.failed, error.description))
         }
+        // Sessions under a read-only hold end like any route change; the next login is unfiltered.
+        watcher.recheck(user: user)
         logger.notice("hold on \(LogText.escaped(user)) released")
         reply(AdminResponse(ok: true, message: "\(user) released"))
     }
 
     private func listHolds(reply: @escaping @Sendable (AdminResponse) -> Void) {
         var response = AdminResponse(ok: true)
-        response.holds = holds.all.map { AdminResponse.Hold(user: $0.user, reason: $0.reason, since: $0.since) }
+        response.holds = holds.all.map { AdminResponse.Hold(user: $0.user, reason: $0.reason, since: $0.since, readOnlyStore: $0.readOnlyStore) }
         reply(response)
     }
 
@@ -111,7 +131,7 @@ extension ProxyServer {
         let hold = holds.hold(for: user)
         let answer: @Sendable (Router.Answer) -> Void = { answer in
             var response = AdminResponse(ok: true)
-            response.route = RouteReport.make(user: user, answer: answer, configuration: configuration, hold: hold?.reason)
+            response.route = RouteReport.make(user: user, answer: answer, configuration: configuration, hold: hold?.operatorHold)
             reply(response)
         }
         if let cached = router.route(user, completion: answer) { answer(cached) }
@@ -146,12 +166,12 @@ extension ProxyServer {
 /// `mailswitch route`'s answer, the same whether the service or the CLI itself asked LDAP.
 public enum RouteReport {
     public static func make(user: String, answer: Router.Answer, configuration: ServiceConfiguration,
-                            hold: String?) -> AdminResponse.Route {
+                            hold: OperatorHold?) -> AdminResponse.Route {
         let directory = configuration.directory
         var report = AdminResponse.Route(user: user, filter: LDAPFilter.expand(directory.filter, user: user),
                                          source: "directory", age: nil, result: "", dn: nil,
                                          attribute: directory.backendAttribute, value: nil, imap: "", pop3: "",
-                                         status: 0, hold: hold)
+                                         status: 0, hold: hold.map(describe))
         switch answer.source {
         case .directory: break
         case .cache(let age): report.source = "cache"; report.age = age
@@ -165,11 +185,7 @@ public enum RouteReport {
         }
         var status = 0
         func line(_ service: MailService) -> String {
-            if let hold {
-                status = 2
-                return "held by an operator: \(hold)"
-            }
-            switch configuration.routing.decide(answer.result, service: service) {
+            switch configuration.routing.decide(answer.result, service: service, hold: hold) {
             case .backend(let backend, let hosts, let why):
                 return "backend \(backend.name) -> \(hosts.map(\.description).joined(separator: ", ")) (\(why))"
             case .unknownUser(let why):
@@ -181,11 +197,18 @@ public enum RouteReport {
             case .held(let message, let why):
                 status = 2
                 return "held: \(why) (\"\(message)\")"
+            case .readOnly(let backend, let hosts, _, let why):
+                return "backend \(backend.name) -> \(hosts.map(\.description).joined(separator: ", ")), read-only (\(why))"
             }
         }
         report.imap = line(.imap)
         report.pop3 = line(.pop3)
         report.status = status
         return report
+    }
+
+    private static func describe(_ hold: OperatorHold) -> String {
+        guard let store = hold.readOnlyStore else { return hold.message }
+        return "read-only on \(store): \(hold.message)"
     }
 }

@@ -16,13 +16,22 @@ public struct AdminRequest: Codable, Sendable, Equatable {
     public var reason: String?
     /// kick: pace the disconnects like a batch of moves.
     public var spread: Bool?
+    /// hold: read-only on the user's current store instead of a full hold.
+    public var readOnly: Bool?
 
-    public init(command: Command, user: String? = nil, backend: String? = nil, reason: String? = nil, spread: Bool? = nil) {
+    enum CodingKeys: String, CodingKey {
+        case command, user, backend, reason, spread
+        case readOnly = "read_only"
+    }
+
+    public init(command: Command, user: String? = nil, backend: String? = nil, reason: String? = nil, spread: Bool? = nil,
+                readOnly: Bool? = nil) {
         self.command = command
         self.user = user
         self.backend = backend
         self.reason = reason
         self.spread = spread
+        self.readOnly = readOnly
     }
 }
 
@@ -48,9 +57,12 @@ public struct AdminResponse: Codable, Sendable, Equatable {
         public var started: Double
         public var bytesIn: Int
         public var bytesOut: Int
+        /// Under a read-only hold (filtered).
+        public var readOnly: Bool
 
         enum CodingKeys: String, CodingKey {
             case id, user, client, listener, tls, backend, host, phase, started
+            case readOnly = "read_only"
             case proto = "protocol"
             case bytesIn = "bytes_in"
             case bytesOut = "bytes_out"
@@ -61,6 +73,13 @@ public struct AdminResponse: Codable, Sendable, Equatable {
         public var user: String
         public var reason: String
         public var since: Double
+        /// A read-only hold's store; nil for a full hold.
+        public var readOnlyStore: String?
+
+        enum CodingKeys: String, CodingKey {
+            case user, reason, since
+            case readOnlyStore = "read_only_store"
+        }
     }
 
     public struct Route: Codable, Sendable, Equatable {

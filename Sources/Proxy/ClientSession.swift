@@ -44,6 +44,8 @@ final class ClientSession: SessionControl, @unchecked Sendable {
     private var backendTLS: TLSTransport?
     /// IMAP: where the store's responses stand, so a move can say BYE between two of them.
     private var responses: ResponseBoundaryObserver?
+    /// Set for a read-only hold: the session is filtered, and refusals say this.
+    private var readOnlyMessage: String?
     /// Set when the proxy ends the session (a move, a hold, a kick), for the log.
     private var endReason: SessionEndReason?
     private var selfReference: ClientSession?   // alive while open; dropped on close
@@ -215,8 +217,9 @@ final class ClientSession: SessionControl, @unchecked Sendable {
         let user = request.credentials.mailboxUser
         logger[metadataKey: "user"] = "\(LogText.escaped(user))"
         context.registry.update(id) { $0.user = user; $0.phase = .loggingIn }
-        if let hold = context.holds.hold(for: user) {
-            refuse(.unavailable(text: hold.reason), "held by an operator")
+        // An operator's hold decides without the directory.
+        if context.holds.hold(for: user) != nil {
+            routed(Router.Answer(result: .notFound, source: .directory))
             return
         }
         // A cached route answers here and now, on this loop; a miss comes back through onLoop.
@@ -227,7 +230,8 @@ final class ClientSession: SessionControl, @unchecked Sendable {
 
     private func routed(_ answer: Router.Answer) {
         guard state == .loggingIn else { return }
-        let decision = context.configuration.routing.decide(answer.result, service: listener.service)
+        let hold = request.flatMap { context.holds.hold(for: $0.credentials.mailboxUser) }
+        let decision = context.configuration.routing.decide(answer.result, service: listener.service, hold: hold?.operatorHold)
         if case .found(let dn, _) = answer.result {
             context.registry.update(id) { $0.target = decision.target; $0.dn = dn }
         } else {
@@ -245,6 +249,10 @@ final class ClientSession: SessionControl, @unchecked Sendable {
                 logger.notice("directory unavailable: using a cached route \(Int(age))s old")
             }
             logger.debug("route: \(why)")
+            connect(to: backend, hosts: hosts)
+        case .readOnly(let backend, let hosts, let message, let why):
+            logger.info("route: \(why)")
+            readOnlyMessage = message
             connect(to: backend, hosts: hosts)
         }
     }
@@ -405,6 +413,7 @@ final class ClientSession: SessionControl, @unchecked Sendable {
         dropBackend()
         state = .preLogin
         request = nil
+        readOnlyMessage = nil
         logger[metadataKey: "user"] = nil
         context.registry.update(id) {
             $0.phase = .preLogin; $0.user = nil; $0.backend = nil; $0.backendHost = nil; $0.target = nil; $0.dn = nil
@@ -435,6 +444,7 @@ final class ClientSession: SessionControl, @unchecked Sendable {
         var metadata: Logger.Metadata = ["backend": "\(route.backend.name)", "host": "\(route.host)",
                                          "method": "\(request?.method ?? "?")"]
         if let backendTLS { metadata["backend_tls"] = "\(backendTLS.summary)" }
+        if readOnlyMessage != nil { metadata["read_only"] = "true" }
         logger.info("login ok", metadata: metadata)
         context.registry.update(id) { $0.phase = .relaying }
         // What only the login needed goes now, not at the end of a session that may last days.
@@ -442,8 +452,15 @@ final class ClientSession: SessionControl, @unchecked Sendable {
         backendMachine = nil
         backendNames = [:]
         if listener.service == .imap { responses = ResponseBoundaryObserver() }
+        let filter: (any RelayFilter)? = readOnlyMessage.map { message in
+            let limits = context.configuration.limits.protocolLimits
+            switch listener.service {
+            case .imap: return IMAPReadOnlyRelayFilter(IMAPReadOnlyFilter(reason: message, limits: limits))
+            case .pop3: return POP3ReadOnlyRelayFilter(POP3ReadOnlyFilter(reason: message, limits: limits))
+            }
+        }
         let relay = Relay(client: client, backend: backend, bufferBytes: context.configuration.limits.relayBufferBytes,
-                          observingBackend: responses) { [unowned self] end, totals in
+                          observingBackend: responses, filter: filter) { [unowned self] end, totals in
             relayEnded(end, totals)
         }
         self.relay = relay

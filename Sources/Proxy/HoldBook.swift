@@ -11,6 +11,10 @@ public final class HoldBook: Sendable {
         public var reason: String
         /// Seconds since the epoch.
         public var since: Double
+        /// A read-only hold: the store the user stays on (nil: a full hold).
+        public var readOnlyStore: String?
+
+        public var operatorHold: OperatorHold { OperatorHold(message: reason, readOnlyStore: readOnlyStore) }
     }
 
     public struct Failure: Error, CustomStringConvertible {
@@ -47,8 +51,8 @@ public final class HoldBook: Sendable {
         holds.withLock { Array($0.values) }.sorted { $0.since < $1.since }
     }
 
-    public func add(user: String, reason: String) throws(Failure) -> Hold {
-        let hold = Hold(user: user, reason: reason, since: Date().timeIntervalSince1970)
+    public func add(user: String, reason: String, readOnlyStore: String? = nil) throws(Failure) -> Hold {
+        let hold = Hold(user: user, reason: reason, since: Date().timeIntervalSince1970, readOnlyStore: readOnlyStore)
         try change { $0[UserKey.of(user)] = hold }
         return hold
     }

@@ -130,6 +130,11 @@ final class RouteWatcher: @unchecked Sendable {
         pollTimer = timer
     }
 
+    /// Looks the user up again and ends sessions that no longer match (after a release).
+    func recheck(user: String) {
+        queue.async { [self] in enqueueRecheck(key: UserKey.of(user), user: user) }
+    }
+
     private func recheckAll() {
         for (key, user) in registry.users() { enqueueRecheck(key: key, user: user) }
     }
@@ -184,16 +189,12 @@ final class RouteWatcher: @unchecked Sendable {
         var due: [Due] = []
         for session in registry.sessions(ofUser: key) {
             guard let was = session.entry.target, let service = MailService(rawValue: session.entry.service) else { continue }
-            let decision: RouteDecision
-            if let hold = holds.hold(for: key) {
-                decision = .held(message: hold.reason, why: "held by an operator")
-            } else {
-                decision = configuration.routing.decide(answer.result, service: service)
-            }
+            let decision = configuration.routing.decide(answer.result, service: service, hold: holds.hold(for: key)?.operatorHold)
             guard let now = decision.target, now != was else { continue }
-            if case .held(let message, _) = decision {
+            switch decision {
+            case .held(let message, _), .readOnly(_, _, let message, _):
                 due.append((session, .hold, message))
-            } else {
+            default:
                 due.append((session, .routeChange, nil))
             }
             logger.info("route of \(LogText.escaped(session.entry.user ?? key)) changed: \(was) -> \(now)",

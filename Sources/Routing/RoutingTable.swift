@@ -19,6 +19,9 @@ public enum RouteDecision: Sendable, Equatable {
     /// The user is held (the attribute is one of `holdValues`, or an operator said so): a
     /// temporary refusal with `message` for the client, and no store is contacted.
     case held(message: String, why: String)
+    /// A read-only hold: log in to these hosts as usual, then filter the session so that
+    /// nothing changes on the store; refused commands are answered with `message`.
+    case readOnly(Backend, hosts: [HostPort], message: String, why: String)
 
     /// Where this decision sends the user, to compare with where an open session went; nil
     /// when the directory could not tell (a session is never ended on a guess).
@@ -27,6 +30,7 @@ public enum RouteDecision: Sendable, Equatable {
         case .backend(let backend, _, _): return .backend(backend.name)
         case .unknownUser: return .refused
         case .held: return .held
+        case .readOnly(let backend, _, _, _): return .readOnly(backend.name)
         case .unavailable: return nil
         }
     }
@@ -38,14 +42,28 @@ public enum RouteTarget: Hashable, Sendable, CustomStringConvertible {
     /// A configured backend's name, or a literal `host:port` from the attribute.
     case backend(String)
     case held
+    /// The store's name, under a read-only hold.
+    case readOnly(String)
     case refused
 
     public var description: String {
         switch self {
         case .backend(let name): return name
         case .held: return "(held)"
+        case .readOnly(let name): return "\(name) (read-only)"
         case .refused: return "(refused)"
         }
+    }
+}
+
+/// A hold set by an operator (`mailswitch hold`): a full one, or a read-only one on a store.
+public struct OperatorHold: Sendable, Equatable {
+    public var message: String
+    public var readOnlyStore: String?
+
+    public init(message: String, readOnlyStore: String?) {
+        self.message = message
+        self.readOnlyStore = readOnlyStore
     }
 }
 
@@ -59,8 +77,14 @@ public struct RoutingTable: Sendable, Equatable {
     public var holdValues: [String]
     /// What a held user's client is told.
     public var holdMessage: String
+    /// Attribute values for a read-only hold, each followed by `:STORE` (a backend's name or a
+    /// host[:port]) naming the store the user stays on: `moving-ro:legacy`.
+    public var readOnlyValues: [String] = []
+    /// What a read-only session is told when it tries to change something.
+    public var readOnlyMessage = RoutingTable.defaultReadOnlyMessage
 
     public static let defaultHoldMessage = "Your mailbox is being moved, please try again in a few minutes."
+    public static let defaultReadOnlyMessage = "Your mailbox is being moved and is read-only for now."
 
     public init(backends: [String: Backend], defaultBackend: String?, holdValues: [String] = [],
                 holdMessage: String = RoutingTable.defaultHoldMessage) {
@@ -68,6 +92,14 @@ public struct RoutingTable: Sendable, Equatable {
         self.defaultBackend = defaultBackend
         self.holdValues = holdValues
         self.holdMessage = holdMessage
+    }
+
+    /// An operator's hold (from the CLI) overrides the directory: a full hold refuses, a
+    /// read-only one keeps the user on the store it names.
+    public func decide(_ result: DirectoryResult, service: MailService, hold: OperatorHold?) -> RouteDecision {
+        guard let hold else { return decide(result, service: service) }
+        guard let store = hold.readOnlyStore else { return .held(message: hold.message, why: "held by an operator") }
+        return readOnly(on: store, service: service, message: hold.message, why: "read-only hold by an operator")
     }
 
     public func decide(_ result: DirectoryResult, service: MailService) -> RouteDecision {
@@ -85,6 +117,17 @@ public struct RoutingTable: Sendable, Equatable {
         }
     }
 
+    private func readOnly(on store: String, service: MailService, message: String, why: String) -> RouteDecision {
+        switch named(store, service: service) {
+        case .backend(let backend, let hosts, _):
+            return .readOnly(backend, hosts: hosts, message: message, why: why)
+        case .unavailable(let problem):
+            return .unavailable(why: "\(why), but: \(problem)")
+        default:
+            return .unavailable(why: "\(why), but \"\(store)\" is not a store")
+        }
+    }
+
     private func fallback(service: MailService, why: String) -> RouteDecision {
         guard let name = defaultBackend, let backend = backends[name] else {
             return .unknownUser(why: "\(why) and no default backend")
@@ -96,6 +139,18 @@ public struct RoutingTable: Sendable, Equatable {
         let trimmed = value.trimmingSpaces
         if holdValues.contains(where: { $0.lowercased() == trimmed.lowercased() }) {
             return .held(message: holdMessage, why: "attribute value \"\(trimmed)\" is a hold")
+        }
+        for value in readOnlyValues {
+            let lower = trimmed.lowercased()
+            if lower == value.lowercased() {
+                // Never a guess: without a store named, the login is refused as temporary.
+                return .unavailable(why: "read-only hold \"\(trimmed)\" names no store (write \(value):STORE)")
+            }
+            if lower.hasPrefix(value.lowercased() + ":") {
+                let store = String(trimmed.dropFirst(value.count + 1))
+                return readOnly(on: store, service: service, message: readOnlyMessage,
+                                why: "attribute value \"\(trimmed)\" is a read-only hold")
+            }
         }
         if let backend = backends[trimmed] ?? backends.first(where: { $0.key.lowercased() == trimmed.lowercased() })?.value {
             return hosts(of: backend, service: service, why: "attribute names backend \(backend.name)")

@@ -14,7 +14,8 @@ struct Sessions: ParsableCommand {
         guard !options.json else { return }
         let sessions = response.sessions ?? []
         let rows = sessions.map { s in
-            [s.id, s.user ?? "-", s.client, s.listener, s.proto, s.tls ?? "plain", s.backend ?? "-", s.host ?? "-", s.phase,
+            [s.id, s.user ?? "-", s.client, s.listener, s.proto, s.tls ?? "plain",
+             (s.backend ?? "-") + (s.readOnly ? " (read-only)" : ""), s.host ?? "-", s.phase,
              Self.time(s.started), "\(s.bytesIn)", "\(s.bytesOut)"]
         }
         printTable(["ID", "USER", "CLIENT", "LISTENER", "PROTO", "TLS", "BACKEND", "HOST", "PHASE", "STARTED", "IN", "OUT"], rows)
@@ -49,14 +50,19 @@ struct Kick: ParsableCommand {
 
 struct Hold: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Hold a user: logins are refused with the reason, open sessions end. Kept across reloads and restarts of this instance.")
+        abstract: "Hold a user: logins are refused with the reason, open sessions end. Kept across reloads and restarts of this instance.",
+        discussion: """
+            With --read-only the user keeps logging in to the store the directory names now, but the session is \
+            filtered: SELECT becomes EXAMINE, and nothing that would change the mailbox reaches the store.
+            """)
 
     @Argument(help: "The user to hold.") var user: String
     @Option(help: "What the user's mail client is told.") var reason: String?
+    @Flag(help: "A read-only hold on the user's current store instead of a full hold.") var readOnly = false
     @OptionGroup var options: AdminOptions
 
     func run() throws {
-        let response = try options.ask(AdminRequest(command: .hold, user: user, reason: reason))
+        let response = try options.ask(AdminRequest(command: .hold, user: user, reason: reason, readOnly: readOnly ? true : nil))
         if !options.json { print(response.message ?? "ok") }
     }
 }
@@ -82,7 +88,8 @@ struct Holds: ParsableCommand {
         let response = try options.ask(AdminRequest(command: .holds))
         guard !options.json else { return }
         let holds = response.holds ?? []
-        printTable(["USER", "SINCE", "REASON"], holds.map { [$0.user, Sessions.time($0.since), $0.reason] })
+        printTable(["USER", "SINCE", "KIND", "REASON"],
+                   holds.map { [$0.user, Sessions.time($0.since), $0.readOnlyStore.map { "read-only on \($0)" } ?? "full", $0.reason] })
         print("\(holds.count) hold(s)")
     }
 }

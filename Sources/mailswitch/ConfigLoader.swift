@@ -150,7 +150,7 @@ struct ConfigLoader {
         var disconnects = DisconnectPolicy()
         if let routing = top["routing"] {
             let keys = try routing.mapping(allowed: ["default_backend", "hold_values", "hold_message", "disconnect_burst",
-                                                     "max_disconnect_delay"])
+                                                     "max_disconnect_delay", "read_only_values", "read_only_message"])
             if let value = keys["default_backend"] {
                 let name = try value.string()
                 guard backends[name] != nil else {
@@ -167,6 +167,22 @@ struct ConfigLoader {
                     }
                     return text
                 }
+            }
+            if let value = keys["read_only_values"] {
+                routingTable.readOnlyValues = try value.sequence().map { item in
+                    let text = try item.string()
+                    guard !text.isEmpty, !text.contains(":") else {
+                        throw item.fail("a read-only value is a word without \":\" (the store follows it in LDAP: \"\(text):legacy\")")
+                    }
+                    let clash = backends.keys.map { $0.lowercased() } + routingTable.holdValues.map { $0.lowercased() }
+                    if clash.contains(text.lowercased()) { throw item.fail("\"\(text)\" is also a backend's name or a hold value") }
+                    return text
+                }
+            }
+            if let value = keys["read_only_message"] {
+                let text = try value.string()
+                guard !text.isEmpty, !text.contains(where: { $0.isNewline }) else { throw value.fail("expected one line of text") }
+                routingTable.readOnlyMessage = text
             }
             if let value = keys["hold_message"] {
                 let text = try value.string()

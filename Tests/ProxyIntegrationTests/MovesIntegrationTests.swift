@@ -5,9 +5,9 @@ import XCTest
 /// mailswitch following the directory's RFC 4533 feed. Users user0001..user0060 start on
 /// "legacy" (odd) or "new" (even); every test puts back what it flipped.
 extension ProxyIntegrationTests {
-    private func password(_ user: String) -> String { passwords[user] ?? "pw-\(user)" }
+    func password(_ user: String) -> String { passwords[user] ?? "pw-\(user)" }
 
-    private func hold(_ users: [String], perUser: Int = 1, proto: String = "imap", port: String = imapPort,
+    func hold(_ users: [String], perUser: Int = 1, proto: String = "imap", port: String = imapPort,
                       idle: Bool = true) throws -> BackgroundFixture {
         var arguments = ["hold", "--host", "127.0.0.1", "--port", port, "--proto", proto, "--per-user", "\(perUser)",
                          "--max-seconds", "60"]
@@ -20,13 +20,13 @@ extension ProxyIntegrationTests {
         return fixture
     }
 
-    private func flip(_ users: [String], _ value: String) throws {
+    func flip(_ users: [String], _ value: String) throws {
         try Harness.lab(["flip", users.joined(separator: ","), value, "--dir", Self.labDirectory])
     }
 
-    private func sessions(_ result: [String: Any]) -> [[String: Any]] { result["sessions"] as? [[String: Any]] ?? [] }
+    func sessions(_ result: [String: Any]) -> [[String: Any]] { result["sessions"] as? [[String: Any]] ?? [] }
 
-    private func cli(_ arguments: [String], instance: MailSwitchInstance? = nil) throws -> Harness.Output {
+    func cli(_ arguments: [String], instance: MailSwitchInstance? = nil) throws -> Harness.Output {
         try Harness.run(Harness.mailswitchBinary.path, arguments + ["--config", (instance ?? Self.proxy!).configPath], timeout: 30)
     }
 
@@ -326,7 +326,7 @@ extension ProxyIntegrationTests {
     }
 
     /// Messages in the user's INBOX, asked of the store directly (not through mailswitch).
-    private func storeMessageCount(_ user: String, store: String) throws -> Int {
+    func storeMessageCount(_ user: String, store: String) throws -> Int {
         let port = store == "legacy" ? "10143" : "20143"
         let script = "import imaplib,sys; c=imaplib.IMAP4('127.0.0.1',\(port)); c.login(sys.argv[1],sys.argv[2]); "
             + "t,d=c.status('INBOX','(MESSAGES)'); print(d[0].decode().split('MESSAGES ')[1].rstrip(')')); c.logout()"
