@@ -46,3 +46,23 @@ func login(_ transcript: Transcript) -> Credentials? {
     }
     return nil
 }
+
+/// xorshift64*: deterministic, so a failure of a randomized test reproduces.
+struct SeededRandom {
+    var state: UInt64
+
+    mutating func next() -> UInt64 {
+        state ^= state >> 12
+        state ^= state << 25
+        state ^= state >> 27
+        return state &* 2_685_821_657_736_338_717
+    }
+
+    mutating func below(_ bound: Int) -> Int { Int(next() % UInt64(bound)) }
+
+    mutating func pick<T>(_ choices: [T]) -> T { choices[below(choices.count)] }
+
+    mutating func pick(_ choices: String) -> UInt8 { pick(Array(choices.utf8)) }
+
+    mutating func bytes(_ count: Int) -> [UInt8] { (0..<count).map { _ in UInt8(truncatingIfNeeded: next()) } }
+}

@@ -140,7 +140,7 @@ final class IMAPReadOnlyFilterTests: XCTestCase {
     /// Random commands (forwarded, refused, with literals) and random chunkings on both sides,
     /// against a model built from the command list.
     func testRandomSessionsAgainstAModel() {
-        var random = SeededRandom(seed: 0x5eed_f11e)
+        var random = SeededRandom(state: 0x5eed_f11e)
         for _ in 0..<300 {
             var client = ""
             var expectStore = ""
@@ -182,17 +182,6 @@ final class IMAPReadOnlyFilterTests: XCTestCase {
             let trailing = pendingAnswers.joined()
             XCTAssertEqual(result.toClient, expectClient + trailing, "client: \(client.debugDescription)")
         }
-    }
-}
-
-struct SeededRandom {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state ^= state << 13
-        state ^= state >> 7
-        state ^= state << 17
-        return state
     }
 }
 

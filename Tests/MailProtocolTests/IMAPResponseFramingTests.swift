@@ -84,26 +84,6 @@ private func assertLost(_ bytes: [UInt8], at offset: Int, file: StaticString = #
     XCTAssertFalse(framing.isAtResponseBoundary, file: file, line: line)
 }
 
-/// xorshift64*: deterministic, so a failure reproduces.
-private struct XorShift {
-    var state: UInt64
-
-    mutating func next() -> UInt64 {
-        state ^= state >> 12
-        state ^= state << 25
-        state ^= state >> 27
-        return state &* 2_685_821_657_736_338_717
-    }
-
-    mutating func below(_ bound: Int) -> Int { Int(next() % UInt64(bound)) }
-
-    mutating func pick(_ choices: String) -> UInt8 {
-        let bytes = Array(choices.utf8)
-        return bytes[below(bytes.count)]
-    }
-
-    mutating func bytes(_ count: Int) -> [UInt8] { (0..<count).map { _ in UInt8(truncatingIfNeeded: next()) } }
-}
 
 final class IMAPResponseFramingTests: XCTestCase {
     func testNothingConsumedIsABoundary() {
@@ -220,7 +200,7 @@ final class IMAPResponseFramingTests: XCTestCase {
 
     func testConsumeAndSkipLiteralInterleave() {
         // The relay splices part of a literal, then reads a chunk holding its tail and more.
-        var random = XorShift(state: 7)
+        var random = SeededRandom(state: 7)
         var payload = random.bytes(1000)
         payload[0] = 0
         var framing = IMAPResponseFraming()
@@ -290,7 +270,7 @@ final class IMAPResponseFramingTests: XCTestCase {
         // Whatever the compressed bytes happen to be, they give themselves away quickly: most
         // often at the first byte (two in three bytes cannot start a line), else at a NUL or at
         // the byte after an LF.
-        var random = XorShift(state: 0x9E37_79B9_7F4A_7C15)
+        var random = SeededRandom(state: 0x9E37_79B9_7F4A_7C15)
         var consumedUntilLost: [Int] = []
         for _ in 0..<200 {
             let states = statesByteByByte(active + random.bytes(2048))
@@ -320,7 +300,7 @@ final class IMAPResponseFramingTests: XCTestCase {
     }
 
     func testRandomStreamsRandomlyChunkedAndSkipped() {
-        var random = XorShift(state: 0x5EED_1234_ABCD_0001)
+        var random = SeededRandom(state: 0x5EED_1234_ABCD_0001)
         let text = "abcXYZ 019{}+~()[]\\\"%*.\r\u{C3}\u{A9}"
         var literals = 0
         var skips = 0

@@ -187,7 +187,7 @@ final class POP3ReadOnlyFilterTests: XCTestCase {
     /// the command list. Client and store chunks interleave at random, the store only ever
     /// answering commands already sent, as a real one would.
     func testRandomSessionsMatchTheReferenceModel() {
-        var random = POP3XorShift(state: 0x9e37_79b9_7f4a_7c15)
+        var random = SeededRandom(state: 0x9e37_79b9_7f4a_7c15)
         var limits = ProtocolLimits()
         limits.lineLength = 24
         for iteration in 0..<400 {
@@ -216,21 +216,6 @@ final class POP3ReadOnlyFilterTests: XCTestCase {
     }
 }
 
-/// xorshift64*: deterministic, so a failure reproduces.
-private struct POP3XorShift {
-    var state: UInt64
-
-    mutating func next() -> UInt64 {
-        state ^= state >> 12
-        state ^= state << 25
-        state ^= state >> 27
-        return state &* 2_685_821_657_736_338_717
-    }
-
-    mutating func below(_ bound: Int) -> Int { Int(next() % UInt64(bound)) }
-
-    mutating func pick<T>(_ choices: [T]) -> T { choices[below(choices.count)] }
-}
 
 /// A random command list, with the store's answers and the reference model's expectations.
 private struct POP3Session {
@@ -241,7 +226,7 @@ private struct POP3Session {
     var expectedToStore: [UInt8] = []
     var expectedToClient: [UInt8] = []
 
-    static func random(_ random: inout POP3XorShift, lineLimit: Int) -> POP3Session {
+    static func random(_ random: inout SeededRandom, lineLimit: Int) -> POP3Session {
         var session = POP3Session()
         var quit = false
         for _ in 0..<(1 + random.below(14)) {
@@ -280,7 +265,7 @@ private struct POP3Session {
         return session
     }
 
-    private static func answer(_ random: inout POP3XorShift, multiLine: Bool) -> [UInt8] {
+    private static func answer(_ random: inout SeededRandom, multiLine: Bool) -> [UInt8] {
         let end = random.pick(["\r\n", "\n"])
         if random.below(4) == 0 { return [UInt8](random.pick(["-ERR no such message", "-ERR", "-ERR [IN-USE] busy"]) + end) }
         guard multiLine else { return [UInt8](random.pick(["+OK", "+OK 2 320", "+ok 1 whq"]) + end) }
