@@ -47,13 +47,6 @@ B. Time from an ldapmodify to the last session ended. The stores are replaced by
    Goal (reported, not asserted): every moved session ends within max_disconnect_delay + 1 s
    of the ldapmodify's return.
 
-The lab's slapd keeps OpenLDAP's default size limit of 500 entries, which ends the change
-feed's initial refresh of 2,000 users ("sync search failed: Size limit exceeded"; mailswitch
-then retries for ever). So before A, this script gives the service account the limits a
-syncrepl consumer needs (`limits dn.exact="cn=mailswitch,..." size=unlimited time=unlimited`
-appended to the lab's slapd.conf, slapd restarted) and records a subtree search as that account
-before and after; --stock-slapd-limits leaves slapd as the lab made it.
-
 Writes DIR/moves.md and DIR/moves.json (default DIR: results/) and prints the Markdown.
 Binary: $MAILSWITCH_BINARY, else .build-bench/release/mailswitch (`scripts/bench moves`
 builds .build/release and passes that one). Everything runs on 127.0.0.x; every wait is
@@ -151,6 +144,21 @@ def stop(name, process, timeout=10.0):
 
 # ---------------------------------------------------------------------------------------------
 # /proc
+
+def loadavg():
+    try:
+        with open("/proc/loadavg") as f:
+            return [float(x) for x in f.read().split()[:3]]
+    except OSError:
+        return None
+
+
+def busy_seconds():
+    """CPU seconds the whole machine spent in user, nice and system mode (/proc/stat)."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()
+    return sum(int(x) for x in fields[1:4]) / os.sysconf("SC_CLK_TCK")
+
 
 def proc_status(pid):
     out = {}
@@ -294,58 +302,31 @@ def errors_of(result):
     return bench.errors_of(result)
 
 
-def measure_logins(loadgen, users_path, seconds, proxy_pid, slapd_pid):
-    """One window of plain IMAP logins at concurrency 32, CPU read before and after."""
-    before = (cpu(proxy_pid) if proxy_pid else None, cpu(slapd_pid))
+def measure_logins(loadgen, users_path, seconds, proxy_pid, slapd_pid, store_pids):
+    """One window of plain IMAP logins at concurrency 32, CPU read before and after. Also the
+    CPU of everything else on the machine meanwhile (all user+system time minus that of
+    mailswitch, slapd, the stores and the load generator), which says whether something
+    outside the benchmark (a build, the tests) took CPU from it."""
+    ours = [p for p in [proxy_pid, slapd_pid] + store_pids if p]
+    before = (cpu(proxy_pid) if proxy_pid else None, cpu(slapd_pid), peers.cpu_seconds(ours), busy_seconds(),
+              time.monotonic())
     result = loadgen_run(loadgen, ["login", "--protocol", "imap", "--concurrency", str(CONCURRENCY),
                                    "--duration", str(seconds), "--warmup", "1"], users_path, seconds)
-    after = (cpu(proxy_pid) if proxy_pid else None, cpu(slapd_pid))
+    after = (cpu(proxy_pid) if proxy_pid else None, cpu(slapd_pid), peers.cpu_seconds(ours), busy_seconds(),
+             time.monotonic())
+    other = (after[3] - before[3]) - (after[2] - before[2]) - (result.get("self_cpu_s") or 0)
     operations = result.get("ok", 0) + (result.get("uncounted") or {}).get("ok", 0)
     latency = result.get("latency_us") or {}
     row = {"logins_per_s": result.get("rate_per_s"), "p50_us": latency.get("p50"), "p99_us": latency.get("p99"),
            "logins": operations, "errors": errors_of(result), "loadgen_cpu_util": result.get("window_cpu_util"),
            "slapd_cpu_s": round(after[1] - before[1], 4),
+           "other_cpu_cores": round(max(0.0, other) / (after[4] - before[4]), 3),
            "slapd_cpu_ms_per_login": round(1000.0 * (after[1] - before[1]) / operations, 4) if operations else None}
     if proxy_pid:
         row["proxy_cpu_s"] = round(after[0] - before[0], 4)
         row["proxy_cpu_ms_per_login"] = round(1000.0 * (after[0] - before[0]) / operations, 4) if operations else None
     row["loadgen"] = result
     return row
-
-
-def count_entries(state):
-    """Searches the whole user subtree as mailswitch's service account, as the change feed's
-    initial refresh does: (ldapsearch exit status, entries returned)."""
-    result = subprocess.run(["ldapsearch", "-x", "-LLL", "-H", state["ldap_uri"], "-D", state["bind_dn"], "-y",
-                             state["bind_password_file"], "-b", state["base"], "-o", "nettimeout=10", "-l", "30",
-                             "(objectClass=*)", "1.1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            timeout=60)
-    return result.returncode, sum(1 for line in result.stdout.splitlines() if line.startswith("dn:"))
-
-
-def lift_size_limit(lab_dir, state, report):
-    """slapd's default size limit (500 entries) ends the change feed's initial refresh of the
-    2,000 users with "Size limit exceeded", and mailswitch retries for ever: the lab's slapd gets
-    the limits a syncrepl consumer needs for the service account, and is restarted. Returns
-    the lab's state again (slapd's pid changed)."""
-    before = count_entries(state)
-    conf = os.path.join(lab_dir, "slapd", "slapd.conf")
-    with open(conf, "a") as f:
-        f.write("\n# Benchmarks/moves.py: a change feed consumer reads the whole subtree at once.\n"
-                "limits dn.exact=\"%s\" size=unlimited time=unlimited\n" % state["bind_dn"])
-    bench.lab(["stop-slapd"], lab_dir)
-    bench.lab(["start-slapd"], lab_dir)
-    state = peers.load_lab(lab_dir)
-    after = count_entries(state)
-    report["slapd_limits"] = {
-        "added": 'limits dn.exact="%s" size=unlimited time=unlimited' % state["bind_dn"],
-        "service_account_subtree_search_before": {"exit_status": before[0], "entries": before[1]},
-        "service_account_subtree_search_after": {"exit_status": after[0], "entries": after[1]}}
-    say("slapd: service account subtree search returned %d entries (exit %d) with the default size limit, "
-        "%d (exit %d) with the limit lifted" % (before[1], before[0], after[1], after[0]))
-    if after[0] != 0:
-        raise BenchError("slapd still limits the service account's search (ldapsearch exit %d)" % after[0])
-    return state
 
 
 def part_a(options, binary, state, work, loadgen, slapd_pid, report):
@@ -357,13 +338,14 @@ def part_a(options, binary, state, work, loadgen, slapd_pid, report):
                    "users": len(users), "runs": runs}
     systems = [name for name, _ in CONFIGS] + ["direct"]
     settings = dict(CONFIGS)
+    store_pids = [state["pids"][name] for name in ("legacy", "new") if state["pids"].get(name)]
     for round_ in range(1, options.rounds + 1):
         for system in systems:
             say("A round %d/%d: %s" % (round_, options.rounds, system))
-            run = {"round": round_, "system": system}
+            run = {"round": round_, "system": system, "loadavg_before": loadavg()}
             runs.append(run)
             if system == "direct":
-                run.update(measure_logins(loadgen, direct, options.seconds, None, slapd_pid))
+                run.update(measure_logins(loadgen, direct, options.seconds, None, slapd_pid, store_pids))
                 say("  %s logins/s, p50 %s µs, p99 %s µs, %d errors" % (
                     run["logins_per_s"], run["p50_us"], run["p99_us"], run["errors"]))
                 continue
@@ -380,7 +362,7 @@ def part_a(options, binary, state, work, loadgen, slapd_pid, report):
                                         "seconds": warm.get("elapsed_s")}
                     if warm.get("ok") != len(users) or errors_of(warm):
                         run["errors_warm_pass"] = errors_of(warm) or len(users) - (warm.get("ok") or 0)
-                run.update(measure_logins(loadgen, via_proxy, options.seconds, proxy.pid, slapd_pid))
+                run.update(measure_logins(loadgen, via_proxy, options.seconds, proxy.pid, slapd_pid, store_pids))
                 run["proxy_rss_kib"] = proc_status(proxy.pid).get("VmRSS_kib")
             finally:
                 run["exited_early"], run["exit_status"] = proxy.stop()
@@ -394,7 +376,8 @@ def part_a(options, binary, state, work, loadgen, slapd_pid, report):
     report["a"]["ratios"] = ratios_a(runs, report["a"]["summary"])
 
 
-FIGURES_A = ["logins_per_s", "p50_us", "p99_us", "proxy_cpu_ms_per_login", "slapd_cpu_ms_per_login", "loadgen_cpu_util"]
+FIGURES_A = ["logins_per_s", "p50_us", "p99_us", "proxy_cpu_ms_per_login", "slapd_cpu_ms_per_login", "loadgen_cpu_util",
+             "other_cpu_cores"]
 
 
 def spread(values):
@@ -646,6 +629,15 @@ async def wait_closed(sessions, timeout):
     return all(s.closed_at is not None for s in sessions)
 
 
+def per_second(closes, origin):
+    """{"-1": n, "0": n, ...}: closes per whole second after origin (floor)."""
+    buckets = {}
+    for c in closes:
+        key = int((c - origin) // 1)
+        buckets[key] = buckets.get(key, 0) + 1
+    return {str(k): buckets[k] for k in sorted(buckets)}
+
+
 def close_figures(sessions, started, returned):
     closes = sorted(s.closed_at for s in sessions if s.closed_at is not None)
     out = {"sessions": len(sessions), "ended": len(closes), "not_ended": len(sessions) - len(closes),
@@ -657,6 +649,8 @@ def close_figures(sessions, started, returned):
             "last_close_after_start_s": round(closes[-1] - started, 4),
             "spread_s": round(closes[-1] - closes[0], 4),
             "ended_within_1s_of_return": sum(1 for c in closes if c - returned <= 1.0),
+            "ended_before_return": sum(1 for c in closes if c < returned),
+            "closes_per_second_after_return": per_second(closes, returned),
             "median_close_after_return_s": round(statistics.median(closes) - returned, 4),
         })
     byes = [s for s in sessions if s.closed_at is not None and s.bye_line]
@@ -889,12 +883,18 @@ def markdown(report):
                report["command"], m["date"], m["nproc"], m["mem_gib"], m["kernel"], m["python"],
                os.path.relpath(m["binary"], REPO) if m["binary"].startswith(REPO) else m["binary"],
                m["binary_mtime"], m["git_commit"], ", Sources/ modified" if m["sources_modified"] else ""),
-           "", "What ran: a bench lab (slapd with 2,000 users, port offset 300); A: plain IMAP logins at "
-           "concurrency %d for %s s windows against three fresh mailswitch configurations and the stores "
-           "directly, interleaved over %s rounds; B: %s idle IMAP sessions through a fresh mailswitch "
-           "(synthetic stores), then 1 user and %s users moved by ldapmodify." % (
-               CONCURRENCY, report["options"]["seconds"], report["options"]["rounds"],
-               report["options"]["sessions"], report["options"]["moved_users"]), ""]
+           ""]
+    o = report["options"]
+    ran = ["a bench lab (slapd with 2,000 users on 127.0.0.1:3689, port offset 300)"]
+    if "a" in o["parts"]:
+        ran.append("A: plain IMAP logins at concurrency %d for %g s windows (after 1 s of warm-up) against three "
+                   "fresh mailswitch configurations and against the Dovecot stores directly, interleaved over "
+                   "%d round%s" % (CONCURRENCY, o["seconds"], o["rounds"], "" if o["rounds"] == 1 else "s"))
+    if "b" in o["parts"]:
+        ran.append("B: %d idle IMAP sessions through a fresh mailswitch (synthetic stores), then 1 user and %d "
+                   "users moved, each by one ldapmodify" % (o["sessions"], o["moved_users"]))
+    out += ["What ran: " + "; ".join(ran) + ". Load average before the run: %s." % (
+                "/".join("%.2f" % x for x in m.get("loadavg_at_start") or []) or "?"), ""]
     if report.get("failures"):
         out += ["**This run had errors:** " + "; ".join(report["failures"]), ""]
     a = report.get("a")
@@ -902,16 +902,17 @@ def markdown(report):
         s = a["summary"]
         out += ["## A. Login cost (plain IMAP, c%d, %s s × %d rounds: median (min–max))" % (
             CONCURRENCY, a["seconds"], a["rounds"]), "",
-            "| configuration | logins/s | p50 µs | p99 µs | proxy CPU ms/login | slapd CPU ms/login | loadgen CPU | errors |",
-            "|---|---|---|---|---|---|---|---|"]
+            "| configuration | logins/s | p50 µs | p99 µs | proxy CPU ms/login | slapd CPU ms/login | loadgen CPU | other CPU | errors |",
+            "|---|---|---|---|---|---|---|---|---|"]
         for system in [name for name, _ in CONFIGS] + ["direct"]:
             if system not in s:
                 continue
             r = s[system]
-            out.append("| %s — %s | %s | %s | %s | %s | %s | %s | %d |" % (
+            out.append("| %s — %s | %s | %s | %s | %s | %s | %s | %s | %d |" % (
                 system, CONFIG_NOTES[system], cell(r, "logins_per_s", "%.0f"), cell(r, "p50_us", "%.0f"),
                 cell(r, "p99_us", "%.0f"), cell(r, "proxy_cpu_ms_per_login", "%.3f"),
-                cell(r, "slapd_cpu_ms_per_login", "%.4f"), cell(r, "loadgen_cpu_util", "%.2f"), r["errors"]))
+                cell(r, "slapd_cpu_ms_per_login", "%.4f"), cell(r, "loadgen_cpu_util", "%.2f"),
+                cell(r, "other_cpu_cores", "%.2f"), r["errors"]))
         rt = a["ratios"]
 
         def ratio_text(entry):
@@ -928,7 +929,11 @@ def markdown(report):
                 "| warm / cold, logins/s | %s |" % ratio_text(rt["warm_over_cold_logins"]),
                 "| cold / cold feed off, logins/s | %s |" % ratio_text(rt["cold_over_cold_off_logins"]), "",
                 "Per run, CPU = utime+stime of the process (/proc) before and after the load generator, ÷ every "
-                "login it made (the 1 s warm-up included). Each mailswitch run is a fresh process; \"warm\" "
+                "login it made (the 1 s warm-up included). Loadgen CPU: the generator's share of one core in "
+                "the window. Other CPU: cores used meanwhile by everything but mailswitch, slapd, the stores and "
+                "the generator (machine user+system time from /proc/stat minus theirs; kernel work on their "
+                "behalf that is charged to no process lands here too) — well above 0 means something outside "
+                "the benchmark competed for the two cores. Each mailswitch run is a fresh process; \"warm\" "
                 "first makes one login per user (after the change feed synchronized, which empties the "
                 "cache). The Dovecot stores' CPU is in no column.", ""]
     b = report.get("b") or {}
@@ -960,7 +965,10 @@ def markdown(report):
                         fmt(batch.get("last_close_after_return_s"), "%.3f"), fmt(batch.get("last_close_after_start_s"), "%.3f")),
                     "| first close after return; median close | %s s; %s s |" % (
                         fmt(batch.get("first_close_after_return_s"), "%.3f"), fmt(batch.get("median_close_after_return_s"), "%.3f")),
-                    "| ended within 1 s of the return | %s of %d |" % (batch.get("ended_within_1s_of_return", 0), batch["sessions"]),
+                    "| ended within 1 s of the return (of which before it) | %s of %d (%s) |" % (
+                        batch.get("ended_within_1s_of_return", 0), batch["sessions"], batch.get("ended_before_return", 0)),
+                    "| closes per second after the return | %s |" % ", ".join(
+                        "%s s: %d" % (k, v) for k, v in (batch.get("closes_per_second_after_return") or {}).items()),
                     "| spread (first to last close) | %s s |" % fmt(batch.get("spread_s"), "%.3f"),
                     "| ended / not ended | %d / %d |" % (batch["ended"], batch["not_ended"]),
                     "| got * BYE [UNAVAILABLE] first | %d of %d |" % (batch["with_bye_unavailable"], batch["sessions"]),
@@ -971,9 +979,12 @@ def markdown(report):
                     "| mailswitch VmRSS: at the ldapmodify / max until the last close / after | %s / %s / %s MiB |" % (
                         fmt((rss.get("at_start") or 0) / 1024, "%.1f"), fmt((rss.get("max_during") or 0) / 1024, "%.1f"),
                         fmt((rss.get("after") or 0) / 1024, "%.1f")),
-                    "| mailswitch CPU from the ldapmodify to the last close | %s s |" % fmt(
-                        batch.get("proxy_cpu_s_ldapmodify_to_last_close"), "%.3f"),
-                    "| mailswitch's log | `%s` |" % (batch.get("log_line") or "(no \"route changes\" line)")]
+                    "| mailswitch CPU from the ldapmodify to the last close | %s s (%s ms per ended session) |" % (
+                        fmt(batch.get("proxy_cpu_s_ldapmodify_to_last_close"), "%.3f"),
+                        fmt(1000.0 * batch["proxy_cpu_s_ldapmodify_to_last_close"] / batch["ended"], "%.3f")
+                        if batch.get("proxy_cpu_s_ldapmodify_to_last_close") is not None and batch["ended"] else None),
+                    "| mailswitch's log | %s |" % ("`%s`" % batch["log_line"] if batch.get("log_line") else
+                                                  "no \"route changes\" line (it is written only when sessions were spread)")]
         out += ["", "Times are this client's (asyncio, time.monotonic()): \"returned\" is when ldapmodify exited, a "
                 "close is when the kernel reported the server's FIN/reset. Users moved in the batch: every user "
                 "whose index mod 4 is 0 or 1 (as many legacy as new users, each to the other store); the single "
@@ -1001,7 +1012,7 @@ def machine(binary):
             "python": platform.python_version(), "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "nofile": list(resource.getrlimit(resource.RLIMIT_NOFILE)), "binary": binary,
             "binary_mtime": datetime.datetime.fromtimestamp(os.stat(binary).st_mtime, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "git_commit": commit, "sources_modified": bool(dirty)}
+            "git_commit": commit, "sources_modified": bool(dirty), "loadavg_at_start": loadavg()}
 
 
 def failures_of(report):
@@ -1034,9 +1045,6 @@ def main():
     parser.add_argument("--parts", default="a,b", help="a, b or a,b (default)")
     parser.add_argument("--out", default=os.path.join(REPO, "results"), help="output directory (default results/)")
     parser.add_argument("--keep-logs", action="store_true", help="also copy part B's mailswitch log to DIR")
-    parser.add_argument("--stock-slapd-limits", action="store_true",
-                        help="leave slapd's default size limit (500) for the service account: the change "
-                             "feed then cannot start with 2,000 users")
     parser.add_argument("--timeout", type=float, default=900, help="overall limit in seconds (default 900)")
     options = parser.parse_args()
     options.seconds = options.seconds or (5.0 if options.quick else 10.0)
@@ -1070,7 +1078,7 @@ def main():
     work = tempfile.mkdtemp(prefix="mailswitch-moves-")
     os.chmod(work, 0o755)    # the stores' unprivileged processes read the lab's files
     lab_dir = os.path.join(work, "lab")
-    report = {"command": "scripts/bench moves " + " ".join(sys.argv[1:]),
+    report = {"command": " ".join(["scripts/bench", "moves"] + sys.argv[1:]),
               "options": {"seconds": options.seconds, "rounds": options.rounds, "sessions": options.sessions,
                           "moved_users": options.moved_users, "parts": sorted(parts), "quick": options.quick},
               "listeners": LISTEN, "errors": []}
@@ -1085,8 +1093,6 @@ def main():
         lab_up = True
         bench.lab(["up"], lab_dir)
         state = peers.load_lab(lab_dir)
-        if not options.stock_slapd_limits:
-            state = lift_size_limit(lab_dir, state, report)
         slapd_pid = state["pids"]["slapd"]
         if "a" in parts:
             loadgen = bench.build_loadgen(work)
@@ -1123,6 +1129,7 @@ def main():
                 say("lab down: %s" % error)
         shutil.rmtree(work, ignore_errors=True)
     report["elapsed_s"] = round(time.monotonic() - start, 1)
+    report["loadavg_at_end"] = loadavg()
     report["failures"] = failures_of(report)
     if report["failures"]:
         exit_code = 1

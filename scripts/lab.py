@@ -290,6 +290,10 @@ index entryCSN,entryUUID eq
 overlay syncprov
 syncprov-checkpoint 100 10
 
+# The change feed's first refresh reads the whole subtree at once, as any RFC 4533 consumer
+# does: the service account must not be held to the default size limit of 500 entries.
+limits dn.exact="{service}" size=unlimited time=unlimited
+
 # Passwords: only for binding. Everything else: read by the mailswitch service account.
 # The rootdn bypasses ACLs and can write everything.
 access to attrs=userPassword

@@ -145,6 +145,14 @@ public final class SyncReplFeed: @unchecked Sendable {
             onEvent(.unsupported(reason: "\(uri): \(String(cString: ldap_err2string(rc)))"))
             return "unsupported"
         }
+        if rc == LDAP_SIZELIMIT_EXCEEDED || rc == LDAP_TIMELIMIT_EXCEEDED || rc == LDAP_ADMINLIMIT_EXCEEDED {
+            // Not transient: the first refresh reads the whole subtree, as any RFC 4533
+            // consumer does, and the server holds the bind DN to a limit. Retrying cannot help.
+            onEvent(.unsupported(reason: "\(uri): \(String(cString: ldap_err2string(rc))) on the sync search of \(configuration.base): "
+                                 + "give \(configuration.bindDN ?? "the bind DN") unlimited size and time limits "
+                                 + "(OpenLDAP: limits dn.exact=\"\(configuration.bindDN ?? "…")\" size=unlimited time=unlimited)"))
+            return "unsupported"
+        }
         guard rc == LDAP_SUCCESS else { return "\(uri): sync search failed: \(String(cString: ldap_err2string(rc)))" }
         reportEntries = true
         resetBackoff()

@@ -214,10 +214,11 @@ final class RouteWatcher: @unchecked Sendable {
                 return
             }
             let now = Router.now()
+            let wasSpreading = pacer.waiting > 0
             let immediate = pacer.add(due, now: now)
             for item in immediate { item.session.control.end(item.reason, message: item.message) }
-            if immediate.count < due.count {
-                logger.notice("ending \(immediate.count) sessions now; \(pacer.waiting) wait to be spread over \(pacer.window)s")
+            if !wasSpreading && pacer.waiting > 0 {
+                logger.notice("more than \(pacer.burst) sessions to end: the rest are spread over \(pacer.window)s")
             }
             armPacer()
         }
