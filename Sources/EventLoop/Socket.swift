@@ -78,3 +78,30 @@ public enum Socket {
     public static func localAddress(of fd: Int32) -> SocketAddress? { SocketAddress.of(fd, getsockname) }
     public static func peerAddress(of fd: Int32) -> SocketAddress? { SocketAddress.of(fd, getpeername) }
 }
+
+extension Socket {
+    /// One datagram to a Unix socket path (a leading "@" names the abstract namespace, as
+    /// systemd's NOTIFY_SOCKET may). Best effort: false when it could not be sent.
+    public static func sendDatagram(_ bytes: [UInt8], toUnixPath path: String) -> Bool {
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let name = Array(path.utf8)
+        let capacity = MemoryLayout.size(ofValue: address.sun_path)
+        guard !name.isEmpty, name.count < capacity else { return false }
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            for (index, byte) in name.enumerated() { raw[index] = index == 0 && byte == UInt8(ascii: "@") ? 0 : byte }
+        }
+        let length = socklen_t(MemoryLayout<sa_family_t>.size + name.count + (name.first == UInt8(ascii: "@") ? 0 : 1))
+        let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { Glibc.close(fd) }
+        let sent = bytes.withUnsafeBytes { raw in
+            withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    sendto(fd, raw.baseAddress, raw.count, Int32(MSG_NOSIGNAL), $0, length)
+                }
+            }
+        }
+        return sent == bytes.count
+    }
+}

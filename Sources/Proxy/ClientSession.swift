@@ -516,8 +516,13 @@ final class ClientSession: SessionControl, @unchecked Sendable {
     private func endOnLoop(_ reason: SessionEndReason, message: String?) {
         let text = message ?? Self.defaultText(reason)
         switch state {
-        case .closed, .preLogin:
+        case .closed:
             return
+        case .preLogin where reason != .shutdown:
+            return
+        case .preLogin:
+            client.send(machine.goodbye("[UNAVAILABLE] \(text)"))
+            closeAfterFlush(reason.rawValue)
         case .loggingIn:
             refuse(.unavailable(text: text), "\(reason.rawValue) during login")
         case .relaying:

@@ -33,7 +33,7 @@ public final class ProxyServer: Sendable {
     public let router: Router
     public let holds: HoldBook
     let watcher: RouteWatcher
-    private let group: EventLoopGroup
+    let group: EventLoopGroup
     private let context: SharedContext
     private let listeners = Mutex<[Listener]>([])
     private let admin = Mutex<AdminServer?>(nil)
@@ -116,12 +116,17 @@ public final class ProxyServer: Sendable {
         watcher.start()
     }
 
+    /// Stops accepting; sessions already accepted carry on, and the admin socket stays up.
     public func stop() {
         let all = listeners.withLock { current in
             defer { current = [] }
             return current
         }
         all.forEach { $0.close() }
+    }
+
+    /// Removes the admin socket (at exit).
+    public func closeAdmin() {
         admin.withLock { $0?.close() }
     }
 

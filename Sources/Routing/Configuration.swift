@@ -195,6 +195,8 @@ public struct ServiceConfiguration: Sendable, Equatable {
     public var routing: RoutingTable
     public var limits: Limits
     public var disconnects = DisconnectPolicy()
+    /// On SIGTERM: how long open sessions may finish before they are ended.
+    public var shutdownGraceSeconds: Double = 30
     public var admin = AdminConfiguration()
     public var logLevel: String
     /// Needed as soon as a listener has `tls: starttls` or `implicit`.

@@ -135,7 +135,8 @@ struct ConfigLoader {
     }
 
     private func parse(_ root: Value) throws -> ServiceConfiguration {
-        let top = try root.mapping(allowed: ["listeners", "directory", "routing", "backends", "limits", "log", "tls", "admin"])
+        let top = try root.mapping(allowed: ["listeners", "directory", "routing", "backends", "limits", "log", "tls", "admin",
+                                             "shutdown_grace"])
         guard let listenersValue = top["listeners"] else { throw root.fail("missing key: listeners") }
         guard let directoryValue = top["directory"] else { throw root.fail("missing key: directory") }
         guard let backendsValue = top["backends"] else { throw root.fail("missing key: backends") }
@@ -236,6 +237,7 @@ struct ConfigLoader {
                                                  routing: routingTable, limits: limits, logLevel: logLevel, tls: tls)
         configuration.disconnects = disconnects
         configuration.admin = admin
+        if let value = top["shutdown_grace"] { configuration.shutdownGraceSeconds = try value.duration() }
         return configuration
     }
 

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Dispatch
+import Synchronization
 import Directory
 import Foundation
 import Logging
@@ -81,9 +82,10 @@ struct Serve: ParsableCommand {
                 throw ExitCode(1)
             }
         }
-        installTerminationHandlers(server: server, logger: logger)
-        installReloadHandler(server: server, configPath: options.config, logger: logger)
-        logger.info("mailswitch ready")
+        let notifier = ServiceNotifier()
+        installTerminationHandlers(server: server, grace: configuration.shutdownGraceSeconds, notifier: notifier, logger: logger)
+        installReloadHandler(server: server, configPath: options.config, notifier: notifier, logger: logger)
+        startServiceManagerUpdates(server: server, notifier: notifier, logger: logger)
         dispatchMain()
     }
 }
@@ -91,11 +93,13 @@ struct Serve: ParsableCommand {
 /// SIGHUP: read the configuration again and build new TLS contexts. New connections get the
 /// new certificates; open sessions, TLS or not, carry on with what they started with. A
 /// configuration that does not load changes nothing.
-private func installReloadHandler(server: ProxyServer, configPath: String, logger: Logger) {
+private func installReloadHandler(server: ProxyServer, configPath: String, notifier: ServiceNotifier, logger: Logger) {
     let queue = DispatchQueue(label: "mailswitch.reload")
     signal(SIGHUP, SIG_IGN)
     let source = DispatchSource.makeSignalSource(signal: SIGHUP, queue: queue)
     source.setEventHandler { @Sendable in
+        notifier.reloading()
+        defer { notifier.ready(status: "\(server.registry.count) sessions") }
         do {
             let configuration = try ConfigLoader(path: configPath).load()
             let tls = try TLSContexts(configuration)
@@ -111,23 +115,72 @@ private func installReloadHandler(server: ProxyServer, configPath: String, logge
     signalSources.append(source)
 }
 
-/// SIGTERM/SIGINT: stop accepting and exit. Set up outside any actor: a handler closure
-/// inferred @MainActor would trap on its first event (see shared/design/ground-truth.md).
-private func installTerminationHandlers(server: ProxyServer, logger: Logger) {
+/// SIGTERM/SIGINT: stop accepting at once (the listeners close, so a load balancer's probe
+/// fails over), let open sessions finish for `shutdown_grace`, end the rest, exit 0. A second
+/// signal exits at once. Set up outside any actor: a handler closure inferred @MainActor would
+/// trap on its first event (see shared/design/ground-truth.md).
+private func installTerminationHandlers(server: ProxyServer, grace: Double, notifier: ServiceNotifier, logger: Logger) {
     let queue = DispatchQueue(label: "mailswitch.signals")
+    let stopping = ManagedAtomicFlag()
     for signalNumber in [SIGTERM, SIGINT] {
         signal(signalNumber, SIG_IGN)
         let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: queue)
         source.setEventHandler { @Sendable in
-            logger.info("signal \(signalNumber): stopping (\(server.registry.count) sessions open)")
-            server.stop()
-            exit(0)
+            guard stopping.setOnce() else {
+                logger.notice("signal \(signalNumber) again: exiting now (\(server.registry.count) sessions open)")
+                server.closeAdmin()
+                exit(0)
+            }
+            let open = server.registry.count
+            logger.notice("signal \(signalNumber): stopped accepting; \(open) session(s) may finish within \(grace)s")
+            notifier.stopping(status: "draining \(open) sessions")
+            server.drain(grace: grace) { ended in
+                logger.notice("stopped (\(ended) session(s) ended by the shutdown)")
+                server.closeAdmin()
+                exit(0)
+            }
         }
         source.resume()
         signalSources.append(source)
     }
 }
 
+/// READY=1 once the listeners are open and the directory answered (or is known down), a
+/// STATUS line every 10 s, and watchdog pings while every event loop still turns.
+private func startServiceManagerUpdates(server: ProxyServer, notifier: ServiceNotifier, logger: Logger) {
+    server.probeDirectory { directory in
+        logger.info("mailswitch ready (\(directory))")
+        notifier.ready(status: "\(server.registry.count) sessions; \(directory)")
+    }
+    let queue = DispatchQueue(label: "mailswitch.notify")
+    let status = DispatchSource.makeTimerSource(queue: queue)
+    status.schedule(deadline: .now() + 10, repeating: 10)
+    status.setEventHandler { @Sendable in notifier.status("\(server.registry.count) sessions") }
+    status.resume()
+    timerSources.append(status)
+    guard let interval = notifier.watchdogInterval else { return }
+    let watchdog = DispatchSource.makeTimerSource(queue: queue)
+    watchdog.schedule(deadline: .now() + interval, repeating: interval)
+    watchdog.setEventHandler { @Sendable in
+        server.loopsRespond(within: interval) { alive in
+            if alive {
+                notifier.notify("WATCHDOG=1")
+            } else {
+                logger.critical("an event loop did not answer within \(interval)s: no watchdog ping")
+            }
+        }
+    }
+    watchdog.resume()
+    timerSources.append(watchdog)
+}
+
+/// True the first time only (the second termination signal exits at once).
+private final class ManagedAtomicFlag: Sendable {
+    private let flag = Atomic<Bool>(false)
+    func setOnce() -> Bool { !flag.exchange(true, ordering: .relaxed) }
+}
+
+nonisolated(unsafe) private var timerSources: [any DispatchSourceTimer] = []
 nonisolated(unsafe) private var signalSources: [any DispatchSourceSignal] = []
 
 struct CheckConfig: ParsableCommand {

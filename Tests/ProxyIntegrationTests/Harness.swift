@@ -123,7 +123,7 @@ final class MailSwitchInstance {
     /// `arguments` go to `serve` after the configuration.
     /// `keepState`: keep the holds a previous run of the same instance left (restart tests).
     init(name: String, labDirectory: String, keepState: Bool = false, edits: [(String, String)] = [],
-         arguments: [String] = []) throws {
+         arguments: [String] = [], environment: [String: String] = [:]) throws {
         var text = try String(contentsOf: Harness.repository.appendingPathComponent("config/mailswitch.example.yaml"), encoding: .utf8)
         text = text.replacingOccurrences(of: "/etc/mailswitch/ldap.secret", with: "\(labDirectory)/ldap.secret")
             .replacingOccurrences(of: "/etc/mailswitch/tls/", with: "\(labDirectory)/tls/")
@@ -141,6 +141,9 @@ final class MailSwitchInstance {
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         process.executableURL = Harness.mailswitchBinary
         process.arguments = ["serve", "--config", configPath] + arguments
+        if !environment.isEmpty {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        }
         let log = FileHandle(forWritingAtPath: logPath)
         process.standardOutput = log
         process.standardError = log
@@ -149,11 +152,14 @@ final class MailSwitchInstance {
 
     var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
 
+    /// SIGTERM lets open sessions finish for shutdown_grace; a second one ends it at once.
     func stop() {
-        if process.isRunning {
-            process.terminate()
-            process.waitUntilExit()
-        }
+        guard process.isRunning else { return }
+        process.terminate()
+        let deadline = Date().addingTimeInterval(3)
+        while process.isRunning && Date() < deadline { usleep(20_000) }
+        if process.isRunning { process.terminate() }
+        process.waitUntilExit()
     }
 }
 
@@ -304,5 +310,46 @@ final class BackgroundFixture {
             throw HarnessError("fixture gave no JSON: \(text) \(errors.finish())")
         }
         return object
+    }
+}
+
+/// A Unix datagram socket standing in for systemd's NOTIFY_SOCKET: collects what the service says.
+final class NotifyListener {
+    let path: String
+    private let fd: Int32
+
+    init(path: String) throws {
+        self.path = path
+        unlink(path)
+        fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            for (index, byte) in path.utf8.enumerated() where index < raw.count - 1 { raw[index] = byte }
+        }
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard bound == 0 else { throw HarnessError("cannot bind \(path)") }
+        var tv = timeval(tv_sec: 0, tv_usec: 200_000)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+    }
+
+    /// The next message containing `line` (a whole KEY=value line), within `timeout` seconds.
+    func wait(for line: String, timeout: Double = 10) -> String? {
+        let deadline = Date().addingTimeInterval(timeout)
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while Date() < deadline {
+            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            guard n > 0 else { continue }
+            let message = String(decoding: buffer[..<n], as: UTF8.self)
+            if message.split(separator: "\n").contains(Substring(line)) { return message }
+        }
+        return nil
+    }
+
+    func close() {
+        Glibc.close(fd)
+        unlink(path)
     }
 }

@@ -1,0 +1,45 @@
+import Foundation
+import XCTest
+
+/// Running as a service: systemd's notifications on a stand-in NOTIFY_SOCKET, and the stop
+/// sequence (listeners closed at once, sessions drained for shutdown_grace, exit 0).
+extension ProxyIntegrationTests {
+    func testNotificationsWatchdogAndAGracefulStop() throws {
+        let notify = try NotifyListener(path: Self.labDirectory + "/notify.sock")
+        defer { notify.close() }
+        let instance = try MailSwitchInstance(name: "service", labDirectory: Self.labDirectory, edits: [
+            ("shutdown_grace: \"30s\"", "shutdown_grace: \"2s\""),
+        ] + MailSwitchInstance.movedListeners(by: 8600),
+            environment: ["NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "1000000"])
+        defer { instance.stop() }
+        XCTAssertNotNil(notify.wait(for: "READY=1"), "READY=1 once listening: \(instance.log)")
+        XCTAssertTrue(Harness.waitForPort(9743), instance.log)
+        XCTAssertNotNil(notify.wait(for: "WATCHDOG=1", timeout: 3), "watchdog pings every WATCHDOG_USEC/2")
+        kill(instance.process.processIdentifier, SIGHUP)
+        let reloading = notify.wait(for: "RELOADING=1")
+        XCTAssertNotNil(reloading)
+        XCTAssertTrue(reloading?.contains("MONOTONIC_USEC=") ?? false, reloading ?? "")
+        XCTAssertNotNil(notify.wait(for: "READY=1"), "READY=1 after the reload")
+
+        let fixture = try hold((1...10).map { String(format: "user%04d", $0) }, port: "9743")
+        let stopAt = Date().timeIntervalSince1970
+        kill(instance.process.processIdentifier, SIGTERM)
+        XCTAssertNotNil(notify.wait(for: "STOPPING=1", timeout: 2))
+        usleep(300_000)
+        XCTAssertThrowsError(try RawClient(port: 9743, timeout: 1), "the listener closes at once")
+        let result = try fixture.result()
+        let ended = sessions(result)
+        XCTAssertEqual(ended.filter { $0["ended_by_server"] as? Bool == true }.count, 10, "\(result)")
+        for session in ended {
+            XCTAssertTrue((session["bye_line"] as? String)?.hasPrefix("* BYE [UNAVAILABLE]") ?? false, "\(session)")
+            let closedAt = session["closed_at"] as? Double ?? 0
+            XCTAssertGreaterThan(closedAt - stopAt, 1.5, "sessions were given the grace period")
+        }
+        let deadline = Date().addingTimeInterval(5)
+        while instance.process.isRunning && Date() < deadline { usleep(50_000) }
+        XCTAssertFalse(instance.process.isRunning, "exited within shutdown_grace + 1 s (and a margin)")
+        XCTAssertEqual(instance.process.terminationStatus, 0)
+        XCTAssertLessThan(Date().timeIntervalSince1970 - stopAt, 2 + 1 + 1.5)
+        XCTAssertTrue(instance.log.contains("ending 10 session(s)"), instance.log)
+    }
+}
