@@ -26,8 +26,9 @@ public protocol RelayStreamObserver: AnyObject {
 public protocol RelayFilter: AnyObject {
     /// Client bytes in: what goes to the store, and answers of the filter's own for the client.
     func fromClient(_ bytes: UnsafeRawBufferPointer) -> (toStore: [UInt8], toClient: [UInt8])
-    /// Store bytes in: what goes to the client (the filter's answers inserted where they belong).
-    func fromStore(_ bytes: UnsafeRawBufferPointer) -> [UInt8]
+    /// Store bytes in: what goes to the client (the filter's answers inserted where they
+    /// belong), and client bytes the filter held until the store's word and now lets go.
+    func fromStore(_ bytes: UnsafeRawBufferPointer) -> (toClient: [UInt8], toStore: [UInt8])
 }
 
 /// Confined to the loop of its two connections (they share one loop).
@@ -147,7 +148,11 @@ public final class Relay: @unchecked Sendable {
         }
         if let filter {
             // The store's leftovers first: the filter's answers to pipelined commands follow them.
-            if !toClient.isEmpty { queue(toClient.withUnsafeBytes { filter.fromStore($0) }, on: down) }
+            if !toClient.isEmpty {
+                let (forward, released) = toClient.withUnsafeBytes { filter.fromStore($0) }
+                queue(forward, on: down)
+                queue(released, on: up)
+            }
             let (forward, replies) = toBackend.withUnsafeBytes { filter.fromClient($0) }
             queue(forward, on: up)
             queue(replies, on: down)
@@ -199,18 +204,21 @@ public final class Relay: @unchecked Sendable {
                 if direction === down, let observer { observer.observe(chunk) }
                 return try pass(chunk, on: direction)
             }
-            var replies: [UInt8] = []
+            // What the filter says for the other side (its own answers to the client, or client
+            // bytes it held for the store's word) queues behind what that side already has.
             let forward: [UInt8]
+            let other: [UInt8]
             if direction === up {
-                (forward, replies) = filter.fromClient(chunk)
+                (forward, other) = filter.fromClient(chunk)
             } else {
-                forward = filter.fromStore(chunk)
+                (forward, other) = filter.fromStore(chunk)
                 if let observer { forward.withUnsafeBytes { observer.observe($0) } }
             }
             try forward.withUnsafeBytes { raw in Result { () throws(SystemError) in try pass(raw, on: direction) } }.get()
-            if !replies.isEmpty {
-                queue(replies, on: down)
-                flush(down)
+            if !other.isEmpty {
+                let opposite = direction === up ? down : up
+                queue(other, on: opposite)
+                flush(opposite)
             }
         }
     }

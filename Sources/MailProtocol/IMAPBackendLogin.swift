@@ -8,6 +8,8 @@ public struct IMAPBackendLogin: Sendable {
     private enum Phase: Sendable, Equatable {
         case greeting
         case startTLS
+        /// The store said OK to STARTTLS: nothing more may come before the handshake.
+        case handshaking
         case capability(afterLogin: Bool)
         case loginContinuation   // waiting for "+" before sending the next chunk
         case loginResult
@@ -42,6 +44,14 @@ public struct IMAPBackendLogin: Sendable {
         input.append(bytes)
         var actions: [BackendAction] = []
         while phase != .done {
+            // Plaintext after the store's OK to STARTTLS, before the handshake, would be taken
+            // as the store's word once TLS is up (the STARTTLS-injection class): refuse it.
+            if phase == .handshaking {
+                guard input.isEmpty else {
+                    return actions + [fail(.temporary, "backend sent data after its STARTTLS answer")]
+                }
+                return actions
+            }
             switch input.nextLine() {
             case .incomplete:
                 return actions
@@ -56,7 +66,7 @@ public struct IMAPBackendLogin: Sendable {
 
     /// After `.startTLS`: the handshake with the backend is done.
     public mutating func tlsEstablished() -> [BackendAction] {
-        guard phase == .startTLS else { return [] }
+        guard phase == .handshaking else { return [] }
         capabilities = nil
         phase = .capability(afterLogin: false)
         return [.send(Array("\(Self.capabilityTag) CAPABILITY\r\n".utf8))]
@@ -134,6 +144,7 @@ public struct IMAPBackendLogin: Sendable {
             guard statusName == "OK" else {
                 return [fail(.temporary, "backend refused STARTTLS: \(string(text))")]
             }
+            phase = .handshaking
             return [.startTLS]
         case (.capability(let afterLogin), Self.capabilityTag):
             guard statusName == "OK" else {

@@ -27,6 +27,10 @@ public struct IMAPReadOnlyFilter: Sendable {
         case literal(remaining: Int, forward: Bool)
         /// After a forwarded IDLE: the client's next line is its DONE.
         case idle
+        /// A forwarded command announced a synchronizing literal: its bytes may go to the
+        /// store only after the store's "+"; if the store refuses the command instead, they
+        /// would be read there as commands, unfiltered. Until then the client's bytes are held.
+        case awaitingContinuation(count: Int)
     }
 
     /// What becomes of a command.
@@ -56,6 +60,9 @@ public struct IMAPReadOnlyFilter: Sendable {
     /// Answers of our own, in command order, each waiting for the forwarded commands before it.
     private var answers: [(sequence: Int, bytes: [UInt8])] = []
 
+    /// Client bytes held while waiting for the store's continuation (bounded).
+    private var held: [UInt8] = []
+
     private var store = IMAPResponseFraming()
     /// The first word of the store's current response (its tag), while it is being read.
     private var responseTag: [UInt8] = []
@@ -73,6 +80,12 @@ public struct IMAPReadOnlyFilter: Sendable {
         var index = bytes.startIndex
         while index != bytes.endIndex {
             switch phase {
+            case .awaitingContinuation(let count):
+                // A conforming client sends nothing before the "+"; a bound keeps one that
+                // does from growing the buffer.
+                let room = max(0, count + lineLimit - held.count)
+                held += bytes[index...].prefix(room)
+                index = bytes.endIndex
             case .literal(let remaining, let forward):
                 let end = bytes.index(index, offsetBy: remaining, limitedBy: bytes.endIndex) ?? bytes.endIndex
                 let count = bytes.distance(from: index, to: end)
@@ -103,12 +116,15 @@ public struct IMAPReadOnlyFilter: Sendable {
                 let complete = line
                 line = []
                 if case .idle = phase {
-                    // DONE (or whatever the client says to end IDLE) goes to the store.
-                    output.toStore += complete
                     phase = .line
-                } else {
-                    command(complete, into: &output)
+                    // Only DONE passes unread: anything else (the store may have refused the
+                    // IDLE, and would then run it as a command) is filtered like any command.
+                    if Self.isDone(complete) {
+                        output.toStore += complete
+                        continue
+                    }
                 }
+                command(complete, into: &output)
             }
         }
         flush(into: &output.toClient)
@@ -170,7 +186,11 @@ public struct IMAPReadOnlyFilter: Sendable {
             return
         }
         current = (tag, forward, sequence)
-        if literal.count > 0 { phase = .literal(remaining: literal.count, forward: forward) }
+        if forward && literal.synchronizing {
+            phase = .awaitingContinuation(count: literal.count)
+        } else if literal.count > 0 {
+            phase = .literal(remaining: literal.count, forward: forward)
+        }
     }
 
     private mutating func answer(_ bytes: [UInt8], sequence: Int) {
@@ -188,6 +208,12 @@ public struct IMAPReadOnlyFilter: Sendable {
         var name = uppercasedASCII(words[1])
         if name == "UID", words.count > 2 { name += " " + uppercasedASCII(words[2]) }
         return (Array(first), name, words[1].startIndex..<words[1].endIndex)
+    }
+
+    private static func isDone(_ line: [UInt8]) -> Bool {
+        var end = line.count
+        while end > 0 && (line[end - 1] == .lf || line[end - 1] == .cr) { end -= 1 }
+        return asciiEqualsIgnoringCase(line[..<end], "DONE".utf8)
     }
 
     private static func isTagByte(_ byte: UInt8) -> Bool {
@@ -221,8 +247,11 @@ public struct IMAPReadOnlyFilter: Sendable {
 
     // MARK: - Store to client
 
-    public mutating func fromStore<C: Collection>(_ bytes: C) -> [UInt8] where C.Element == UInt8 {
+    /// Store bytes in: what goes to the client (with the filter's answers where their turn
+    /// comes), and client bytes that were held for the store's continuation and may now go.
+    public mutating func fromStore<C: Collection>(_ bytes: C) -> Output where C.Element == UInt8 {
         var output: [UInt8] = []
+        var released = Output()
         output.reserveCapacity(bytes.count + (answers.isEmpty ? 0 : 64))
         var index = bytes.startIndex
         while index != bytes.endIndex {
@@ -257,10 +286,36 @@ public struct IMAPReadOnlyFilter: Sendable {
                 readingTag = false
                 completed(responseTag)
                 flush(into: &output)
+                if case .awaitingContinuation = phase { continuation(after: responseTag, into: &released) }
+                output += released.toClient
+                released.toClient = []
             }
         }
         if store.lostFraming { flush(into: &output) }
-        return output
+        return Output(toStore: released.toStore, toClient: output)
+    }
+
+    /// The store answered while a literal waited: "+" lets the held bytes go; the awaited
+    /// command's own completion means the store refused it, and the client will not send the
+    /// literal (what it sent early is dropped).
+    private mutating func continuation(after tag: [UInt8], into output: inout Output) {
+        guard case .awaitingContinuation(let count) = phase, let current else { return }
+        var pending = held
+        held = []
+        if tag == [UInt8(ascii: "+")] {
+            phase = .literal(remaining: count, forward: true)
+            if count == 0 { phase = .line }
+        } else if tag == current.tag {
+            phase = .line
+            self.current = nil
+            pending.removeFirst(min(count, pending.count))
+        } else {
+            held = pending
+            return
+        }
+        let next = fromClient(pending)
+        output.toStore += next.toStore
+        output.toClient += next.toClient
     }
 
     /// A response ended; if it was a forwarded command's tagged completion, that command is done.

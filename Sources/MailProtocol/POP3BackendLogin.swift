@@ -6,6 +6,8 @@ public struct POP3BackendLogin: Sendable {
 
     private enum Phase: Sendable, Equatable {
         case greeting, startTLS, xclient, user, pass, auth, done
+        /// The store said OK to STLS: nothing more may come before the handshake.
+        case handshaking
     }
 
     private let credentials: Credentials
@@ -27,6 +29,14 @@ public struct POP3BackendLogin: Sendable {
         input.append(bytes)
         var actions: [BackendAction] = []
         while phase != .done {
+            // Plaintext after the store's OK to STLS, before the handshake, would be taken
+            // as the store's word once TLS is up (the STARTTLS-injection class): refuse it.
+            if phase == .handshaking {
+                guard input.isEmpty else {
+                    return actions + [fail(.temporary, "backend sent data after its STLS answer")]
+                }
+                return actions
+            }
             switch input.nextLine() {
             case .incomplete:
                 return actions
@@ -40,7 +50,7 @@ public struct POP3BackendLogin: Sendable {
     }
 
     public mutating func tlsEstablished() -> [BackendAction] {
-        guard phase == .startTLS else { return [] }
+        guard phase == .handshaking else { return [] }
         return afterGreeting()
     }
 
@@ -72,6 +82,7 @@ public struct POP3BackendLogin: Sendable {
             return afterGreeting()
         case .startTLS:
             guard ok else { return [fail(.temporary, "backend refused STLS: \(string(text))")] }
+            phase = .handshaking
             return [.startTLS]
         case .xclient:
             guard ok else { return [fail(.temporary, "backend refused XCLIENT: \(string(text))")] }
@@ -84,7 +95,7 @@ public struct POP3BackendLogin: Sendable {
             guard ok else { return [refusal(text)] }
             phase = .done
             return [.accepted(BackendLoginSuccess(capabilities: nil, text: string(text), leftover: input.takeAll()))]
-        case .done:
+        case .done, .handshaking:
             return []
         }
     }

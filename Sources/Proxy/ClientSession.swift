@@ -383,12 +383,15 @@ final class ClientSession: SessionControl, @unchecked Sendable {
 
     private func performBackend(_ actions: [BackendAction]) {
         guard let backend else { return }
+        // A refusal in the same batch (plaintext after the store's STARTTLS answer) wins.
+        let refused = actions.contains { if case .rejected = $0 { return true } else { return false } }
         for action in actions {
             guard state == .loggingIn else { return }
             switch action {
             case .send(let bytes):
                 backend.send(bytes)
             case .startTLS:
+                if refused { continue }
                 guard let route else { return }
                 startBackendTLS(backend, backend: route.backend, peer: route.host) { session in
                     guard var machine = session.backendMachine else { return }

@@ -13,7 +13,10 @@ final class IMAPReadOnlyRelayFilter: RelayFilter {
         return (output.toStore, output.toClient)
     }
 
-    func fromStore(_ bytes: UnsafeRawBufferPointer) -> [UInt8] { filter.fromStore(bytes) }
+    func fromStore(_ bytes: UnsafeRawBufferPointer) -> (toClient: [UInt8], toStore: [UInt8]) {
+        let output = filter.fromStore(bytes)
+        return (output.toClient, output.toStore)
+    }
 }
 
 final class POP3ReadOnlyRelayFilter: RelayFilter {
@@ -22,5 +25,6 @@ final class POP3ReadOnlyRelayFilter: RelayFilter {
     init(_ filter: POP3ReadOnlyFilter) { self.filter = filter }
 
     func fromClient(_ bytes: UnsafeRawBufferPointer) -> (toStore: [UInt8], toClient: [UInt8]) { filter.fromClient(bytes) }
-    func fromStore(_ bytes: UnsafeRawBufferPointer) -> [UInt8] { filter.fromStore(bytes) }
+    /// POP3 has no literals: nothing is ever held for the store.
+    func fromStore(_ bytes: UnsafeRawBufferPointer) -> (toClient: [UInt8], toStore: [UInt8]) { (filter.fromStore(bytes), []) }
 }

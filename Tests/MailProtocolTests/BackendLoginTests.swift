@@ -119,3 +119,36 @@ final class Base64AndSASLTests: XCTestCase {
         XCTAssertEqual(SASL.decodePlain([UInt8]("\0alice\0")), Credentials(username: "alice", password: []))
     }
 }
+
+/// Bytes a store (or someone in between) sends after its OK to STARTTLS/STLS and before the
+/// handshake would otherwise be read as the store's word once TLS is up.
+final class BackendStartTLSInjectionTests: XCTestCase {
+    func testIMAPRefusesPlaintextAfterTheSTARTTLSAnswerAndStartsCleanAfterTheHandshake() {
+        var clean = IMAPBackendLogin(credentials: Credentials(username: "u", password: [UInt8]("p")), client: nil, tls: .startTLS)
+        XCTAssertEqual(text(clean.receive([UInt8]("* OK [CAPABILITY IMAP4rev1 STARTTLS] hi\r\n"))), "M4 STARTTLS\r\n")
+        XCTAssertEqual(clean.receive([UInt8]("M4 OK Begin TLS\r\n")), [.startTLS])
+        XCTAssertEqual(text(clean.tlsEstablished()), "M1 CAPABILITY\r\n")
+
+        var injected = IMAPBackendLogin(credentials: Credentials(username: "u", password: [UInt8]("p")), client: nil, tls: .startTLS)
+        _ = injected.receive([UInt8]("* OK [CAPABILITY IMAP4rev1 STARTTLS] hi\r\n"))
+        let actions = injected.receive([UInt8]("M4 OK Begin TLS\r\n* CAPABILITY IMAP4rev1 X-INJECTED\r\n"))
+        XCTAssertEqual(actions.count, 2, "\(actions)")
+        XCTAssertEqual(actions.first, .startTLS)
+        guard case .rejected(.temporary, let reason)? = actions.last else { return XCTFail("\(actions)") }
+        XCTAssertTrue(reason.contains("after its STARTTLS answer"), reason)
+        XCTAssertEqual(injected.tlsEstablished(), [], "no login after a refusal")
+
+        // Split: the extra bytes come in a later read, still before the handshake.
+        var late = IMAPBackendLogin(credentials: Credentials(username: "u", password: [UInt8]("p")), client: nil, tls: .startTLS)
+        _ = late.receive([UInt8]("* OK [CAPABILITY IMAP4rev1 STARTTLS] hi\r\nM4 OK go\r\n"))
+        guard case .rejected? = late.receive([UInt8]("x")).last else { return XCTFail("late plaintext is refused too") }
+    }
+
+    func testPOP3RefusesPlaintextAfterTheSTLSAnswer() {
+        var machine = POP3BackendLogin(credentials: Credentials(username: "u", password: [UInt8]("p")), client: nil, tls: .startTLS)
+        XCTAssertEqual(text(machine.receive([UInt8]("+OK ready\r\n"))), "STLS\r\n")
+        let actions = machine.receive([UInt8]("+OK Begin TLS\r\n+OK\r\n"))
+        XCTAssertEqual(actions.first, .startTLS)
+        guard case .rejected(.temporary, _)? = actions.last, actions.count == 2 else { return XCTFail("\(actions)") }
+    }
+}

@@ -15,7 +15,11 @@ final class IMAPReadOnlyFilterTests: XCTestCase {
             toStore += output.toStore
             toClient += output.toClient
         }
-        for chunk in store { toClient += filter.fromStore(chunk) }
+        for chunk in store {
+            let output = filter.fromStore(chunk)
+            toClient += output.toClient
+            toStore += output.toStore
+        }
         return (String(decoding: toStore, as: UTF8.self), String(decoding: toClient, as: UTF8.self))
     }
 
@@ -75,10 +79,10 @@ final class IMAPReadOnlyFilterTests: XCTestCase {
 
     func testAnAnswerWaitsForTheStoresResponseBoundary() {
         var filter = IMAPReadOnlyFilter(reason: reason)
-        XCTAssertEqual(filter.fromStore(Array("* 3 EXI".utf8)), Array("* 3 EXI".utf8))
+        XCTAssertEqual(filter.fromStore(Array("* 3 EXI".utf8)).toClient, Array("* 3 EXI".utf8))
         let output = filter.fromClient(Array("x EXPUNGE\r\n".utf8))
         XCTAssertEqual(output.toClient, [], "the store is in the middle of a response")
-        XCTAssertEqual(String(decoding: filter.fromStore(Array("STS\r\n".utf8)), as: UTF8.self),
+        XCTAssertEqual(String(decoding: filter.fromStore(Array("STS\r\n".utf8)).toClient, as: UTF8.self),
                        "STS\r\nx NO [CANNOT] \(reason)\r\n")
     }
 
@@ -101,11 +105,33 @@ final class IMAPReadOnlyFilterTests: XCTestCase {
         XCTAssertEqual(sync.toClient, "+ Ready\r\n* SEARCH\r\ns OK Search completed.\r\nt NO [CANNOT] \(reason)\r\n")
     }
 
+    func testLiteralBytesWaitForTheStoresContinuation() {
+        // A client that does not wait for "+", and a store that refuses the command: the bytes
+        // must not reach the store, where they would be read as commands, unfiltered.
+        let refused = assertSplitInvariant(client: "s SEARCH TEXT {5}\r\nb STORE 1 +FLAGS (\\Deleted)\r\n",
+                                           store: "s BAD Literal too big.\r\n")
+        XCTAssertEqual(refused.toStore, "s SEARCH TEXT {5}\r\n")
+        XCTAssertFalse(refused.toClient.contains("OK"), refused.toClient)
+        // The same bytes after the store's "+" are the literal, and go.
+        let accepted = assertSplitInvariant(client: "s SEARCH TEXT {5}\r\nhello\r\n",
+                                            store: "+ OK\r\n* SEARCH 1\r\ns OK done\r\n")
+        XCTAssertEqual(accepted.toStore, "s SEARCH TEXT {5}\r\nhello\r\n")
+        XCTAssertEqual(accepted.toClient, "+ OK\r\n* SEARCH 1\r\ns OK done\r\n")
+    }
+
     func testIdleAndDone() {
         let result = assertSplitInvariant(client: "i IDLE\r\nDONE\r\nx MOVE 1 Trash\r\n",
                                           store: "+ idling\r\n* 4 EXISTS\r\ni OK Idle completed.\r\n")
         XCTAssertEqual(result.toStore, "i IDLE\r\nDONE\r\n")
         XCTAssertEqual(result.toClient, "+ idling\r\n* 4 EXISTS\r\ni OK Idle completed.\r\nx NO [CANNOT] \(reason)\r\n")
+    }
+
+    func testOnlyDONEEndsIDLEUnread() {
+        // The store refuses "IDLE foo"; the client's next line must still be filtered.
+        let result = assertSplitInvariant(client: "a IDLE foo\r\nb STORE 1 +FLAGS (\\Deleted)\r\nc IDLE\r\ndone\r\n",
+                                          store: "a BAD Invalid arguments.\r\n+ idling\r\nc OK Idle completed.\r\n")
+        XCTAssertEqual(result.toStore, "a IDLE foo\r\nc IDLE\r\ndone\r\n")
+        XCTAssertEqual(result.toClient, "a BAD Invalid arguments.\r\nb NO [CANNOT] \(reason)\r\n+ idling\r\nc OK Idle completed.\r\n")
     }
 
     func testWhatCannotBeParsedGetsBADAndTheSessionGoesOn() {

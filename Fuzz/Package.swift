@@ -1,0 +1,38 @@
+// swift-tools-version:6.0
+// libFuzzer harnesses for the pure protocol code (the MailProtocol target), in a package of their
+// own so that nothing in the main package needs the fuzzing runtime. Build and run them with
+// `scripts/fuzz`; see README.md.
+import PackageDescription
+
+let fuzzers = [
+    "FuzzIMAPPreLogin",
+    "FuzzPOP3PreLogin",
+    "FuzzIMAPBackendLogin",
+    "FuzzPOP3BackendLogin",
+    "FuzzSASL",
+    "FuzzIMAPResponseFraming",
+    "FuzzIMAPReadOnlyFilter",
+    "FuzzPOP3ReadOnlyFilter",
+]
+
+// A path dependency is known by the name of its folder, not by the name in its manifest, and a
+// checkout may sit in a folder of any name.
+let parent = Context.packageDirectory.split(separator: "/").dropLast().last.map(String.init) ?? "mailswitch"
+
+let package = Package(
+    name: "mailswitch-fuzz",
+    platforms: [.macOS(.v14)],
+    dependencies: [
+        .package(path: ".."),
+    ],
+    targets: [
+        // libFuzzer's driver entry point and the helpers the fuzzers share.
+        .target(name: "FuzzSupport", swiftSettings: [.enableExperimentalFeature("Extern")]),
+    ] + fuzzers.map { name in
+        // One file each, with `@_cdecl("LLVMFuzzerTestOneInput")`.
+        .executableTarget(name: name,
+                          dependencies: ["FuzzSupport", .product(name: "MailProtocol", package: parent)],
+                          path: "Sources/\(name)")
+    },
+    swiftLanguageModes: [.v6]
+)
