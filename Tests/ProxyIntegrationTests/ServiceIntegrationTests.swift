@@ -42,4 +42,16 @@ extension ProxyIntegrationTests {
         XCTAssertLessThan(Date().timeIntervalSince1970 - stopAt, 2 + 1 + 1.5)
         XCTAssertTrue(instance.log.contains("ending 10 session(s)"), instance.log)
     }
+
+    func testTheSystemdUnitVerifies() throws {
+        // systemd-analyze checks that the binaries the unit names exist: point it at this build.
+        let unit = try String(contentsOf: Harness.repository.appendingPathComponent("systemd/mailswitch.service"), encoding: .utf8)
+            .replacingOccurrences(of: "/usr/local/bin/mailswitch", with: Harness.mailswitchBinary.path)
+        let path = Self.labDirectory + "/mailswitch.service"
+        try unit.write(toFile: path, atomically: true, encoding: .utf8)
+        let verify = try Harness.run("systemd-analyze", ["verify", path])
+        XCTAssertEqual(verify.status, 0, verify.stdout + verify.stderr)
+        XCTAssertFalse((verify.stdout + verify.stderr).contains("mailswitch.service:"), "no warnings: \(verify.stderr)")
+        XCTAssertTrue(unit.contains("Type=notify") && unit.contains("WatchdogSec="), "the unit is Type=notify with a watchdog")
+    }
 }
