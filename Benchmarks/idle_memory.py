@@ -196,6 +196,7 @@ def write_config(lab_dir, path):
         assert parsed["routing"]["default_backend"] == "legacy"
         assert parsed["log"]["level"] == "warning"
         listeners = [l["address"] for l in parsed["listeners"]]
+        listeners += [parsed["metrics"]["address"]] if parsed.get("metrics") else []   # must be free too
     except ImportError:
         listeners = None
     with open(path, "w") as f:

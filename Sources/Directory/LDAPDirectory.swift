@@ -17,6 +17,7 @@ public final class LDAPDirectory: Directory, @unchecked Sendable {
     private struct Pending {
         let completion: @Sendable (DirectoryResult) -> Void
         let timer: OneShotTimer
+        var sentAt = DispatchTime.now()
     }
 
     private let configuration: DirectoryConfiguration
@@ -29,6 +30,8 @@ public final class LDAPDirectory: Directory, @unchecked Sendable {
     /// out a connect timeout.
     private var retryAfter: DispatchTime = .now()
     private var lastConnectError = ""
+    /// The URI of the open connection (the errors metric's label).
+    private var server = ""
 
     public init(configuration: DirectoryConfiguration) {
         self.configuration = configuration
@@ -60,6 +63,7 @@ public final class LDAPDirectory: Directory, @unchecked Sendable {
             switch LDAPBind.open(uri: uri, configuration: configuration) {
             case .failure(let error):
                 lastConnectError = error.description
+                DirectoryMetrics.error(server: uri)
                 continue
             case .success(let handle):
                 ld = handle
@@ -67,10 +71,12 @@ public final class LDAPDirectory: Directory, @unchecked Sendable {
             let fd = mailswitch_ldap_get_fd(ld)
             guard fd >= 0 else {
                 lastConnectError = "\(uri): no descriptor after bind"
+                DirectoryMetrics.error(server: uri)
                 ldap_unbind_ext(ld, nil, nil)
                 continue
             }
             handle = ld
+            server = uri
             let source = DispatchSource.makeReadSource(fileDescriptor: fd, queue: queue)
             source.setEventHandler { [weak self] in self?.collectResults() }
             source.resume()
@@ -124,11 +130,13 @@ public final class LDAPDirectory: Directory, @unchecked Sendable {
                                  nil, nil, &timeout, 2, &messageID)
         if rc == LDAP_SERVER_DOWN && !retrying {
             // The server restarted since the last search: a fresh connection answers at once.
+            DirectoryMetrics.error(server: server)
             disconnect("directory connection lost")
             return search(user, retrying: true, completion)
         }
         guard rc == LDAP_SUCCESS else {
             let reason = "search failed: \(String(cString: ldap_err2string(rc)))"
+            DirectoryMetrics.error(server: server)
             completion(.unavailable(reason: reason))
             disconnect(reason)
             return
@@ -140,6 +148,7 @@ public final class LDAPDirectory: Directory, @unchecked Sendable {
 
     private func timedOut(_ id: Int32) {
         guard let request = pending.removeValue(forKey: id) else { return }
+        DirectoryMetrics.error(server: server)
         if let handle { ldap_abandon_ext(handle, id, nil, nil) }
         request.completion(.unavailable(reason: "directory timed out after \(configuration.timeoutSeconds)s"))
         startWaiting()
@@ -161,6 +170,7 @@ public final class LDAPDirectory: Directory, @unchecked Sendable {
             let rc = ldap_result(handle, LDAP_RES_ANY, LDAP_MSG_ALL, &zero, &message)
             if rc == 0 { break }
             guard rc > 0, let message else {
+                DirectoryMetrics.error(server: server)
                 disconnect("directory connection lost")
                 break
             }
@@ -169,6 +179,8 @@ public final class LDAPDirectory: Directory, @unchecked Sendable {
             ldap_msgfree(message)
             if let request = pending.removeValue(forKey: id) {
                 request.timer.cancel()
+                DirectoryMetrics.lookupAnswered(sentAt: request.sentAt)
+                if case .unavailable = result { DirectoryMetrics.error(server: server) }
                 request.completion(result)
             }
         }

@@ -111,8 +111,10 @@ public final class SyncReplFeed: @unchecked Sendable {
                 switch LDAPBind.open(uri: uri, configuration: configuration) {
                 case .failure(let failure):
                     problem = failure.description
+                    DirectoryMetrics.error(server: uri)
                 case .success(let handle):
                     problem = follow(sync, handle: handle, uri: uri, resetBackoff: { backoff = 0.25 })
+                    if problem != "stopped" && problem != "unsupported" { DirectoryMetrics.error(server: uri) }
                     ldap_unbind_ext(handle, nil, nil)
                     sync.pointee.ls_ld = nil
                 }

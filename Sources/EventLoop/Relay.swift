@@ -38,6 +38,8 @@ public final class Relay: @unchecked Sendable {
         public var backendToClient: Int = 0
         /// Both directions went through kernel pipes (no fallback to copying).
         public var spliced = false
+        /// The store's leg ended first (end of stream or an error), not the client's.
+        public var storeEndedFirst = false
     }
 
     public enum End: Sendable {
@@ -82,6 +84,8 @@ public final class Relay: @unchecked Sendable {
     private let down: Direction    // backend -> client
     private let bufferBytes: Int
     private var ended = false
+    /// Which leg ended first, for the session's end reason: true for the store's.
+    private var storeEndedFirst: Bool?
     private let onEnd: (End, Totals) -> Void
     /// Watches what goes to the client (IMAP: response boundaries, for a clean BYE).
     private let observer: (any RelayStreamObserver)?
@@ -186,6 +190,7 @@ public final class Relay: @unchecked Sendable {
                 try copyIn(direction)
             }
         } catch {
+            if storeEndedFirst == nil { storeEndedFirst = direction === down }
             finish(.error(error.description))
         }
     }
@@ -318,6 +323,7 @@ public final class Relay: @unchecked Sendable {
                 direction.pendingOffset += n
             }
         } catch {
+            if storeEndedFirst == nil { storeEndedFirst = direction === up }
             finish(.error(error.description))
             return
         }
@@ -338,6 +344,7 @@ public final class Relay: @unchecked Sendable {
 
     private func sourceEnded(_ direction: Direction) {
         direction.sourceFinished = true
+        if storeEndedFirst == nil { storeEndedFirst = direction === down }
         direction.source.setReading(false)
         if !direction.hasPending { passEndOfFile(direction) }
     }
@@ -361,6 +368,6 @@ public final class Relay: @unchecked Sendable {
         up.source.close()
         down.source.close()
         onEnd(end, Totals(clientToBackend: up.moved, backendToClient: down.moved,
-                          spliced: up.useSplice && down.useSplice))
+                          spliced: up.useSplice && down.useSplice, storeEndedFirst: storeEndedFirst ?? false))
     }
 }

@@ -50,6 +50,7 @@ final class ClientSession: SessionControl, @unchecked Sendable {
     private var endReason: SessionEndReason?
     private var selfReference: ClientSession?   // alive while open; dropped on close
     private let startedAt = Double(time(nil))
+    private var metrics = SessionMetrics()
 
     init(fd: Int32, peer: SocketAddress, loop: EventLoop, listener: ListenerConfiguration, context: ServiceContext) {
         self.id = SessionID.make()
@@ -82,6 +83,7 @@ final class ClientSession: SessionControl, @unchecked Sendable {
         context.registry.register(.init(id: id, service: listener.service.rawValue, listener: listener.address.description,
                                         client: peer.description, tls: nil, user: nil, backend: nil, backendHost: nil,
                                         phase: .preLogin, startedAt: startedAt, target: nil, dn: nil), control: self)
+        metrics.opened(listener)
         client.onError = { [unowned self] error in close("client write failed: \(error)") }
         // The login timeout covers the TLS handshake too: a client that connects and says
         // nothing is dropped either way.
@@ -111,9 +113,11 @@ final class ClientSession: SessionControl, @unchecked Sendable {
         TLSHandshake.run(on: client, transport: transport) { [unowned self] result in
             switch result {
             case .failure(let error):
+                metrics.tlsFailed(transport.attemptedVersion)
                 close("client TLS handshake failed: \(error)")
             case .success(let transport):
                 logger[metadataKey: "tls"] = "\(transport.summary)"
+                metrics.tlsEstablished(transport.version)
                 context.registry.update(id) { $0.tls = transport.version }
                 if let name = transport.serverName { logger[metadataKey: "sni"] = "\(LogText.escaped(name))" }
                 next(self)
@@ -205,6 +209,7 @@ final class ClientSession: SessionControl, @unchecked Sendable {
             return
         }
         guard state == .preLogin || state == .loggingIn else { return }
+        if state == .loggingIn { ProxyMetrics.login(.timeout) }
         client.send(machine.goodbye("Disconnected for inactivity."))
         closeAfterFlush("login timeout")
     }
@@ -243,7 +248,7 @@ final class ClientSession: SessionControl, @unchecked Sendable {
         case .unavailable(let why):
             refuse(.temporary, why)
         case .held(let message, let why):
-            refuse(.unavailable(text: message), why)
+            refuse(.unavailable(text: message), why, result: .held)
         case .backend(let backend, let hosts, let why):
             if case .stale(let age) = answer.source {
                 logger.notice("directory unavailable: using a cached route \(Int(age))s old")
@@ -260,6 +265,7 @@ final class ClientSession: SessionControl, @unchecked Sendable {
     private func connect(to backend: Backend, hosts: [HostPort]) {
         resolve(hosts[...], into: []) { [self] addresses in
             guard !addresses.isEmpty else {
+                ProxyMetrics.backendUnreachable(backend, hosts)
                 refuse(.temporary, "backend \(backend.name): no address for \(hosts.map(\.description).joined(separator: ", "))")
                 return
             }
@@ -272,6 +278,7 @@ final class ClientSession: SessionControl, @unchecked Sendable {
                 }
                 switch result {
                 case .failure(let error):
+                    ProxyMetrics.backendUnreachable(backend, hosts)
                     refuse(.temporary, "backend \(backend.name) unreachable: \(error)")
                 case .success(let connection):
                     backendConnected(connection, backend: backend)
@@ -307,7 +314,7 @@ final class ClientSession: SessionControl, @unchecked Sendable {
         connection.onError = { [unowned self] error in refuse(.temporary, "backend write failed: \(error)") }
         // One deadline for the TLS handshake, the greeting and the login verdict.
         backendTimer = loop.schedule(after: context.configuration.limits.backendLoginTimeoutSeconds) { [weak self] in
-            self?.onLoop { $0.refuse(.temporary, "backend did not answer the login in time") }
+            self?.onLoop { $0.refuse(.temporary, "backend did not answer the login in time", result: .timeout) }
         }
         if backend.tls == .implicit {
             startBackendTLS(connection, backend: backend, peer: peerName) { $0.startBackendLogin(connection, backend: backend) }
@@ -410,8 +417,9 @@ final class ClientSession: SessionControl, @unchecked Sendable {
         }
     }
 
-    private func refuse(_ failure: LoginFailure, _ reason: String) {
+    private func refuse(_ failure: LoginFailure, _ reason: String, result: ProxyMetrics.LoginResult? = nil) {
         guard state == .loggingIn else { return }
+        ProxyMetrics.login(result ?? .init(failure))
         logger.notice("login refused: \(reason)", metadata: ["method": "\(request?.method ?? "?")"])
         dropBackend()
         state = .preLogin
@@ -449,6 +457,7 @@ final class ClientSession: SessionControl, @unchecked Sendable {
         if let backendTLS { metadata["backend_tls"] = "\(backendTLS.summary)" }
         if readOnlyMessage != nil { metadata["read_only"] = "true" }
         logger.info("login ok", metadata: metadata)
+        metrics.loggedIn(backend: route.backend.name)
         context.registry.update(id) { $0.phase = .relaying }
         // What only the login needed goes now, not at the end of a session that may last days.
         request = nil
@@ -492,6 +501,7 @@ final class ClientSession: SessionControl, @unchecked Sendable {
         }
         logger.info("session ended (\(how))", metadata: ["in": "\(totals.clientToBackend)", "out": "\(totals.backendToClient)",
                                                        "relay": "\(totals.spliced ? "splice" : "copy")"])
+        metrics.relayEnded(totals, backend: route?.backend.name ?? "", proxyReason: endReason)
         relay = nil
         backend = nil
         responses = nil
@@ -524,6 +534,7 @@ final class ClientSession: SessionControl, @unchecked Sendable {
         case .preLogin where reason != .shutdown:
             return
         case .preLogin:
+            endReason = reason
             client.send(machine.goodbye("[UNAVAILABLE] \(text)"))
             closeAfterFlush(reason.rawValue)
         case .loggingIn:
@@ -578,6 +589,7 @@ final class ClientSession: SessionControl, @unchecked Sendable {
 
     private func finish() {
         state = .closed
+        metrics.closed(endReason.map(ProxyMetrics.EndReason.init) ?? .client)
         loginTimer?.cancel()
         loginTimer = nil
         context.registry.remove(id)

@@ -37,6 +37,9 @@ public final class ProxyServer: Sendable {
     private let context: SharedContext
     private let listeners = Mutex<[Listener]>([])
     private let admin = Mutex<AdminServer?>(nil)
+    private let metrics = Mutex<MetricsServer?>(nil)
+    /// Set when the stop sequence begins: /health answers 503 from then on.
+    private let draining = Atomic<Bool>(false)
     let logger: Logger
     let startedAt = Router.now()
 
@@ -75,6 +78,9 @@ public final class ProxyServer: Sendable {
             if configuration.directory != current.configuration.directory {
                 notes.append("directory settings changed: restart the service to apply them")
             }
+            if configuration.metricsAddress != current.configuration.metricsAddress {
+                notes.append("metrics.address changed: restart the service to apply it")
+            }
             if configuration.limits.relayBufferBytes != current.configuration.limits.relayBufferBytes {
                 notes.append("limits.relay_buffer_bytes changed: restart the service to apply it")
             }
@@ -83,6 +89,7 @@ public final class ProxyServer: Sendable {
             next.directory = current.configuration.directory
             next.admin = current.configuration.admin
             next.disconnects = current.configuration.disconnects
+            next.metricsAddress = current.configuration.metricsAddress
             current = ServiceContext(configuration: next, tls: tls, router: current.router, holds: current.holds,
                                      registry: current.registry, logger: current.logger)
             return notes
@@ -112,17 +119,45 @@ public final class ProxyServer: Sendable {
             opened.forEach { $0.close() }
             throw ConfigurationError("admin socket \(configuration.admin.socketPath): \(error)")
         }
+        do {
+            try startMetrics(configuration)
+        } catch {
+            opened.forEach { $0.close() }
+            closeAdmin()
+            throw error
+        }
         listeners.withLock { $0 = opened }
         watcher.start()
     }
 
     /// Stops accepting; sessions already accepted carry on, and the admin socket stays up.
     public func stop() {
+        draining.store(true, ordering: .relaxed)
         let all = listeners.withLock { current in
             defer { current = [] }
             return current
         }
         all.forEach { $0.close() }
+    }
+
+    /// True once `stop` (or `drain`) has begun: /health says 503.
+    public var isDraining: Bool { draining.load(ordering: .relaxed) }
+
+    /// HTTP /metrics and /health on `metrics.address`, if configured. The metrics listener
+    /// stays open while draining, so a load balancer sees the 503.
+    private func startMetrics(_ configuration: ServiceConfiguration) throws {
+        guard let configured = configuration.metricsAddress else { return }
+        guard let address = SocketAddress(numericHost: configured.host, port: configured.port) else {
+            throw ConfigurationError("metrics.address \(configured) must be a numeric IP address")
+        }
+        do {
+            let server = try MetricsServer(address: address, group: group, registry: ProxyMetrics.registry,
+                                           logger: logger) { [unowned self] in isDraining }
+            metrics.withLock { $0 = server }
+            logger.info("metrics on http://\(server.address)/metrics (and /health)")
+        } catch {
+            throw ConfigurationError("metrics.address \(configured): \(error)")
+        }
     }
 
     /// Removes the admin socket (at exit).

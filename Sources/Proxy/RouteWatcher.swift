@@ -32,7 +32,7 @@ final class RouteWatcher: @unchecked Sendable {
     private var queuedKeys: Set<String> = []
     private var rechecksOut = 0
     private let maxRechecksOut = 50
-    private(set) var feedState = "off"
+    private(set) var feedState = "off" { didSet { ProxyMetrics.changeFeed(state: feedState) } }
     private(set) var changesSeen = 0
 
     init(router: Router, registry: SessionRegistry, holds: HoldBook, configuration: ServiceConfiguration,
@@ -83,6 +83,7 @@ final class RouteWatcher: @unchecked Sendable {
         switch event {
         case .changed(let change):
             changesSeen += 1
+            ProxyMetrics.changeSeen()
             changed(change)
         case .synchronized(let server, let resumed):
             feedState = "sync: following \(server)"

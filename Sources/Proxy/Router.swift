@@ -41,12 +41,15 @@ public final class Router: Sendable {
         switch step {
         case .answer(let result, let source):
             counters.withLock { $0.hits += 1 }
+            ProxyMetrics.routeLookup(.hit)
             return Answer(result: result, source: source)
         case .wait:
             counters.withLock { $0.misses += 1 }
+            ProxyMetrics.routeLookup(.miss)
             return nil
         case .search(let generation):
             counters.withLock { $0.misses += 1 }
+            ProxyMetrics.routeLookup(.miss)
             search(user, key: key, generation: generation)
             return nil
         }
@@ -65,7 +68,7 @@ public final class Router: Sendable {
             case .searchAgain(let generation):
                 search(user, key: key, generation: generation)
             case .deliver(let result, let source, let waiters):
-                if case .stale = source { counters.withLock { $0.stale += 1 } }
+                if case .stale = source { counters.withLock { $0.stale += 1 }; ProxyMetrics.routeLookup(.stale) }
                 let answer = Answer(result: result, source: source)
                 for waiter in waiters { waiter(answer) }
             }

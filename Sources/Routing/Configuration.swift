@@ -198,6 +198,8 @@ public struct ServiceConfiguration: Sendable, Equatable {
     /// On SIGTERM: how long open sessions may finish before they are ended.
     public var shutdownGraceSeconds: Double = 30
     public var admin = AdminConfiguration()
+    /// `metrics.address`: HTTP /metrics and /health there; nil serves neither.
+    public var metricsAddress: HostPort?
     public var logLevel: String
     /// Needed as soon as a listener has `tls: starttls` or `implicit`.
     public var tls: ServerTLSConfiguration?

@@ -80,6 +80,9 @@ public final class TLSTransport: Transport {
 
     /// "TLSv1.3", "TLSv1.2".
     public var version: String { SSL_get_version(ssl).map { String(cString: $0) } ?? "?" }
+    /// `version`, or "unknown" while no ClientHello was taken in (a probe that connects and
+    /// closes): the label of a failed handshake in the metrics.
+    public var attemptedVersion: String { SSL_get_state(ssl) == TLS_ST_BEFORE ? "unknown" : version }
 
     /// Details for the log line of a session.
     public var summary: String {

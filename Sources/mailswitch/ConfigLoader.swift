@@ -136,7 +136,7 @@ struct ConfigLoader {
 
     private func parse(_ root: Value) throws -> ServiceConfiguration {
         let top = try root.mapping(allowed: ["listeners", "directory", "routing", "backends", "limits", "log", "tls", "admin",
-                                             "shutdown_grace"])
+                                             "shutdown_grace", "metrics"])
         guard let listenersValue = top["listeners"] else { throw root.fail("missing key: listeners") }
         guard let directoryValue = top["directory"] else { throw root.fail("missing key: directory") }
         guard let backendsValue = top["backends"] else { throw root.fail("missing key: backends") }
@@ -238,7 +238,19 @@ struct ConfigLoader {
         configuration.disconnects = disconnects
         configuration.admin = admin
         if let value = top["shutdown_grace"] { configuration.shutdownGraceSeconds = try value.duration() }
+        if let value = top["metrics"] { configuration.metricsAddress = try parseMetrics(value) }
         return configuration
+    }
+
+    /// `metrics.address`: where /metrics and /health are served over HTTP.
+    private func parseMetrics(_ value: Value) throws -> HostPort {
+        let keys = try value.mapping(allowed: ["address"])
+        guard let addressValue = keys["address"] else { throw value.fail("missing key: address") }
+        let address = try addressValue.hostPort(defaultPort: nil)
+        guard SocketAddress(numericHost: address.host, port: address.port) != nil else {
+            throw addressValue.fail("must be a numeric IP address and a port, such as \"127.0.0.1:9143\"")
+        }
+        return address
     }
 
     private func parseListener(_ value: Value) throws -> ListenerConfiguration {

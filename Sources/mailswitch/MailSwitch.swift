@@ -63,6 +63,7 @@ struct Serve: ParsableCommand {
             return handler
         }
         let logger = Logger(label: "mailswitch")
+        if configuration.metricsAddress != nil { ProxyMetrics.bootstrap(configuration) }   // before anything records
         let directory = LDAPDirectory(configuration: configuration.directory)
         tls.warnings.forEach { logger.warning("\($0)") }
         let server: ProxyServer

@@ -114,10 +114,17 @@ final class MailSwitchInstance {
     let logPath: String
 
     /// Edits that move the example's four listeners (1143, 1110, 1993, 1995) up by `offset`,
-    /// so a second instance can run beside the main one.
+    /// so a second instance can run beside the main one. Its metrics address (9143) moves too,
+    /// to 19143 + offset / 100: 9143 + offset would meet the lab's stores (offset 1000 gives
+    /// 10143, legacy's IMAP port) and other instances' listeners. The metrics edit comes first,
+    /// so a listener moved onto 9143 is never taken for it.
     static func movedListeners(by offset: Int, except: Set<Int> = []) -> [(String, String)] {
-        [1143, 1110, 1993, 1995].filter { !except.contains($0) }.map { ("127.0.0.1:\($0)", "127.0.0.1:\($0 + offset)") }
+        [("127.0.0.1:9143", "127.0.0.1:\(metricsPort(offset: offset))")]
+            + [1143, 1110, 1993, 1995].filter { !except.contains($0) }.map { ("127.0.0.1:\($0)", "127.0.0.1:\($0 + offset)") }
     }
+
+    /// The metrics port of an instance moved by `offset` (9143 for the main one).
+    static func metricsPort(offset: Int) -> Int { offset == 0 ? 9143 : 19143 + offset / 100 }
 
     /// `edits` are (old, new) replacements applied to the example configuration text;
     /// `arguments` go to `serve` after the configuration.

@@ -1,0 +1,287 @@
+import Dispatch
+import Directory
+import EventLoop
+import MailProtocol
+import Metrics
+import class Prometheus.PrometheusCollectorRegistry
+import struct Prometheus.PrometheusMetricsFactory
+import Routing
+import Synchronization
+
+/// Everything mailswitch records, with swift-metrics, into one Prometheus registry that
+/// `MetricsServer` renders on `/metrics`. Without `metrics.address` nothing is bootstrapped
+/// and every handle below is swift-metrics' no-op.
+///
+/// Labels are bounded by the configuration (listeners, backends, directory URIs) or by small
+/// fixed sets; a user name is never a label. Literal `host:port` routes from the directory
+/// appear as backends under that name, as in the logs.
+///
+/// Cost: counters and gauges are atomics (swift-prometheus), the two histograms take a short
+/// lock per login or LDAP search, and a labelled handle is looked up in a small cache under a
+/// lock at most five times per session (accept, TLS, login, and the two byte counters at its
+/// end); nothing is recorded per relayed byte. Bytes relayed are counted when a session ends,
+/// from the relay's totals.
+public enum ProxyMetrics {
+    /// The registry `/metrics` renders.
+    public static let registry = PrometheusCollectorRegistry()
+
+    /// Makes swift-metrics record into `registry`. Call once, before anything records (before
+    /// the directory and the server are made), and only when metrics are served. The series
+    /// the configuration names are created at zero, so that a first scrape shows them all.
+    public static func bootstrap(_ configuration: ServiceConfiguration) {
+        var factory = PrometheusMetricsFactory(registry: registry)
+        factory.durationHistogramBuckets = [
+            Name.loginDuration: [.milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10),
+                                 .milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250),
+                                 .milliseconds(500), .seconds(1), .milliseconds(2500), .seconds(5), .seconds(15)],
+            DirectoryMetrics.lookupDurationName: [.microseconds(250), .microseconds(500), .milliseconds(1),
+                                                  .milliseconds(2), .milliseconds(5), .milliseconds(10),
+                                                  .milliseconds(25), .milliseconds(50), .milliseconds(100),
+                                                  .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(3)],
+        ]
+        MetricsSystem.bootstrap(factory)
+
+        _ = loginDuration
+        _ = feedState
+        _ = feedChanges
+        LoginResult.allCases.forEach { _ = logins[$0] }
+        CacheResult.allCases.forEach { _ = routeCache[$0] }
+        EndReason.allCases.forEach { _ = sessionsEnded[$0] }
+        for version in ["TLSv1.2", "TLSv1.3"] { _ = tlsHandshakes(version, "ok") }
+        _ = tlsHandshakes("unknown", "failed")
+        for listener in configuration.listeners {
+            _ = sessionsOpen(listener.address.description, listener.service.rawValue, "none", "")
+        }
+        for backend in configuration.routing.backends.values {
+            _ = relayBytes("client_to_store", backend.name)
+            _ = relayBytes("store_to_client", backend.name)
+            for service in MailService.allCases where !backend.hosts(for: service).isEmpty {
+                _ = backendConnectErrors(backend.name, hostsLabel(backend.hosts(for: service)))
+            }
+        }
+        DirectoryMetrics.register(servers: configuration.directory.uris)
+    }
+
+    enum Name {
+        static let sessionsOpen = "mailswitch_sessions_open"
+        static let logins = "mailswitch_logins_total"
+        static let loginDuration = "mailswitch_login_duration_seconds"
+        static let routeCache = "mailswitch_route_cache_total"
+        static let feedState = "mailswitch_change_feed_state"
+        static let feedChanges = "mailswitch_change_feed_changes_total"
+        static let backendConnectErrors = "mailswitch_backend_connect_errors_total"
+        static let relayBytes = "mailswitch_relay_bytes_total"
+        static let sessionsEnded = "mailswitch_sessions_ended_total"
+        static let tlsHandshakes = "mailswitch_tls_handshakes_total"
+    }
+
+    // MARK: - Fixed label sets
+
+    /// How a login attempt ended (one per LOGIN/AUTHENTICATE/USER+PASS that reached routing).
+    enum LoginResult: String, CaseIterable {
+        /// The store accepted; the relay starts.
+        case ok
+        /// Wrong password, unknown user (no route without a default backend), ambiguous entry.
+        case authFailed = "auth_failed"
+        /// Directory or store unavailable, store TLS failed, a session ended while logging in.
+        case tempFailed = "temp_failed"
+        /// A hold (an LDAP hold value or `mailswitch hold`): refused without asking a store.
+        case held
+        /// The store refused with a code of its own (IN-USE, EXPIRED, UNAVAILABLE, …).
+        case refused
+        /// The store did not answer within backend_login_timeout, or login_timeout ran out.
+        case timeout
+
+        init(_ failure: LoginFailure) {
+            switch failure {
+            case .authenticationFailed: self = .authFailed
+            case .temporary, .unavailable: self = .tempFailed
+            case .backendRefused: self = .refused
+            }
+        }
+    }
+
+    enum CacheResult: String, CaseIterable {
+        case hit, miss, stale
+    }
+
+    /// Why a session ended. client/store: which leg ended first (an IMAP LOGOUT or POP3 QUIT
+    /// is answered by the store closing, so it counts as store); the others: the proxy ended it.
+    enum EndReason: String, CaseIterable {
+        case client, store, kick
+        case routeChange = "route_change"
+        case hold, shutdown
+
+        init(_ reason: SessionEndReason) {
+            switch reason {
+            case .routeChange: self = .routeChange
+            case .hold: self = .hold
+            case .kick: self = .kick
+            case .shutdown: self = .shutdown
+            }
+        }
+    }
+
+    // MARK: - Handles
+
+    static let loginDuration = Timer(label: Name.loginDuration)
+    /// 0 off, 1 polling, 2 following the RFC 4533 feed, -1 not following (connecting,
+    /// disconnected, or sync configured and unsupported).
+    static let feedState = Gauge(label: Name.feedState)
+    static let feedChanges = Counter(label: Name.feedChanges)
+
+    static let logins = Fixed<LoginResult, Counter> { Counter(label: Name.logins, dimensions: [("result", $0.rawValue)]) }
+    static let routeCache = Fixed<CacheResult, Counter> { Counter(label: Name.routeCache, dimensions: [("result", $0.rawValue)]) }
+    static let sessionsEnded = Fixed<EndReason, Counter> {
+        Counter(label: Name.sessionsEnded, dimensions: [("reason", $0.rawValue)])
+    }
+
+    private static let sessionsOpenCache = Labelled<Meter>(Name.sessionsOpen, ["listener", "protocol", "tls", "backend"]) {
+        Meter(label: $0, dimensions: $1)
+    }
+    private static let relayBytesCache = Labelled<Counter>(Name.relayBytes, ["direction", "backend"]) { Counter(label: $0, dimensions: $1) }
+    private static let backendErrorsCache = Labelled<Counter>(Name.backendConnectErrors, ["backend", "host"]) { Counter(label: $0, dimensions: $1) }
+    private static let tlsCache = Labelled<Counter>(Name.tlsHandshakes, ["version", "result"]) { Counter(label: $0, dimensions: $1) }
+
+    static func sessionsOpen(_ listener: String, _ service: String, _ tls: String, _ backend: String) -> Meter {
+        sessionsOpenCache([listener, service, tls, backend])
+    }
+
+    static func relayBytes(_ direction: String, _ backend: String) -> Counter { relayBytesCache([direction, backend]) }
+    static func backendConnectErrors(_ backend: String, _ host: String) -> Counter { backendErrorsCache([backend, host]) }
+    static func tlsHandshakes(_ version: String, _ result: String) -> Counter { tlsCache([version, result]) }
+
+    /// A backend's hosts for one protocol, as configured: the host label of connect errors.
+    static func hostsLabel(_ hosts: [HostPort]) -> String { hosts.map(\.description).joined(separator: ",") }
+
+    // MARK: - Recording
+
+    static func routeLookup(_ result: CacheResult) { routeCache[result].increment() }
+
+    static func login(_ result: LoginResult) { logins[result].increment() }
+
+    static func changeFeed(state: String) {
+        let value: Int
+        if state == "off" {
+            value = 0
+        } else if state.hasPrefix("poll") {
+            value = 1
+        } else if state.hasPrefix("sync: following") {
+            value = 2
+        } else {
+            value = -1
+        }
+        feedState.record(value)
+    }
+
+    static func changeSeen() { feedChanges.increment() }
+
+    static func backendUnreachable(_ backend: Backend, _ hosts: [HostPort]) {
+        backendConnectErrors(backend.name, hostsLabel(hosts)).increment()
+    }
+
+    static func clientHandshake(version: String, ok: Bool) {
+        tlsHandshakes(version, ok ? "ok" : "failed").increment()
+    }
+
+    // MARK: - Caches
+
+    /// One handle per case of a small enum, made on first use.
+    final class Fixed<Key: RawRepresentable & CaseIterable & Hashable & Sendable, Handle: Sendable>: Sendable
+    where Key.RawValue == String {
+        private let handles: [Key: Handle]
+        init(_ make: (Key) -> Handle) {
+            var handles: [Key: Handle] = [:]
+            for key in Key.allCases { handles[key] = make(key) }
+            self.handles = handles
+        }
+
+        subscript(key: Key) -> Handle { handles[key]! }
+    }
+
+    /// Handles by label values, made on first use and kept (the label sets are bounded).
+    final class Labelled<Handle: Sendable>: Sendable {
+        private let name: String
+        private let labels: [String]
+        private let make: @Sendable (String, [(String, String)]) -> Handle
+        private let cache = Mutex<[[String]: Handle]>([:])
+
+        init(_ name: String, _ labels: [String], _ make: @escaping @Sendable (String, [(String, String)]) -> Handle) {
+            self.name = name
+            self.labels = labels
+            self.make = make
+        }
+
+        func callAsFunction(_ values: [String]) -> Handle {
+            cache.withLock { cache in
+                if let handle = cache[values] { return handle }
+                let handle = make(name, Array(zip(labels, values)))
+                cache[values] = handle
+                return handle
+            }
+        }
+    }
+}
+
+/// One session's share of the metrics: where it stands in `mailswitch_sessions_open` (moved
+/// as its TLS version and backend become known), its login time, and how it ended. Confined to
+/// the session's loop, like the session.
+struct SessionMetrics {
+    private var listener = ""
+    private var service = ""
+    private var tls = "none"
+    private var backend = ""
+    private var current: Meter?
+    private var acceptedAt = DispatchTime.now()
+    private var ended = false
+
+    mutating func opened(_ configuration: ListenerConfiguration) {
+        listener = configuration.address.description
+        service = configuration.service.rawValue
+        acceptedAt = .now()
+        move()
+    }
+
+    mutating func tlsEstablished(_ version: String) {
+        ProxyMetrics.clientHandshake(version: version, ok: true)
+        tls = version
+        move()
+    }
+
+    func tlsFailed(_ version: String) {
+        ProxyMetrics.clientHandshake(version: version, ok: false)
+    }
+
+    /// The store accepted the login: the relay starts.
+    mutating func loggedIn(backend name: String) {
+        ProxyMetrics.login(.ok)
+        ProxyMetrics.loginDuration.recordNanoseconds(Int64(DispatchTime.now().uptimeNanoseconds &- acceptedAt.uptimeNanoseconds))
+        backend = name
+        move()
+    }
+
+    /// The relay ended: the bytes it moved, and which leg ended first unless the proxy ended it.
+    mutating func relayEnded(_ totals: Relay.Totals, backend name: String, proxyReason: SessionEndReason?) {
+        ProxyMetrics.relayBytes("client_to_store", name).increment(by: totals.clientToBackend)
+        ProxyMetrics.relayBytes("store_to_client", name).increment(by: totals.backendToClient)
+        closed(proxyReason.map(ProxyMetrics.EndReason.init) ?? (totals.storeEndedFirst ? .store : .client))
+    }
+
+    /// The session is gone (once; later calls do nothing).
+    mutating func closed(_ reason: ProxyMetrics.EndReason) {
+        guard !ended else { return }
+        ended = true
+        ProxyMetrics.sessionsEnded[reason].increment()
+        current?.decrement()
+        current = nil
+    }
+
+    private mutating func move() {
+        guard !ended else { return }
+        let next = ProxyMetrics.sessionsOpen(listener, service, tls, backend)
+        guard next !== current else { return }
+        current?.decrement()
+        next.increment()
+        current = next
+    }
+}
