@@ -16,6 +16,7 @@ extension ProxyServer {
         case .holds: listHolds(reply: reply)
         case .route: route(request, reply: reply)
         case .status: status(reply: reply)
+        case .reload: DispatchQueue.global().async { [self] in reply(reloadFromAdmin()) }
         }
     }
 

@@ -6,7 +6,7 @@ import Foundation
 /// speaks JSON lines (`socat`, a script) can use the socket too.
 public struct AdminRequest: Codable, Sendable, Equatable {
     public enum Command: String, Codable, Sendable, CaseIterable {
-        case sessions, kick, hold, release, holds, route, status
+        case sessions, kick, hold, release, holds, route, status, reload
     }
 
     public var command: Command

@@ -35,7 +35,10 @@ public final class ProxyServer: Sendable {
     let watcher: RouteWatcher
     let group: EventLoopGroup
     private let context: SharedContext
-    private let listeners = Mutex<[Listener]>([])
+    /// The open listeners with the configuration each was opened for.
+    private let listeners = Mutex<[(configuration: ListenerConfiguration, listener: Listener)]>([])
+    /// How the admin socket's `reload` reloads (set by the executable, which knows the file).
+    private let reloadHandler = Mutex<(@Sendable () -> AdminResponse)?>(nil)
     private let admin = Mutex<AdminServer?>(nil)
     private let metrics = Mutex<MetricsServer?>(nil)
     /// Set when the stop sequence begins: /health answers 503 from then on.
@@ -58,55 +61,91 @@ public final class ProxyServer: Sendable {
                                logger: logger, current: { context.withLock { $0.configuration } })
     }
 
-    var configuration: ServiceConfiguration { context.withLock { $0.configuration } }
+    public var configuration: ServiceConfiguration { context.withLock { $0.configuration } }
 
     /// Applies a reloaded configuration to sessions accepted from now on; open sessions keep
     /// the context (and the TLS contexts) they started with. Listeners are not re-bound and
     /// the directory connection is kept: what would need that is named in the returned notes.
-    public func reload(configuration: ServiceConfiguration, tls: TLSContexts) -> [String] {
+    /// Applies a reloaded configuration: listeners added open and listeners removed close
+    /// (their sessions carry on), a changed directory gets a new connection and change feed,
+    /// and new logins use the new routing, backends, limits and certificates at once. Open
+    /// sessions keep the context they started with. What could not be applied is returned.
+    public func reload(configuration: ServiceConfiguration, tls: TLSContexts, directory: (any Directory)?) -> [String] {
+        var notes: [String] = []
+        let previous = context.withLock { $0.configuration }
+        reconcileListeners(configuration.listeners, notes: &notes)
+        if configuration.directory != previous.directory, let directory {
+            router.replaceDirectory(directory)
+            watcher.restart(configuration.directory)
+            notes.append("directory settings changed: new connection and change feed")
+        }
+        if configuration.admin != previous.admin {
+            notes.append("admin settings changed: restart the service to apply them")
+        }
+        if configuration.disconnects != previous.disconnects {
+            notes.append("routing.disconnect_burst/max_disconnect_delay changed: restart the service to apply them")
+        }
+        if configuration.metricsAddress != previous.metricsAddress {
+            notes.append("metrics.address changed: restart the service to apply it")
+        }
+        if configuration.limits.relayBufferBytes != previous.limits.relayBufferBytes {
+            notes.append("limits.relay_buffer_bytes changed: restart the service to apply it")
+        }
         context.withLock { current in
-            var notes: [String] = []
-            if configuration.listeners != current.configuration.listeners {
-                notes.append("listeners changed: restart the service to re-bind them")
-            }
-            if configuration.admin != current.configuration.admin {
-                notes.append("admin settings changed: restart the service to apply them")
-            }
-            if configuration.disconnects != current.configuration.disconnects {
-                notes.append("routing.disconnect_burst/max_disconnect_delay changed: restart the service to apply them")
-            }
-            if configuration.directory != current.configuration.directory {
-                notes.append("directory settings changed: restart the service to apply them")
-            }
-            if configuration.metricsAddress != current.configuration.metricsAddress {
-                notes.append("metrics.address changed: restart the service to apply it")
-            }
-            if configuration.limits.relayBufferBytes != current.configuration.limits.relayBufferBytes {
-                notes.append("limits.relay_buffer_bytes changed: restart the service to apply it")
-            }
             var next = configuration
-            next.listeners = current.configuration.listeners
-            next.directory = current.configuration.directory
             next.admin = current.configuration.admin
             next.disconnects = current.configuration.disconnects
             next.metricsAddress = current.configuration.metricsAddress
+            next.limits.relayBufferBytes = current.configuration.limits.relayBufferBytes
+            if directory == nil { next.directory = current.configuration.directory }
             current = ServiceContext(configuration: next, tls: tls, router: current.router, holds: current.holds,
                                      registry: current.registry, logger: current.logger)
-            return notes
         }
+        return notes
+    }
+
+    /// Closes listeners no longer configured, opens new ones; a listener whose settings changed
+    /// is closed and opened again (its open sessions carry on with what they had).
+    private func reconcileListeners(_ wanted: [ListenerConfiguration], notes: inout [String]) {
+        let (keep, drop) = listeners.withLock { current in
+            (current.filter { wanted.contains($0.configuration) }, current.filter { !wanted.contains($0.configuration) })
+        }
+        for (configuration, listener) in drop {
+            listener.close()
+            logger.notice("reload: stopped listening on \(configuration.address) (its sessions carry on)")
+        }
+        var opened = keep
+        for configuration in wanted where !keep.contains(where: { $0.configuration == configuration }) {
+            do {
+                opened.append((configuration, try open(configuration)))
+            } catch {
+                notes.append("listener \(configuration.address) could not be opened: \(error)")
+            }
+        }
+        listeners.withLock { $0 = opened }
+    }
+
+    /// The admin socket's `reload`: the executable provides what reading the file takes.
+    public func setReloadHandler(_ handler: @escaping @Sendable () -> AdminResponse) {
+        reloadHandler.withLock { $0 = handler }
+    }
+
+    func reloadFromAdmin() -> AdminResponse {
+        guard let handler = reloadHandler.withLock({ $0 }) else { return .failure(.failed, "reload is not available") }
+        return handler()
     }
 
     /// Opens every listener, or none: a listener that cannot bind fails the start.
     public func start() throws {
         Signals.ignoreSIGPIPE()
         let configuration = context.withLock { $0.configuration }
-        var opened: [Listener] = []
+        var opened: [(configuration: ListenerConfiguration, listener: Listener)] = []
         do {
             for listener in configuration.listeners {
-                opened.append(try open(listener))
+                opened.append((listener, try open(listener)))
             }
         } catch {
-            opened.forEach { $0.close() }
+            opened.forEach { $0.listener.close() }
             throw error
         }
         do {
@@ -116,13 +155,13 @@ public final class ProxyServer: Sendable {
             admin.withLock { $0 = server }
             logger.info("admin socket \(configuration.admin.socketPath)")
         } catch {
-            opened.forEach { $0.close() }
+            opened.forEach { $0.listener.close() }
             throw ConfigurationError("admin socket \(configuration.admin.socketPath): \(error)")
         }
         do {
             try startMetrics(configuration)
         } catch {
-            opened.forEach { $0.close() }
+            opened.forEach { $0.listener.close() }
             closeAdmin()
             throw error
         }
@@ -137,7 +176,7 @@ public final class ProxyServer: Sendable {
             defer { current = [] }
             return current
         }
-        all.forEach { $0.close() }
+        all.forEach { $0.listener.close() }
     }
 
     /// True once `stop` (or `drain`) has begun: /health says 503.
@@ -167,7 +206,7 @@ public final class ProxyServer: Sendable {
 
     /// The addresses actually bound (port 0 in the configuration picks a free one).
     public var boundAddresses: [String] {
-        listeners.withLock { $0.map { $0.address.description } }
+        listeners.withLock { $0.map { $0.listener.address.description } }
     }
 
     private func open(_ listener: ListenerConfiguration) throws -> Listener {

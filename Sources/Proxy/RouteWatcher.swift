@@ -19,7 +19,9 @@ final class RouteWatcher: @unchecked Sendable {
     private let logger: Logger
     /// The configuration new decisions are made with (it changes on reload).
     private let current: @Sendable () -> ServiceConfiguration
-    private let directoryConfiguration: DirectoryConfiguration
+    private var directoryConfiguration: DirectoryConfiguration
+    /// Events of a feed replaced by a reload are ignored.
+    private var feedGeneration = 0
 
     private var pacer: DisconnectPacer<Due>
     private var pacerTimer: (any DispatchSourceTimer)?
@@ -49,26 +51,47 @@ final class RouteWatcher: @unchecked Sendable {
     /// Starts following the directory the configured way (`directory.change_feed`).
     func start() {
         queue.async { [self] in
-            switch directoryConfiguration.changeFeed {
-            case .off:
-                feedState = "off"
-            case .poll:
-                startPolling(reason: "configured")
-            case .sync, .auto:
-                feedState = "sync: connecting"
-                let feed = SyncReplFeed(configuration: directoryConfiguration,
-                                        loginAttributes: LDAPFilter.loginAttributes(directoryConfiguration.filter)) { [weak self] event in
-                    guard let self else { return }
-                    self.queue.async { self.feedEvent(event) }
-                }
-                self.feed = feed
-                feed.start()
-            }
+            follow()
             let timer = DispatchSource.makeTimerSource(queue: queue)
             timer.schedule(deadline: .now() + 60, repeating: 60)
             timer.setEventHandler { [router] in router.purge() }
             timer.resume()
             housekeeping = timer
+        }
+    }
+
+    /// A reload changed the directory settings: the old feed (or polling) stops, a new one starts.
+    func restart(_ configuration: DirectoryConfiguration) {
+        queue.async { [self] in
+            feed?.stop()
+            feed = nil
+            pollTimer?.cancel()
+            pollTimer = nil
+            directoryConfiguration = configuration
+            follow()
+        }
+    }
+
+    private func follow() {
+        feedGeneration += 1
+        let generation = feedGeneration
+        switch directoryConfiguration.changeFeed {
+        case .off:
+            feedState = "off"
+        case .poll:
+            startPolling(reason: "configured")
+        case .sync, .auto:
+            feedState = "sync: connecting"
+            let feed = SyncReplFeed(configuration: directoryConfiguration,
+                                    loginAttributes: LDAPFilter.loginAttributes(directoryConfiguration.filter)) { [weak self] event in
+                guard let self else { return }
+                self.queue.async {
+                    guard generation == self.feedGeneration else { return }
+                    self.feedEvent(event)
+                }
+            }
+            self.feed = feed
+            feed.start()
         }
     }
 

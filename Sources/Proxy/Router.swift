@@ -21,12 +21,13 @@ public final class Router: Sendable {
     public typealias Completion = @Sendable (Answer) -> Void
 
     private let cache: Mutex<RouteCache<Completion>>
-    private let directory: any Directory
+    /// Replaced when a reload changes the directory settings.
+    private let directory: Mutex<any Directory>
     /// Lookups, hits and stale answers since start (for `mailswitch status` and the bench).
     private let counters = Mutex((hits: 0, misses: 0, stale: 0))
 
     public init(directory: any Directory, settings: RouteCacheSettings) {
-        self.directory = directory
+        self.directory = Mutex(directory)
         cache = Mutex(RouteCache(settings: settings))
     }
 
@@ -62,7 +63,7 @@ public final class Router: Sendable {
     }
 
     private func search(_ user: String, key: String, generation: Int) {
-        directory.lookup(user) { [self] result in
+        directory.withLock { $0 }.lookup(user) { [self] result in
             let next = cache.withLock { $0.complete(key, generation: generation, result: result, now: Self.now()) }
             switch next {
             case .searchAgain(let generation):
@@ -82,6 +83,12 @@ public final class Router: Sendable {
     /// Returns the keys of the users whose cached answer named the entry.
     public func invalidate(dn: String) -> Set<String> {
         cache.withLock { $0.invalidate(dn: dn) }
+    }
+
+    /// A new directory connection (reload): cached answers came from the old one.
+    public func replaceDirectory(_ replacement: any Directory) {
+        directory.withLock { $0 = replacement }
+        invalidateAll()
     }
 
     public func invalidateAll() {

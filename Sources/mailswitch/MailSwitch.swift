@@ -95,25 +95,40 @@ struct Serve: ParsableCommand {
 /// new certificates; open sessions, TLS or not, carry on with what they started with. A
 /// configuration that does not load changes nothing.
 private func installReloadHandler(server: ProxyServer, configPath: String, notifier: ServiceNotifier, logger: Logger) {
+    // SIGHUP and the admin socket's `reload` go through one queue, one at a time.
     let queue = DispatchQueue(label: "mailswitch.reload")
-    signal(SIGHUP, SIG_IGN)
-    let source = DispatchSource.makeSignalSource(signal: SIGHUP, queue: queue)
-    source.setEventHandler { @Sendable in
-        notifier.reloading()
-        defer { notifier.ready(status: "\(server.registry.count) sessions") }
-        do {
-            let configuration = try ConfigLoader(path: configPath).load()
-            let tls = try TLSContexts(configuration)
-            tls.warnings.forEach { logger.warning("\($0)") }
-            let notes = server.reload(configuration: configuration, tls: tls)
-            notes.forEach { logger.warning("reload: \($0)") }
-            logger.notice("reloaded \(configPath): new connections use it (\(server.registry.count) sessions open carry on)")
-        } catch {
-            logger.error("reload failed, keeping the running configuration: \(error)")
-        }
+    let reload: @Sendable () -> AdminResponse = {
+        queue.sync { reloadService(server: server, configPath: configPath, notifier: notifier, logger: logger) }
     }
+    server.setReloadHandler(reload)
+    signal(SIGHUP, SIG_IGN)
+    let source = DispatchSource.makeSignalSource(signal: SIGHUP, queue: DispatchQueue(label: "mailswitch.sighup"))
+    source.setEventHandler { @Sendable in _ = reload() }
     source.resume()
     signalSources.append(source)
+}
+
+/// Reads the file again; a configuration (or certificate) that does not load changes nothing,
+/// and the reason is logged and returned.
+private func reloadService(server: ProxyServer, configPath: String, notifier: ServiceNotifier, logger: Logger) -> AdminResponse {
+    notifier.reloading()
+    defer { notifier.ready(status: "\(server.registry.count) sessions") }
+    let configuration: ServiceConfiguration
+    let tls: TLSContexts
+    do {
+        configuration = try ConfigLoader(path: configPath).load()
+        tls = try TLSContexts(configuration)
+    } catch {
+        logger.error("reload failed, keeping the running configuration: \(error)")
+        return .failure(.failed, "reload refused, the running configuration stays: \(error)")
+    }
+    tls.warnings.forEach { logger.warning("\($0)") }
+    let directory = configuration.directory == server.configuration.directory ? nil : LDAPDirectory(configuration: configuration.directory)
+    let notes = server.reload(configuration: configuration, tls: tls, directory: directory)
+    notes.forEach { logger.warning("reload: \($0)") }
+    let summary = "reloaded \(configPath): new connections use it (\(server.registry.count) sessions open carry on)"
+    logger.notice("\(summary)")
+    return AdminResponse(ok: true, message: ([summary] + notes).joined(separator: "\n"))
 }
 
 /// SIGTERM/SIGINT: stop accepting at once (the listeners close, so a load balancer's probe
@@ -282,8 +297,10 @@ private final class ResultBox: @unchecked Sendable {
 
 struct Reload: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Check the configuration, then ask the running service to load it (SIGHUP).",
+        abstract: "Check the configuration, then ask the running service to load it.",
         discussion: """
+            Asks through the admin socket and prints the service's answer (listeners opened or closed, \
+            a new directory connection, or why it refused); without the socket, sends SIGHUP to --pid / --pid-file. \
             New connections get the new certificates and settings; open sessions carry on. \
             A configuration that does not pass check-config is not sent: the service keeps running as it is.
             """)
@@ -298,6 +315,18 @@ struct Reload: ParsableCommand {
 
     func run() throws {
         _ = try options.loadWithTLS()
+        // Through the admin socket the service answers: what it applied, or why it refused.
+        do {
+            let client = AdminClient(socketPath: try ConfigLoader(path: options.config).adminSocketPath())
+            let response = try client.send(AdminRequest(command: .reload))
+            guard response.ok else { fail(.refused, response.error ?? "reload refused") }
+            print(response.message ?? "reloaded")
+            return
+        } catch let failure as AdminClient.Failure where failure.status == .noDaemon {
+            // No socket (an older service, or one started with another admin.socket): signal it.
+        } catch let failure as AdminClient.Failure {
+            fail(failure.status, failure.message)
+        }
         let target: Int32
         if let pid {
             target = pid

@@ -54,4 +54,44 @@ extension ProxyIntegrationTests {
         XCTAssertFalse((verify.stdout + verify.stderr).contains("mailswitch.service:"), "no warnings: \(verify.stderr)")
         XCTAssertTrue(unit.contains("Type=notify") && unit.contains("WatchdogSec="), "the unit is Type=notify with a watchdog")
     }
+
+    func testReloadUnder200SessionsDropsNoneAndAppliesListenersAndRouting() throws {
+        let instance = try MailSwitchInstance(name: "reloader", labDirectory: Self.labDirectory,
+                                              edits: MailSwitchInstance.movedListeners(by: 8700))
+        defer { instance.stop() }
+        XCTAssertTrue(Harness.waitForPort(9843) && Harness.waitForPort(9810), instance.log)
+        let imap = try hold((1...50).map { String(format: "user%04d", $0) }, perUser: 4, port: "9843")
+        let pop3 = try hold(["user0051"], proto: "pop3", port: "9810")
+        assertLands(try imapLogin("dave", "dave-secret", port: "9843"), on: "legacy", "default backend before the reload")
+
+        // New routing (the default backend), one listener removed, one added.
+        var text = try String(contentsOfFile: instance.configPath, encoding: .utf8)
+        text = text.replacingOccurrences(of: "default_backend: legacy", with: "default_backend: new")
+            .replacingOccurrences(of: "    address: \"127.0.0.1:9810\"\n    tls: starttls\n",
+                                  with: "    address: \"127.0.0.1:9899\"\n    tls: none\n")
+        XCTAssertTrue(text.contains("127.0.0.1:9899"), "the test's edit applies to the example's layout")
+        try text.write(toFile: instance.configPath, atomically: true, encoding: .utf8)
+        let reload = try cli(["reload"], instance: instance)
+        XCTAssertEqual(reload.status, 0, reload.stderr)
+        XCTAssertTrue(reload.stdout.contains("reloaded"), reload.stdout)
+
+        XCTAssertThrowsError(try RawClient(port: 9810, timeout: 1), "the removed listener refuses")
+        let added = try pop3Login("bob", "bob-secret", port: "9899")
+        XCTAssertEqual(added["ok"] as? Bool, true, "the added listener accepts: \(added)")
+        assertLands(try imapLogin("dave", "dave-secret", port: "9843"), on: "new", "the next login uses the new default")
+
+        // A configuration that does not load is refused with its reason; the service keeps serving.
+        try (text + "\nnonsense_key: 1\n").write(toFile: instance.configPath, atomically: true, encoding: .utf8)
+        let refused = try cli(["reload"], instance: instance)
+        XCTAssertNotEqual(refused.status, 0)
+        XCTAssertTrue(refused.stderr.contains("nonsense_key"), refused.stderr)
+        assertLands(try imapLogin("alice", "alice-secret", port: "9843"), on: "legacy", "still serving")
+
+        imap.stop()
+        pop3.stop()
+        let held = sessions(try imap.result()) + sessions(try pop3.result())
+        XCTAssertEqual(held.count, 201)
+        XCTAssertEqual(held.filter { $0["ended_by_server"] as? Bool == true }.count, 0,
+                       "no session was dropped by the reloads, not even on the removed listener")
+    }
 }
