@@ -1,4 +1,5 @@
 import Dispatch
+import Foundation
 import Directory
 import MailProtocol
 import Routing
@@ -145,11 +146,14 @@ extension ProxyServer {
         let cache = router.statistics
         let holdCount = holds.all.count
         let bound = boundAddresses
+        let file = loadedConfiguration
         watcher.state { feed, changes in
             var byBackend: [String: Int] = [:]
             for session in sessions where session.entry.phase == .relaying { byBackend[session.entry.backend ?? "?", default: 0] += 1 }
             var response = AdminResponse(ok: true)
             response.status = [
+                "version": MailSwitchVersion.current,
+                "configuration": "\(file.path), loaded \(Int(Date().timeIntervalSince1970 - file.at))s ago",
                 "uptime": "\(uptime)s",
                 "sessions": "\(sessions.count)",
                 "sessions by backend": byBackend.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "),
@@ -212,4 +216,9 @@ public enum RouteReport {
         guard let store = hold.readOnlyStore else { return hold.message }
         return "read-only on \(store): \(hold.message)"
     }
+}
+
+/// The version `mailswitch status` and `--version` report.
+public enum MailSwitchVersion {
+    public static let current = "0.5.0"
 }

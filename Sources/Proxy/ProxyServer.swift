@@ -37,6 +37,8 @@ public final class ProxyServer: Sendable {
     private let context: SharedContext
     /// The open listeners with the configuration each was opened for.
     private let listeners = Mutex<[(configuration: ListenerConfiguration, listener: Listener)]>([])
+    /// The configuration file and when it was last loaded (for `mailswitch status`).
+    private let loaded = Mutex<(path: String, at: Double)>(("", 0))
     /// How the admin socket's `reload` reloads (set by the executable, which knows the file).
     private let reloadHandler = Mutex<(@Sendable () -> AdminResponse)?>(nil)
     private let admin = Mutex<AdminServer?>(nil)
@@ -124,6 +126,13 @@ public final class ProxyServer: Sendable {
         }
         listeners.withLock { $0 = opened }
     }
+
+    /// Records which file the running configuration came from, and when (seconds since the epoch).
+    public func noteConfiguration(path: String, loadedAt: Double) {
+        loaded.withLock { $0 = (path, loadedAt) }
+    }
+
+    var loadedConfiguration: (path: String, at: Double) { loaded.withLock { $0 } }
 
     /// The admin socket's `reload`: the executable provides what reading the file takes.
     public func setReloadHandler(_ handler: @escaping @Sendable () -> AdminResponse) {

@@ -13,6 +13,7 @@ struct MailSwitch: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mailswitch",
         abstract: "IMAP/POP3 proxy that routes each login to the store LDAP names for the user.",
+        version: MailSwitchVersion.current,
         subcommands: [Serve.self, CheckConfig.self, Route.self, Reload.self, Sessions.self, Kick.self, Hold.self,
                       Release.self, Holds.self, Status.self])
 }
@@ -83,6 +84,7 @@ struct Serve: ParsableCommand {
                 throw ExitCode(1)
             }
         }
+        server.noteConfiguration(path: options.config, loadedAt: Date().timeIntervalSince1970)
         let notifier = ServiceNotifier()
         installTerminationHandlers(server: server, grace: configuration.shutdownGraceSeconds, notifier: notifier, logger: logger)
         installReloadHandler(server: server, configPath: options.config, notifier: notifier, logger: logger)
@@ -125,6 +127,7 @@ private func reloadService(server: ProxyServer, configPath: String, notifier: Se
     tls.warnings.forEach { logger.warning("\($0)") }
     let directory = configuration.directory == server.configuration.directory ? nil : LDAPDirectory(configuration: configuration.directory)
     let notes = server.reload(configuration: configuration, tls: tls, directory: directory)
+    server.noteConfiguration(path: configPath, loadedAt: Date().timeIntervalSince1970)
     notes.forEach { logger.warning("reload: \($0)") }
     let summary = "reloaded \(configPath): new connections use it (\(server.registry.count) sessions open carry on)"
     logger.notice("\(summary)")

@@ -307,6 +307,12 @@ extension ProxyIntegrationTests {
         try text.write(toFile: missing, atomically: true, encoding: .utf8)
         let none = try Harness.run(Harness.mailswitchBinary.path, ["sessions", "--config", missing])
         XCTAssertEqual(none.status, 3, "no daemon: \(none.stderr)")
+        let status = try cli(["status"])
+        XCTAssertEqual(status.status, 0, status.stderr)
+        for line in ["version: ", "configuration: \(Self.proxy!.configPath), loaded ", "uptime: ", "listeners: 127.0.0.1:1143",
+                     "change feed: sync: following ldap://127.0.0.1:3389", "route cache: ", "sessions by backend: "] {
+            XCTAssertTrue(status.stdout.contains(line), "\(line) in \(status.stdout)")
+        }
         let route = try cli(["route", "alice"])
         XCTAssertEqual(route.status, 0, route.stderr)
         XCTAssertTrue(route.stdout.contains("source:    cache") || route.stdout.contains("source:    directory"), route.stdout)
