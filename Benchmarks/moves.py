@@ -92,6 +92,7 @@ CONFIGS = [
     ("cold", {"cache_ttl": '"1ms"', "negative_cache_ttl": '"1ms"', "change_feed": "sync"}),
     ("cold, feed off", {"cache_ttl": '"1ms"', "negative_cache_ttl": '"1ms"', "change_feed": "off"}),
 ]
+BASELINE = "before"
 CONFIG_NOTES = {
     "warm": "cache_ttl 60s, change_feed sync, routes cached by a pass first",
     "cold": "cache_ttl/negative_cache_ttl 1ms (every login asks LDAP), change_feed sync",
@@ -234,13 +235,13 @@ def configure(text, settings):
 class Mailswitch:
     """One fresh `mailswitch serve` with the bench configuration plus `settings`."""
 
-    def __init__(self, binary, state, work, label, settings):
+    def __init__(self, binary, state, work, label, settings, example=peers.EXAMPLE_CONFIG):
         self.label = label
         d = os.path.join(work, "mailswitch-" + re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-"))
         os.makedirs(d, exist_ok=True)
         self.config = os.path.join(d, "mailswitch.yaml")
         with open(self.config, "w") as f:
-            f.write(configure(peers.mailswitch_config(state, LISTEN), settings))
+            f.write(configure(peers.mailswitch_config(state, LISTEN, example), settings))
         check = subprocess.run([binary, "check-config", "--config", self.config], stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True, timeout=60)
         if check.returncode != 0:
@@ -338,6 +339,16 @@ def part_a(options, binary, state, work, loadgen, slapd_pid, report):
                    "users": len(users), "runs": runs}
     systems = [name for name, _ in CONFIGS] + ["direct"]
     settings = dict(CONFIGS)
+    if options.baseline_binary:
+        # The release before the route cache, the feed and the registry, with its own example
+        # configuration (it knows none of the new keys): "today's figures", measured in this run.
+        example = os.path.join(work, "baseline-example.yaml")
+        with open(example, "w") as f:
+            f.write(subprocess.run(["git", "-C", REPO, "show", "%s:config/mailswitch.example.yaml" % options.baseline_rev],
+                                   stdout=subprocess.PIPE, check=True, text=True).stdout)
+        systems.insert(0, BASELINE)
+        settings[BASELINE] = {}
+        CONFIG_NOTES[BASELINE] = "the release before this change (%s), one LDAP search per login" % options.baseline_rev
     store_pids = [state["pids"][name] for name in ("legacy", "new") if state["pids"].get(name)]
     for round_ in range(1, options.rounds + 1):
         for system in systems:
@@ -349,9 +360,12 @@ def part_a(options, binary, state, work, loadgen, slapd_pid, report):
                 say("  %s logins/s, p50 %s µs, p99 %s µs, %d errors" % (
                     run["logins_per_s"], run["p50_us"], run["p99_us"], run["errors"]))
                 continue
-            proxy = Mailswitch(binary, state, work, "%s r%d" % (system, round_), settings[system])
+            if system == BASELINE:
+                proxy = Mailswitch(options.baseline_binary, state, work, "%s r%d" % (system, round_), {}, example)
+            else:
+                proxy = Mailswitch(binary, state, work, "%s r%d" % (system, round_), settings[system])
             try:
-                if settings[system]["change_feed"] == "sync":
+                if settings[system].get("change_feed") == "sync":
                     run["feed_sync_s"] = proxy.wait_feed()
                 time.sleep(0.5)
                 if system == "warm":
@@ -423,6 +437,9 @@ def ratios_a(runs, summary):
         "cold_over_direct_logins": entry("cold", "direct", "logins_per_s"),
         "warm_over_cold_logins": entry("warm", "cold", "logins_per_s"),
         "cold_over_cold_off_logins": entry("cold", "cold, feed off", "logins_per_s"),
+        "warm_over_before_proxy_cpu": entry("warm", BASELINE, "proxy_cpu_ms_per_login"),
+        "warm_over_before_logins": entry("warm", BASELINE, "logins_per_s"),
+        "cold_over_before_proxy_cpu": entry("cold", BASELINE, "proxy_cpu_ms_per_login"),
     }
 
 
@@ -904,7 +921,7 @@ def markdown(report):
             CONCURRENCY, a["seconds"], a["rounds"]), "",
             "| configuration | logins/s | p50 µs | p99 µs | proxy CPU ms/login | slapd CPU ms/login | loadgen CPU | other CPU | errors |",
             "|---|---|---|---|---|---|---|---|---|"]
-        for system in [name for name, _ in CONFIGS] + ["direct"]:
+        for system in [BASELINE] + [name for name, _ in CONFIGS] + ["direct"]:
             if system not in s:
                 continue
             r = s[system]
@@ -927,7 +944,10 @@ def markdown(report):
                 "| warm / direct, logins/s | %s |" % ratio_text(rt["warm_over_direct_logins"]),
                 "| cold / direct, logins/s | %s |" % ratio_text(rt["cold_over_direct_logins"]),
                 "| warm / cold, logins/s | %s |" % ratio_text(rt["warm_over_cold_logins"]),
-                "| cold / cold feed off, logins/s | %s |" % ratio_text(rt["cold_over_cold_off_logins"]), "",
+                "| cold / cold feed off, logins/s | %s |" % ratio_text(rt["cold_over_cold_off_logins"]),
+                "| warm / before, proxy CPU per login | %s |" % ratio_text(rt["warm_over_before_proxy_cpu"]),
+                "| cold / before, proxy CPU per login | %s |" % ratio_text(rt["cold_over_before_proxy_cpu"]),
+                "| warm / before, logins/s | %s |" % ratio_text(rt["warm_over_before_logins"]), "",
                 "Per run, CPU = utime+stime of the process (/proc) before and after the load generator, ÷ every "
                 "login it made (the 1 s warm-up included). Loadgen CPU: the generator's share of one core in "
                 "the window. Other CPU: cores used meanwhile by everything but mailswitch, slapd, the stores and "
@@ -1045,6 +1065,9 @@ def main():
     parser.add_argument("--parts", default="a,b", help="a, b or a,b (default)")
     parser.add_argument("--out", default=os.path.join(REPO, "results"), help="output directory (default results/)")
     parser.add_argument("--keep-logs", action="store_true", help="also copy part B's mailswitch log to DIR")
+    parser.add_argument("--baseline-binary", help="A: also run this mailswitch (the previous release) as \"before\"")
+    parser.add_argument("--baseline-rev", default="HEAD~1",
+                        help="A: the git revision whose config/mailswitch.example.yaml the baseline reads")
     parser.add_argument("--timeout", type=float, default=900, help="overall limit in seconds (default 900)")
     options = parser.parse_args()
     options.seconds = options.seconds or (5.0 if options.quick else 10.0)
