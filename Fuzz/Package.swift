@@ -28,10 +28,13 @@ let package = Package(
     targets: [
         // libFuzzer's driver entry point and the helpers the fuzzers share.
         .target(name: "FuzzSupport", swiftSettings: [.enableExperimentalFeature("Extern")]),
+        // The IMAP and POP3 backend-login fuzzers share one run and one set of invariants.
+        .target(name: "BackendLoginHarness",
+                dependencies: ["FuzzSupport", .product(name: "MailProtocol", package: parent)]),
     ] + fuzzers.map { name in
         // One file each, with `@_cdecl("LLVMFuzzerTestOneInput")`.
         .executableTarget(name: name,
-                          dependencies: ["FuzzSupport", .product(name: "MailProtocol", package: parent)],
+                          dependencies: ["FuzzSupport", "BackendLoginHarness", .product(name: "MailProtocol", package: parent)],
                           path: "Sources/\(name)")
     },
     swiftLanguageModes: [.v6]

@@ -499,8 +499,14 @@ final class ClientSession: SessionControl, @unchecked Sendable {
         case .error(let message): how = "error: \(message)"
         case .stopped: how = endReason?.rawValue ?? "stopped"
         }
-        logger.info("session ended (\(how))", metadata: ["in": "\(totals.clientToBackend)", "out": "\(totals.backendToClient)",
-                                                       "relay": "\(totals.spliced ? "splice" : "copy")"])
+        // One line that says it all: who, from where, through which listener, to which store,
+        // for how long, how much each way, and how it ended.
+        let seconds = (Double(time(nil)) - startedAt).rounded()
+        logger.info("session ended (\(how))", metadata: [
+            "in": "\(totals.clientToBackend)", "out": "\(totals.backendToClient)", "relay": "\(totals.spliced ? "splice" : "copy")",
+            "listener": "\(listener.address)", "backend": "\(route?.backend.name ?? "?")", "host": "\(route?.host ?? "?")",
+            "duration": "\(Int(seconds))s",
+        ])
         metrics.relayEnded(totals, backend: route?.backend.name ?? "", proxyReason: endReason)
         relay = nil
         backend = nil

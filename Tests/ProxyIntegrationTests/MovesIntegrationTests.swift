@@ -56,7 +56,11 @@ extension ProxyIntegrationTests {
         let closedAt = try XCTUnwrap(session["closed_at"] as? Double)
         XCTAssertLessThan(closedAt - flipped, 1.0, "ended within a second of ldapmodify")
         assertLands(try imapLogin("user0003", password("user0003")), on: "new", "the next login")
-        XCTAssertTrue(Self.proxy!.log.contains("session ended (route change)"), "the log says why")
+        let line = Self.proxy!.log.split(separator: "\n").last { $0.contains("session ended (route change)") && $0.contains("user=user0003") }
+        XCTAssertNotNil(line, "the log says why")
+        for field in ["listener=127.0.0.1:1143", "backend=legacy", "host=127.0.0.1:10143", "duration=", "client=127.0.0.1:", "in=", "out="] {
+            XCTAssertTrue(line?.contains(field) ?? false, "\(field) in \(line ?? "")")
+        }
     }
 
     func testOnlyTheMovedUsersSessionsEnd() throws {
