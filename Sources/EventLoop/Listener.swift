@@ -15,10 +15,20 @@ public final class Listener: @unchecked Sendable {
     private var paused = false
 
     /// `onAccept` runs on the connection's own loop.
-    public init(address: SocketAddress, group: EventLoopGroup,
+    /// `inherited`: a listening socket the service manager opened for us (socket activation);
+    /// otherwise one is bound to `address`.
+    public init(address: SocketAddress, inherited: Int32? = nil, group: EventLoopGroup,
                 onAccept: @escaping @Sendable (_ fd: Int32, _ peer: SocketAddress, _ loop: EventLoop) -> Void,
                 onError: @escaping @Sendable (SystemError) -> Void) throws(SystemError) {
-        let fd = try Socket.listen(on: address)
+        let fd: Int32
+        if let inherited {
+            // Accepting must never block the loop.
+            _ = fcntl(inherited, F_SETFL, fcntl(inherited, F_GETFL) | O_NONBLOCK)
+            _ = fcntl(inherited, F_SETFD, FD_CLOEXEC)
+            fd = inherited
+        } else {
+            fd = try Socket.listen(on: address)
+        }
         self.fd = fd
         self.address = Socket.localAddress(of: fd) ?? address
         self.group = group

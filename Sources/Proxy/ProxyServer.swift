@@ -37,6 +37,15 @@ public final class ProxyServer: Sendable {
     private let context: SharedContext
     /// The open listeners with the configuration each was opened for.
     private let listeners = Mutex<[(configuration: ListenerConfiguration, listener: Listener)]>([])
+    /// Listening sockets passed by the service manager, by bound address, until a listener takes them.
+    private let activated = Mutex<[String: Int32]>([:])
+
+    /// Sockets from systemd's socket activation: a configured listener on the same address
+    /// uses its socket instead of binding one.
+    public func adoptSockets(_ sockets: [String: Int32]) {
+        activated.withLock { $0 = sockets }
+    }
+
     /// The configuration file and when it was last loaded (for `mailswitch status`).
     private let loaded = Mutex<(path: String, at: Double)>(("", 0))
     /// How the admin socket's `reload` reloads (set by the executable, which knows the file).
@@ -175,6 +184,9 @@ public final class ProxyServer: Sendable {
             throw error
         }
         listeners.withLock { $0 = opened }
+        for (address, _) in activated.withLock({ $0 }) {
+            logger.warning("the service manager passed a socket on \(address), which no listener is configured for")
+        }
         watcher.start()
     }
 
@@ -223,7 +235,9 @@ public final class ProxyServer: Sendable {
             throw ConfigurationError("listener address \(listener.address) must be a numeric IP address")
         }
         let logger = self.logger
-        let opened = try Listener(address: address, group: group, onAccept: { [unowned self] fd, peer, loop in
+        let inherited = activated.withLock { $0.removeValue(forKey: address.description) }
+        if inherited != nil { logger.info("\(address): using the socket the service manager passed") }
+        let opened = try Listener(address: address, inherited: inherited, group: group, onAccept: { [unowned self] fd, peer, loop in
             let snapshot = self.context.withLock { $0 }
             let session = ClientSession(fd: fd, peer: peer, loop: loop, listener: listener, context: snapshot)
             session.start()

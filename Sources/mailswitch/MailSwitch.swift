@@ -2,6 +2,7 @@ import ArgumentParser
 import Dispatch
 import Synchronization
 import Directory
+import EventLoop
 import Foundation
 import Logging
 import Proxy
@@ -71,6 +72,7 @@ struct Serve: ParsableCommand {
         do {
             server = try ProxyServer(configuration: configuration, tls: tls, directory: directory, logger: logger,
                                      loopCount: loops ?? ProcessInfo.processInfo.activeProcessorCount)
+            server.adoptSockets(SocketActivation.inherited(environment: ProcessInfo.processInfo.environment))
             try server.start()
         } catch {
             logger.critical("cannot start: \(error)")

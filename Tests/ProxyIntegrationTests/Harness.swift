@@ -130,7 +130,7 @@ final class MailSwitchInstance {
     /// `arguments` go to `serve` after the configuration.
     /// `keepState`: keep the holds a previous run of the same instance left (restart tests).
     init(name: String, labDirectory: String, keepState: Bool = false, edits: [(String, String)] = [],
-         arguments: [String] = [], environment: [String: String] = [:]) throws {
+         arguments: [String] = [], environment: [String: String] = [:], launcher: [String] = []) throws {
         var text = try String(contentsOf: Harness.repository.appendingPathComponent("config/mailswitch.example.yaml"), encoding: .utf8)
         text = text.replacingOccurrences(of: "/etc/mailswitch/ldap.secret", with: "\(labDirectory)/ldap.secret")
             .replacingOccurrences(of: "/etc/mailswitch/tls/", with: "\(labDirectory)/tls/")
@@ -146,8 +146,14 @@ final class MailSwitchInstance {
         logPath = "\(labDirectory)/\(name).log"
         try text.write(toFile: configPath, atomically: true, encoding: .utf8)
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
-        process.executableURL = Harness.mailswitchBinary
-        process.arguments = ["serve", "--config", configPath] + arguments
+        // `launcher`: a program that starts mailswitch (systemd-socket-activate, for example).
+        if let program = launcher.first {
+            process.executableURL = URL(fileURLWithPath: program)
+            process.arguments = Array(launcher.dropFirst()) + [Harness.mailswitchBinary.path, "serve", "--config", configPath] + arguments
+        } else {
+            process.executableURL = Harness.mailswitchBinary
+            process.arguments = ["serve", "--config", configPath] + arguments
+        }
         if !environment.isEmpty {
             process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         }

@@ -94,4 +94,28 @@ extension ProxyIntegrationTests {
         XCTAssertEqual(held.filter { $0["ended_by_server"] as? Bool == true }.count, 0,
                        "no session was dropped by the reloads, not even on the removed listener")
     }
+
+    func testSocketActivationHandsTheListenerItsSocket() throws {
+        // Tests/Fixtures/activate.py listens, then becomes mailswitch with the socket as descriptor 3,
+        // as systemd does with mailswitch.socket.
+        let activate = Harness.repository.appendingPathComponent("Tests/Fixtures/activate.py").path
+        let instance = try MailSwitchInstance(name: "activated", labDirectory: Self.labDirectory,
+                                              edits: MailSwitchInstance.movedListeners(by: 8800),
+                                              launcher: ["/usr/bin/env", "python3", activate, "127.0.0.1:9943"])
+        defer { instance.stop() }
+        XCTAssertTrue(Harness.waitForPort(9943), instance.log)
+        assertLands(try imapLogin("alice", "alice-secret", port: "9943"), on: "legacy", "through the passed socket")
+        XCTAssertTrue(instance.log.contains("127.0.0.1:9943: using the socket the service manager passed"), instance.log)
+        XCTAssertTrue(Harness.waitForPort(9910), "listeners without a passed socket bind their own: \(instance.log)")
+        // The socket unit verifies beside its service (systemd pairs them by name).
+        let directory = Self.labDirectory + "/units"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        for name in ["mailswitch.socket", "mailswitch.service"] {
+            let unit = try String(contentsOf: Harness.repository.appendingPathComponent("systemd/\(name)"), encoding: .utf8)
+                .replacingOccurrences(of: "/usr/local/bin/mailswitch", with: Harness.mailswitchBinary.path)
+            try unit.write(toFile: "\(directory)/\(name)", atomically: true, encoding: .utf8)
+        }
+        let verify = try Harness.run("systemd-analyze", ["verify", directory + "/mailswitch.socket", directory + "/mailswitch.service"])
+        XCTAssertEqual(verify.status, 0, verify.stdout + verify.stderr)
+    }
 }
