@@ -140,6 +140,9 @@ final class MailSwitchInstance {
             guard text.contains(old) else { throw HarnessError("config edit: \(old) not found") }
             text = text.replacingOccurrences(of: old, with: new)
         }
+        // Debug level everywhere: scripts/test checks afterwards that no log of the run holds a
+        // password or a SASL payload (Tests/Fixtures/logcheck.py).
+        text = text.replacingOccurrences(of: "  level: info ", with: "  level: debug ")
         configPath = "\(labDirectory)/\(name).yaml"
         // A hold left by an earlier run of the same instance must not leak into this one.
         if !keepState { try? FileManager.default.removeItem(atPath: "\(labDirectory)/\(name)-holds.json") }
