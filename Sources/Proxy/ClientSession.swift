@@ -237,11 +237,8 @@ final class ClientSession: SessionControl, @unchecked Sendable {
         guard state == .loggingIn else { return }
         let hold = request.flatMap { context.holds.hold(for: $0.credentials.mailboxUser) }
         let decision = context.configuration.routing.decide(answer.result, service: listener.service, hold: hold?.operatorHold)
-        if case .found(let dn, _) = answer.result {
-            context.registry.update(id) { $0.target = decision.target; $0.dn = dn }
-        } else {
-            context.registry.update(id) { $0.target = decision.target }
-        }
+        let dn: String? = if case .found(let dn, _) = answer.result { dn } else { nil }
+        context.registry.update(id) { $0.target = decision.target; $0.dn = dn }
         switch decision {
         case .unknownUser(let why):
             refuse(.authenticationFailed, "no route: \(why)")

@@ -91,9 +91,12 @@ public final class SessionRegistry: Sendable {
             guard let session = state.sessions[id] else { return }
             var entry = session.entry
             change(&entry)
-            state.index(session.entry, add: false)
+            // Most updates (phase, TLS, target) leave the indexed keys alone: reindex only when
+            // one of them moved.
+            let moved = entry.user != session.entry.user || entry.backend != session.entry.backend || entry.dn != session.entry.dn
+            if moved { state.index(session.entry, add: false) }
             state.sessions[id] = Session(entry: entry, control: session.control)
-            state.index(entry, add: true)
+            if moved { state.index(entry, add: true) }
         }
     }
 
