@@ -18,9 +18,12 @@ A. Login cost of the route cache and the change feed. A bench lab (scripts/lab.p
      cold            cache_ttl and negative_cache_ttl "1ms": every login asks LDAP, as before
                      the cache existed; change_feed sync
      cold, feed off  the same with change_feed off: what the feed itself costs
+     warm, metrics off
+                     warm without the metrics block: what recording metrics costs (every
+                     swift-metrics handle is then the no-op one)
      direct          the stores themselves (each user to its own store), for the ratio
    each mailswitch a fresh process (Benchmarks/peers.py's bench configuration, listeners on
-   127.0.0.1:1443/1410/2293/2295). The four run in turn, in --rounds rounds (default 3),
+   127.0.0.1:1443/1410/2293/2295). They run in turn (--configs picks some), in --rounds rounds (default 3),
    and the report gives the median and min-max over the rounds: latencies on these VMs are
    bimodal. Per run: logins/s, p50/p99 login latency, CPU ms per login of mailswitch and of
    slapd (utime+stime from /proc, before/after, divided by every login of the run, warm-up
@@ -91,12 +94,16 @@ CONFIGS = [
     ("warm", {"cache_ttl": '"60s"', "negative_cache_ttl": '"10s"', "change_feed": "sync"}),
     ("cold", {"cache_ttl": '"1ms"', "negative_cache_ttl": '"1ms"', "change_feed": "sync"}),
     ("cold, feed off", {"cache_ttl": '"1ms"', "negative_cache_ttl": '"1ms"', "change_feed": "off"}),
+    # What recording metrics costs (issue 11: within 3 %): "warm" without the metrics block, so
+    # that every swift-metrics handle is the no-op one.
+    ("warm, metrics off", {"cache_ttl": '"60s"', "negative_cache_ttl": '"10s"', "change_feed": "sync", "metrics": None}),
 ]
 BASELINE = "before"
 CONFIG_NOTES = {
     "warm": "cache_ttl 60s, change_feed sync, routes cached by a pass first",
     "cold": "cache_ttl/negative_cache_ttl 1ms (every login asks LDAP), change_feed sync",
     "cold, feed off": "as cold, change_feed off",
+    "warm, metrics off": "as warm, without the metrics block (nothing recorded)",
     "direct": "the stores themselves (Dovecot)",
 }
 # Part B: the defaults of config/mailswitch.example.yaml, written out.
@@ -117,6 +124,11 @@ class BenchError(Exception):
 class Interrupted(KeyboardInterrupt):
     """SIGINT/SIGTERM/the overall timeout. A KeyboardInterrupt, so that asyncio passes it on
     (it swallows other exceptions raised in callbacks) and the teardown runs."""
+
+
+def slug(name):
+    """A configuration's name on the command line: "warm, metrics off" is warm-metrics-off."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
 def say(message):
@@ -224,8 +236,14 @@ def log_summary(path, limit=40):
 # mailswitch
 
 def configure(text, settings):
-    """Sets `  key: value` (directory and routing keys are indented two spaces) once each."""
+    """Sets `  key: value` (directory and routing keys are indented two spaces) once each; a
+    value None removes the top-level block `key:` instead."""
     for key, value in settings.items():
+        if value is None:
+            text, n = re.subn(r"^%s:\n(?:  .*\n)*" % re.escape(key), "", text, flags=re.M)
+            if n != 1:
+                raise BenchError("configuration: block %r found %d times" % (key, n))
+            continue
         text, n = re.subn(r"^  %s: .*$" % re.escape(key), lambda m: "  %s: %s" % (key, value), text, flags=re.M)
         if n != 1:
             raise BenchError("configuration: %r found %d times" % (key, n))
@@ -337,7 +355,7 @@ def part_a(options, binary, state, work, loadgen, slapd_pid, report):
     runs = []
     report["a"] = {"seconds": options.seconds, "concurrency": CONCURRENCY, "rounds": options.rounds,
                    "users": len(users), "runs": runs}
-    systems = [name for name, _ in CONFIGS] + ["direct"]
+    systems = [name for name, _ in CONFIGS if name in options.configs] + ["direct"]
     settings = dict(CONFIGS)
     if options.baseline_binary:
         # The release before the route cache, the feed and the registry, with its own example
@@ -368,7 +386,7 @@ def part_a(options, binary, state, work, loadgen, slapd_pid, report):
                 if settings[system].get("change_feed") == "sync":
                     run["feed_sync_s"] = proxy.wait_feed()
                 time.sleep(0.5)
-                if system == "warm":
+                if system.startswith("warm"):
                     # One login per user, so that every route is in the cache.
                     warm = loadgen_run(loadgen, ["login", "--protocol", "imap", "--concurrency", str(CONCURRENCY),
                                                  "--count", str(len(users))], via_proxy, 60)
@@ -437,6 +455,9 @@ def ratios_a(runs, summary):
         "cold_over_direct_logins": entry("cold", "direct", "logins_per_s"),
         "warm_over_cold_logins": entry("warm", "cold", "logins_per_s"),
         "cold_over_cold_off_logins": entry("cold", "cold, feed off", "logins_per_s"),
+        "warm_over_metrics_off_proxy_cpu": entry("warm", "warm, metrics off", "proxy_cpu_ms_per_login"),
+        "warm_over_metrics_off_logins": entry("warm", "warm, metrics off", "logins_per_s"),
+        "warm_over_metrics_off_p50": entry("warm", "warm, metrics off", "p50_us"),
         "warm_over_before_proxy_cpu": entry("warm", BASELINE, "proxy_cpu_ms_per_login"),
         "warm_over_before_logins": entry("warm", BASELINE, "logins_per_s"),
         "cold_over_before_proxy_cpu": entry("cold", BASELINE, "proxy_cpu_ms_per_login"),
@@ -904,9 +925,10 @@ def markdown(report):
     o = report["options"]
     ran = ["a bench lab (slapd with 2,000 users on 127.0.0.1:3689, port offset 300)"]
     if "a" in o["parts"]:
-        ran.append("A: plain IMAP logins at concurrency %d for %g s windows (after 1 s of warm-up) against three "
+        ran.append("A: plain IMAP logins at concurrency %d for %g s windows (after 1 s of warm-up) against %d "
                    "fresh mailswitch configurations and against the Dovecot stores directly, interleaved over "
-                   "%d round%s" % (CONCURRENCY, o["seconds"], o["rounds"], "" if o["rounds"] == 1 else "s"))
+                   "%d round%s" % (CONCURRENCY, o["seconds"], len(o.get("configs") or CONFIGS), o["rounds"],
+                                          "" if o["rounds"] == 1 else "s"))
     if "b" in o["parts"]:
         ran.append("B: %d idle IMAP sessions through a fresh mailswitch (synthetic stores), then 1 user and %d "
                    "users moved, each by one ldapmodify" % (o["sessions"], o["moved_users"]))
@@ -945,6 +967,9 @@ def markdown(report):
                 "| cold / direct, logins/s | %s |" % ratio_text(rt["cold_over_direct_logins"]),
                 "| warm / cold, logins/s | %s |" % ratio_text(rt["warm_over_cold_logins"]),
                 "| cold / cold feed off, logins/s | %s |" % ratio_text(rt["cold_over_cold_off_logins"]),
+                "| warm / warm metrics off, proxy CPU per login (what metrics cost) | %s |" % ratio_text(rt["warm_over_metrics_off_proxy_cpu"]),
+                "| warm / warm metrics off, logins/s | %s |" % ratio_text(rt["warm_over_metrics_off_logins"]),
+                "| warm / warm metrics off, p50 login latency | %s |" % ratio_text(rt["warm_over_metrics_off_p50"]),
                 "| warm / before, proxy CPU per login | %s |" % ratio_text(rt["warm_over_before_proxy_cpu"]),
                 "| cold / before, proxy CPU per login | %s |" % ratio_text(rt["cold_over_before_proxy_cpu"]),
                 "| warm / before, logins/s | %s |" % ratio_text(rt["warm_over_before_logins"]), "",
@@ -1058,11 +1083,14 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="5 s windows instead of 10 s")
     parser.add_argument("--seconds", type=float, help="A: measurement window per run (default 10, 5 with --quick)")
-    parser.add_argument("--rounds", type=int, default=3, help="A: rounds of all four (default 3)")
+    parser.add_argument("--rounds", type=int, default=3, help="A: rounds of every configuration (default 3)")
     parser.add_argument("--sessions", type=int, default=9000, help="B: idle sessions (default 9000)")
     parser.add_argument("--moved-users", type=int, default=1000, help="B: users in the big move (default 1000)")
     parser.add_argument("--open-concurrency", type=int, default=100, help="B: logins in flight (default 100)")
     parser.add_argument("--parts", default="a,b", help="a, b or a,b (default)")
+    parser.add_argument("--configs", default=",".join(slug(name) for name, _ in CONFIGS),
+                        help="A: the mailswitch configurations to run, comma-separated (default all: %s); "
+                             "direct always runs" % ",".join(slug(name) for name, _ in CONFIGS))
     parser.add_argument("--out", default=os.path.join(REPO, "results"), help="output directory (default results/)")
     parser.add_argument("--keep-logs", action="store_true", help="also copy part B's mailswitch log to DIR")
     parser.add_argument("--baseline-binary", help="A: also run this mailswitch (the previous release) as \"before\"")
@@ -1076,6 +1104,11 @@ def main():
         parser.error("--parts: a, b or a,b")
     if options.rounds < 1 or options.sessions < 1 or options.moved_users < 1:
         parser.error("--rounds, --sessions and --moved-users must be at least 1")
+    known = {slug(name): name for name, _ in CONFIGS}
+    chosen = [c.strip() for c in options.configs.split(",") if c.strip()]
+    if not chosen or set(chosen) - set(known):
+        parser.error("--configs: some of %s" % ",".join(known))
+    options.configs = [known[c] for c in chosen]
     if os.geteuid() != 0:
         sys.exit("moves.py: run as root (scripts/lab.py needs it)")
     binary = os.path.abspath(os.environ.get("MAILSWITCH_BINARY") or DEFAULT_BINARY)
@@ -1103,7 +1136,8 @@ def main():
     lab_dir = os.path.join(work, "lab")
     report = {"command": " ".join(["scripts/bench", "moves"] + sys.argv[1:]),
               "options": {"seconds": options.seconds, "rounds": options.rounds, "sessions": options.sessions,
-                          "moved_users": options.moved_users, "parts": sorted(parts), "quick": options.quick},
+                          "moved_users": options.moved_users, "parts": sorted(parts), "quick": options.quick,
+                          "configs": options.configs},
               "listeners": LISTEN, "errors": []}
     lab_up = False
     exit_code = 0
