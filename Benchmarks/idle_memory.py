@@ -187,6 +187,9 @@ def write_config(lab_dir, path):
     text = text.replace("/var/lib/mailswitch/holds.json", os.path.join(lab_dir, "idle-memory-holds.json"))
     text = replace_once(text, 'hosts: ["127.0.0.1:10143"]', 'hosts: ["127.0.0.1:%d"]' % STORE_PORT)
     text = replace_once(text, "level: info", "level: warning")
+    # Every session comes from 127.0.0.1 (an example from before limits has no such key).
+    if "max_connections_per_ip: 200" in text:
+        text = replace_once(text, "max_connections_per_ip: 200", "max_connections_per_ip: 1000000")
     if "\"/etc/mailswitch" in text:
         raise BenchError("config still names /etc/mailswitch after the path edits")
     try:

@@ -326,6 +326,9 @@ def mailswitch_config(state, endpoints, example_path=EXAMPLE_CONFIG):
     # the tests' or the demo's instance); an example from before metrics has no such key.
     if re.search(r"^metrics:", text, re.M):
         sub(r'^  address: .*', '  address: "127.0.0.1:%d"' % free_port())
+    # Every client of the benchmarks is on 127.0.0.1 (an example from before limits has no such key).
+    if re.search(r"^  max_connections_per_ip: ", text, re.M):
+        sub(r'^  max_connections_per_ip: .*', '  max_connections_per_ip: 1000000')
     sub(r'^  default_backend: .*', '  default_backend: "%s"' % state["stores"]["legacy"]["imap"].rsplit(":", 1)[0])
     backends = ["backends:"]
     for name in ("legacy", "new"):

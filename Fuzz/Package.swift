@@ -13,6 +13,7 @@ let fuzzers = [
     "FuzzIMAPResponseFraming",
     "FuzzIMAPReadOnlyFilter",
     "FuzzPOP3ReadOnlyFilter",
+    "FuzzProxyHeader",
 ]
 
 // A path dependency is known by the name of its folder, not by the name in its manifest, and a

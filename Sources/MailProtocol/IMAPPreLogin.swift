@@ -42,6 +42,7 @@ public struct IMAPPreLogin: Sendable {
     private var pendingLiteral: Int?
     private var askedForCapability = false
     private var invalidCommands = 0
+    private var commands = 0
 
     public init(configuration: Configuration = Configuration(), secure: Bool = false) {
         self.configuration = configuration
@@ -103,6 +104,8 @@ public struct IMAPPreLogin: Sendable {
             line = "NO [UNAVAILABLE] Account is temporarily unavailable."
         case .unavailable(let text):
             line = "NO [UNAVAILABLE] \(LoginFailure.lineText(text))"
+        case .limit(let text):
+            line = "NO [LIMIT] \(LoginFailure.lineText(text))"
         case .backendRefused(let code, let text):
             line = "NO [\(code)] \(text.isEmpty ? "Login refused." : text)"
         }
@@ -172,6 +175,15 @@ public struct IMAPPreLogin: Sendable {
                                               .send(Array("* BYE Too large literal.\r\n".utf8)), .close]
                         }
                         if marker.synchronizing {
+                            // Only LOGIN and ID take strings before login: a continuation
+                            // for anything else (APPEND) would invite a payload that ends
+                            // in BAD anyway.
+                            guard literalAllowed() else {
+                                let tag = commandTag() ?? Array("*".utf8)
+                                resetCommand()
+                                actions += bad(tag, "Command not permitted before login.")
+                                continue
+                            }
                             actions.append(.send(Array("+ Ready for literal data\r\n".utf8)))
                         }
                         pendingLiteral = marker.count
@@ -190,6 +202,12 @@ public struct IMAPPreLogin: Sendable {
         parts = []
         commandBytes = 0
         pendingLiteral = nil
+    }
+
+    private func literalAllowed() -> Bool {
+        guard case .text(let first)? = parts.first, let afterTag = splitWord(first).rest else { return false }
+        let name = uppercasedASCII(splitWord(afterTag).word)
+        return name == "LOGIN" || name == "ID"
     }
 
     private func commandTag() -> [UInt8]? {
@@ -222,6 +240,11 @@ public struct IMAPPreLogin: Sendable {
     private mutating func handle(_ command: [IMAPCommandPart]) -> [ClientAction] {
         guard case .text(let first) = command[0] else { return [] }
         if command.count == 1 && first.allSatisfy({ $0 == .space }) { return [] } // stray CRLF
+        commands += 1
+        if commands > configuration.limits.commandsBeforeLogin {
+            phase = .done
+            return [.send(Array("* BYE Too many commands before login.\r\n".utf8)), .close]
+        }
         let (tagBytes, afterTag) = splitWord(first)
         guard IMAPSyntax.isValidTag(tagBytes) else { return bad(Array("*".utf8), "Invalid tag.") }
         let tag = Array(tagBytes)
@@ -338,8 +361,10 @@ public struct IMAPPreLogin: Sendable {
             phase = .authenticating(tag: tag, exchange)
             return [.send(Array("+ ".utf8) + Base64.encode(challenge) + Array("\r\n".utf8))]
         case .failed:
+            // It decoded, but is no valid message of the mechanism (an empty PLAIN message):
+            // a failed authentication, as a store says it, not a protocol error.
             phase = .commands
-            return bad(tag, "Invalid \(exchange.mechanism.rawValue) response.")
+            return [.send(tagged(tag, "NO [AUTHENTICATIONFAILED] Authentication failed."))]
         case .done(let credentials):
             phase = .commands
             return login(tag: tag, credentials, method: "AUTHENTICATE \(exchange.mechanism.rawValue)")

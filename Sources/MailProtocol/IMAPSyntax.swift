@@ -51,11 +51,11 @@ struct IMAPLiteralMarker: Equatable {
 }
 
 enum IMAPSyntax {
-    static let maxTagLength = 32
-
-    /// tag = 1*<any ASTRING-CHAR except "+">
+    /// tag = 1*<any ASTRING-CHAR except "+">. No length of our own: the line length bounds
+    /// it, as the grammar does (a client generating long tags must not be refused by a proxy
+    /// its store would accept).
     static func isValidTag(_ tag: ArraySlice<UInt8>) -> Bool {
-        guard !tag.isEmpty, tag.count <= maxTagLength else { return false }
+        guard !tag.isEmpty else { return false }
         return tag.allSatisfy { byte in
             byte > 0x20 && byte < 0x7F && !"(){%*\"\\+".utf8.contains(byte)
         }

@@ -40,6 +40,9 @@ public enum LoginFailure: Sendable, Equatable {
     case temporary
     /// Temporarily refused for a reason the client is told (a hold during a mailbox move).
     case unavailable(text: String)
+    /// Refused by a limit of the proxy's (too many sessions of this user): IMAP's `[LIMIT]`
+    /// (RFC 5530), POP3's `[SYS/TEMP]`.
+    case limit(text: String)
     /// The backend refused with a response code of its own (e.g. UNAVAILABLE, IN-USE, EXPIRED):
     /// passed through so the client sees what the store meant.
     case backendRefused(code: String, text: String)

@@ -6,8 +6,11 @@ public protocol PreLoginMachine: Sendable {
     mutating func loginAccepted(_ success: BackendLoginSuccess) -> (reply: [UInt8], leftover: [UInt8])
     mutating func loginRejected(_ failure: LoginFailure) -> [ClientAction]
     mutating func tlsEstablished()
-    /// The last words before the proxy hangs up on an idle or shutting-down client.
+    /// The last words before the proxy hangs up on an idle client.
     func goodbye(_ text: String) -> [UInt8]
+    /// The same for a reason that passes (a shutdown, a limit): IMAP's `[UNAVAILABLE]`,
+    /// POP3's `[SYS/TEMP]` (RFC 5530, RFC 3206).
+    func temporaryGoodbye(_ text: String) -> [UInt8]
 }
 
 /// What the driver needs from a backend-facing login state machine.
@@ -18,10 +21,12 @@ public protocol BackendLoginMachine: Sendable {
 
 extension IMAPPreLogin: PreLoginMachine {
     public func goodbye(_ text: String) -> [UInt8] { Array("* BYE \(text)\r\n".utf8) }
+    public func temporaryGoodbye(_ text: String) -> [UInt8] { goodbye("[UNAVAILABLE] \(LoginFailure.lineText(text))") }
 }
 
 extension POP3PreLogin: PreLoginMachine {
     public func goodbye(_ text: String) -> [UInt8] { Array("-ERR \(text)\r\n".utf8) }
+    public func temporaryGoodbye(_ text: String) -> [UInt8] { goodbye("[SYS/TEMP] \(LoginFailure.lineText(text))") }
 }
 
 extension IMAPBackendLogin: BackendLoginMachine {}

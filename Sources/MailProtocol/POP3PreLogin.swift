@@ -32,6 +32,7 @@ public struct POP3PreLogin: Sendable {
     private var input: LineBuffer
     private var user: String?
     private var invalidCommands = 0
+    private var commands = 0
 
     public init(configuration: Configuration = Configuration(), secure: Bool = false) {
         self.configuration = configuration
@@ -77,7 +78,7 @@ public struct POP3PreLogin: Sendable {
         switch failure {
         case .authenticationFailed: line = "-ERR [AUTH] Authentication failed."
         case .temporary: line = "-ERR [SYS/TEMP] Account is temporarily unavailable."
-        case .unavailable(let text): line = "-ERR [SYS/TEMP] \(LoginFailure.lineText(text))"
+        case .unavailable(let text), .limit(let text): line = "-ERR [SYS/TEMP] \(LoginFailure.lineText(text))"
         case .backendRefused(let code, let text): line = "-ERR [\(code)] \(text.isEmpty ? "Login refused." : text)"
         }
         return [.send(Array((line + "\r\n").utf8))] + process()
@@ -130,6 +131,11 @@ public struct POP3PreLogin: Sendable {
 
     private mutating func handle(_ line: ArraySlice<UInt8>) -> [ClientAction] {
         if line.isEmpty { return [] }
+        commands += 1
+        if commands > configuration.limits.commandsBeforeLogin {
+            phase = .done
+            return [reply("-ERR Too many commands before login."), .close]
+        }
         let (name, argument) = splitWord(line)
         switch uppercasedASCII(name) {
         case "CAPA":
@@ -194,8 +200,10 @@ public struct POP3PreLogin: Sendable {
             phase = .authenticating(exchange)
             return [.send(Array("+ ".utf8) + Base64.encode(challenge) + Array("\r\n".utf8))]
         case .failed:
+            // It decoded, but is no valid message of the mechanism (an empty PLAIN message):
+            // a failed authentication, as a store says it, not a protocol error.
             phase = .commands
-            return err("Invalid \(exchange.mechanism.rawValue) response.")
+            return [.send(Array("-ERR [AUTH] Authentication failed.\r\n".utf8))]
         case .done(let credentials):
             phase = .awaitingVerdict
             return [.login(LoginRequest(credentials: credentials, method: "AUTH \(exchange.mechanism.rawValue)"))]

@@ -9,6 +9,9 @@ public struct ProtocolLimits: Sendable, Equatable {
     public var commandSize = 32_768
     public var idPairs = 30
     public var invalidCommands = 10
+    /// Commands of any kind before a login succeeds (a failed login counts): with the login
+    /// timeout, it bounds what a client that never logs in can make the proxy do.
+    public var commandsBeforeLogin = 50
     /// A backend's pre-login response lines (capabilities can be long).
     public var backendLineLength = 65_536
     /// A command line of a filtered (read-only) session after login: UID sets and SEARCH

@@ -18,6 +18,8 @@ final class ClientSession: SessionControl, @unchecked Sendable {
     private enum State {
         case preLogin
         case loggingIn
+        /// The login failed and its answer waits for `auth_failure_delay`; the client is not read.
+        case answeringLater
         case relaying
         case closed
     }
@@ -48,6 +50,16 @@ final class ClientSession: SessionControl, @unchecked Sendable {
     private var readOnlyMessage: String?
     /// Set when the proxy ends the session (a move, a hold, a kick), for the log.
     private var endReason: SessionEndReason?
+    /// The client's address for limits and failure counters (canonical text).
+    private var clientAddress: String
+    /// Set once `limits.max_connections(_per_ip)` admitted the connection; given back at the end.
+    private var admittedAddress: String?
+    /// The store whose session slot and login token this session holds (`max_sessions`).
+    private var backendSlot: Backend?
+    /// When the login command arrived (monotonic seconds): a failure is answered
+    /// `auth_failure_delay` after it.
+    private var loginStartedAt = 0.0
+    private var refusalTimer: OneShotTimer?
     private var selfReference: ClientSession?   // alive while open; dropped on close
     private let startedAt = Double(time(nil))
     private var metrics = SessionMetrics()
@@ -57,6 +69,7 @@ final class ClientSession: SessionControl, @unchecked Sendable {
         self.loop = loop
         self.client = Connection(fd: fd, loop: loop)
         self.peer = peer
+        self.clientAddress = peer.host
         self.listener = listener
         self.context = context
         var logger = context.logger
@@ -80,11 +93,22 @@ final class ClientSession: SessionControl, @unchecked Sendable {
     func start() {
         loop.assertOnLoop()
         selfReference = self
+        client.onError = { [unowned self] error in close("client write failed: \(error)") }
+        if let refusal = context.admission.admitConnection(clientAddress, limits: context.configuration.limits) {
+            // The protocol's goodbye in plaintext, even on an implicit-TLS listener: a
+            // handshake costs more than the refusal is worth, and the client only sees a
+            // failed handshake either way.
+            let text = refusal == .maxConnections ? "Too many connections, try again later."
+                                                  : "Too many connections from your address."
+            client.send(machine.temporaryGoodbye(text))
+            closeAfterFlush(refusal.rawValue)
+            return
+        }
+        admittedAddress = clientAddress
         context.registry.register(.init(id: id, service: listener.service.rawValue, listener: listener.address.description,
                                         client: peer.description, tls: nil, user: nil, backend: nil, backendHost: nil,
                                         phase: .preLogin, startedAt: startedAt, target: nil, dn: nil), control: self)
         metrics.opened(listener)
-        client.onError = { [unowned self] error in close("client write failed: \(error)") }
         // The login timeout covers the TLS handshake too: a client that connects and says
         // nothing is dropped either way.
         loginTimer = loop.schedule(after: context.configuration.limits.loginTimeoutSeconds) { [weak self] in
@@ -208,7 +232,7 @@ final class ClientSession: SessionControl, @unchecked Sendable {
             relay.stop()
             return
         }
-        guard state == .preLogin || state == .loggingIn else { return }
+        guard state == .preLogin || state == .loggingIn || state == .answeringLater else { return }
         if state == .loggingIn { ProxyMetrics.login(.timeout) }
         client.send(machine.goodbye("Disconnected for inactivity."))
         closeAfterFlush("login timeout")
@@ -222,6 +246,14 @@ final class ClientSession: SessionControl, @unchecked Sendable {
         let user = request.credentials.mailboxUser
         logger[metadataKey: "user"] = "\(LogText.escaped(user))"
         context.registry.update(id) { $0.user = user; $0.phase = .loggingIn }
+        loginStartedAt = Router.now()
+        let limits = context.configuration.limits
+        if let blocked = context.admission.checkLogin(address: clientAddress, user: user, settings: limits.authFailures,
+                                                      now: loginStartedAt) {
+            refuse(.unavailable(text: "Too many failed logins, try again later."), "\(blocked.rawValue) reached",
+                   result: .limited, delayed: true)
+            return
+        }
         // An operator's hold decides without the directory.
         if context.holds.hold(for: user) != nil {
             routed(Router.Answer(result: .notFound, source: .directory))
@@ -251,12 +283,38 @@ final class ClientSession: SessionControl, @unchecked Sendable {
                 logger.notice("directory unavailable: using a cached route \(Int(age))s old")
             }
             logger.debug("route: \(why)")
+            guard admitLogin(to: backend) else { return }
             connect(to: backend, hosts: hosts)
         case .readOnly(let backend, let hosts, let message, let why):
             logger.info("route: \(why)")
             readOnlyMessage = message
+            guard admitLogin(to: backend) else { return }
             connect(to: backend, hosts: hosts)
         }
+    }
+
+    /// The user's session count and the store's limits, checked before the store is
+    /// contacted: a refused login never reaches it.
+    private func admitLogin(to backend: Backend) -> Bool {
+        let limits = context.configuration.limits
+        if let user = request?.credentials.mailboxUser, context.registry.count(ofUser: user) > limits.maxSessionsPerUser {
+            ProxyMetrics.limitReached(.maxSessionsPerUser)
+            refuse(.limit(text: "Too many sessions for this user."),
+                   "max_sessions_per_user (\(limits.maxSessionsPerUser)) reached", result: .limited)
+            return false
+        }
+        if let refusal = context.admission.admitBackend(backend, now: Router.now()) {
+            refuse(.temporary, "backend \(backend.name): \(refusal.rawValue) reached", result: .limited)
+            return false
+        }
+        backendSlot = backend
+        return true
+    }
+
+    private func releaseBackendSlot() {
+        guard let backend = backendSlot else { return }
+        backendSlot = nil
+        context.admission.releaseBackend(backend)
     }
 
     private func connect(to backend: Backend, hosts: [HostPort]) {
@@ -414,18 +472,39 @@ final class ClientSession: SessionControl, @unchecked Sendable {
         }
     }
 
-    private func refuse(_ failure: LoginFailure, _ reason: String, result: ProxyMetrics.LoginResult? = nil) {
+    /// Refuses the login. An authentication failure (and a refusal for failed logins) is
+    /// answered `auth_failure_delay` after the login command arrived, by a timer: a wrong
+    /// password and an unknown user take the same time, and a guesser gets fewer tries.
+    private func refuse(_ failure: LoginFailure, _ reason: String, result: ProxyMetrics.LoginResult? = nil,
+                        delayed: Bool? = nil) {
         guard state == .loggingIn else { return }
         ProxyMetrics.login(result ?? .init(failure))
         logger.notice("login refused: \(reason)", metadata: ["method": "\(request?.method ?? "?")"])
         dropBackend()
-        state = .preLogin
+        releaseBackendSlot()
+        if failure == .authenticationFailed, let user = request?.credentials.mailboxUser {
+            context.admission.loginFailed(address: clientAddress, user: user, now: Router.now())
+        }
         request = nil
         readOnlyMessage = nil
         logger[metadataKey: "user"] = nil
         context.registry.update(id) {
             $0.phase = .preLogin; $0.user = nil; $0.backend = nil; $0.backendHost = nil; $0.target = nil; $0.dn = nil
         }
+        let wait = (delayed ?? (failure == .authenticationFailed))
+            ? loginStartedAt + context.configuration.limits.authFailureDelaySeconds - Router.now() : 0
+        guard wait > 0.001 else {
+            answerRefusal(failure)
+            return
+        }
+        state = .answeringLater
+        refusalTimer = loop.schedule(after: wait) { [weak self] in self?.onLoop { $0.answerRefusal(failure) } }
+    }
+
+    private func answerRefusal(_ failure: LoginFailure) {
+        guard state == .loggingIn || state == .answeringLater else { return }
+        refusalTimer = nil
+        state = .preLogin
         perform(machine.loginRejected(failure))
         if state == .preLogin { client.setReading(true) }
     }
@@ -454,6 +533,9 @@ final class ClientSession: SessionControl, @unchecked Sendable {
         if let backendTLS { metadata["backend_tls"] = "\(backendTLS.summary)" }
         if readOnlyMessage != nil { metadata["read_only"] = "true" }
         logger.info("login ok", metadata: metadata)
+        if let user = request?.credentials.mailboxUser {
+            context.admission.loginSucceeded(address: clientAddress, user: user, now: Router.now())
+        }
         metrics.loggedIn(backend: route.backend.name)
         context.registry.update(id) { $0.phase = .relaying }
         // What only the login needed goes now, not at the end of a session that may last days.
@@ -534,11 +616,11 @@ final class ClientSession: SessionControl, @unchecked Sendable {
         switch state {
         case .closed:
             return
-        case .preLogin where reason != .shutdown:
+        case .preLogin where reason != .shutdown, .answeringLater where reason != .shutdown:
             return
-        case .preLogin:
+        case .preLogin, .answeringLater:
             endReason = reason
-            client.send(machine.goodbye("[UNAVAILABLE] \(text)"))
+            client.send(machine.temporaryGoodbye(text))
             closeAfterFlush(reason.rawValue)
         case .loggingIn:
             refuse(.unavailable(text: text), "\(reason.rawValue) during login")
@@ -595,6 +677,13 @@ final class ClientSession: SessionControl, @unchecked Sendable {
         metrics.closed(endReason.map(ProxyMetrics.EndReason.init) ?? .client)
         loginTimer?.cancel()
         loginTimer = nil
+        refusalTimer?.cancel()
+        refusalTimer = nil
+        releaseBackendSlot()
+        if let address = admittedAddress {
+            admittedAddress = nil
+            context.admission.releaseConnection(address)
+        }
         context.registry.remove(id)
         // The loop may still be running a closure of ours; release on the next turn.
         loop.execute { [self] in selfReference = nil }

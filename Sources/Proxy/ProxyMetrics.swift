@@ -47,6 +47,7 @@ public enum ProxyMetrics {
         LoginResult.allCases.forEach { _ = logins[$0] }
         CacheResult.allCases.forEach { _ = routeCache[$0] }
         EndReason.allCases.forEach { _ = sessionsEnded[$0] }
+        Limit.allCases.forEach { _ = limitRefusals[$0] }
         for version in ["TLSv1.2", "TLSv1.3"] { _ = tlsHandshakes(version, "ok") }
         _ = tlsHandshakes("unknown", "failed")
         for listener in configuration.listeners {
@@ -73,6 +74,7 @@ public enum ProxyMetrics {
         static let relayBytes = "mailswitch_relay_bytes_total"
         static let sessionsEnded = "mailswitch_sessions_ended_total"
         static let tlsHandshakes = "mailswitch_tls_handshakes_total"
+        static let limitRefusals = "mailswitch_limit_refusals_total"
     }
 
     // MARK: - Fixed label sets
@@ -89,6 +91,9 @@ public enum ProxyMetrics {
         case held
         /// The store refused with a code of its own (IN-USE, EXPIRED, UNAVAILABLE, …).
         case refused
+        /// A limit refused it before any store was asked (sessions per user, a store's
+        /// sessions or login rate, failed logins per address or user).
+        case limited
         /// The store did not answer within backend_login_timeout, or login_timeout ran out.
         case timeout
 
@@ -96,7 +101,41 @@ public enum ProxyMetrics {
             switch failure {
             case .authenticationFailed: self = .authFailed
             case .temporary, .unavailable: self = .tempFailed
+            case .limit: self = .limited
             case .backendRefused: self = .refused
+            }
+        }
+    }
+
+    /// Which limit refused a connection or a login (`mailswitch_limit_refusals_total`).
+    enum Limit: String, CaseIterable {
+        case maxConnections = "max_connections"
+        case maxConnectionsPerIP = "max_connections_per_ip"
+        case maxSessionsPerUser = "max_sessions_per_user"
+        case backendMaxSessions = "backend_max_sessions"
+        case backendMaxLoginsPerSecond = "backend_max_logins_per_second"
+        case authFailuresPerIP = "auth_failures_per_ip"
+        case authFailuresPerUser = "auth_failures_per_user"
+        case untrustedProxy = "untrusted_proxy"
+
+        init(_ refusal: ConnectionBudget.Refusal) {
+            switch refusal {
+            case .maxConnections: self = .maxConnections
+            case .maxConnectionsPerIP: self = .maxConnectionsPerIP
+            }
+        }
+
+        init(_ refusal: BackendBudget.Refusal) {
+            switch refusal {
+            case .maxSessions: self = .backendMaxSessions
+            case .maxLoginsPerSecond: self = .backendMaxLoginsPerSecond
+            }
+        }
+
+        init(_ refusal: AuthFailureTracker.Refusal) {
+            switch refusal {
+            case .address: self = .authFailuresPerIP
+            case .user: self = .authFailuresPerUser
             }
         }
     }
@@ -132,6 +171,7 @@ public enum ProxyMetrics {
 
     static let logins = Fixed<LoginResult, Counter> { Counter(label: Name.logins, dimensions: [("result", $0.rawValue)]) }
     static let routeCache = Fixed<CacheResult, Counter> { Counter(label: Name.routeCache, dimensions: [("result", $0.rawValue)]) }
+    static let limitRefusals = Fixed<Limit, Counter> { Counter(label: Name.limitRefusals, dimensions: [("limit", $0.rawValue)]) }
     static let sessionsEnded = Fixed<EndReason, Counter> {
         Counter(label: Name.sessionsEnded, dimensions: [("reason", $0.rawValue)])
     }
@@ -159,6 +199,8 @@ public enum ProxyMetrics {
     static func routeLookup(_ result: CacheResult) { routeCache[result].increment() }
 
     static func login(_ result: LoginResult) { logins[result].increment() }
+
+    static func limitReached(_ limit: Limit) { limitRefusals[limit].increment() }
 
     static func changeFeed(state: String) {
         let value: Int
@@ -269,7 +311,8 @@ struct SessionMetrics {
 
     /// The session is gone (once; later calls do nothing).
     mutating func closed(_ reason: ProxyMetrics.EndReason) {
-        guard !ended else { return }
+        // A connection refused by a limit was never counted as a session.
+        guard !ended, !listener.isEmpty else { return }
         ended = true
         ProxyMetrics.sessionsEnded[reason].increment()
         current?.decrement()

@@ -17,6 +17,7 @@ struct ServiceContext: Sendable {
     let router: Router
     let holds: HoldBook
     let registry: SessionRegistry
+    let admission: Admission
     let logger: Logger
 }
 
@@ -32,6 +33,7 @@ public final class ProxyServer: Sendable {
     public let registry = SessionRegistry()
     public let router: Router
     public let holds: HoldBook
+    let admission: Admission
     let watcher: RouteWatcher
     let group: EventLoopGroup
     private let context: SharedContext
@@ -65,8 +67,9 @@ public final class ProxyServer: Sendable {
         group = EventLoopGroup(count: loopCount, scratchBytes: configuration.limits.relayBufferBytes)
         router = Router(directory: directory, settings: configuration.directory.cache)
         holds = try HoldBook(file: configuration.admin.stateFile)
+        admission = Admission(logger: logger)
         let context = SharedContext(ServiceContext(configuration: configuration, tls: tls, router: router, holds: holds,
-                                                   registry: registry, logger: logger))
+                                                   registry: registry, admission: admission, logger: logger))
         self.context = context
         watcher = RouteWatcher(router: router, registry: registry, holds: holds, configuration: configuration,
                                logger: logger, current: { context.withLock { $0.configuration } })
@@ -110,7 +113,7 @@ public final class ProxyServer: Sendable {
             next.limits.relayBufferBytes = current.configuration.limits.relayBufferBytes
             if directory == nil { next.directory = current.configuration.directory }
             current = ServiceContext(configuration: next, tls: tls, router: current.router, holds: current.holds,
-                                     registry: current.registry, logger: current.logger)
+                                     registry: current.registry, admission: current.admission, logger: current.logger)
         }
         return notes
     }

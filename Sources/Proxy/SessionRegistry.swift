@@ -118,6 +118,11 @@ public final class SessionRegistry: Sendable {
         state.withLock { $0.sessions($0.byUser[UserKey.of(user)]) }
     }
 
+    /// How many sessions of a user are logging in or logged in (any spelling of the name).
+    public func count(ofUser user: String) -> Int {
+        state.withLock { $0.byUser[UserKey.of(user)]?.count ?? 0 }
+    }
+
     public func sessions(onBackend backend: String) -> [Session] {
         state.withLock { $0.sessions($0.byBackend[backend]) }
     }

@@ -159,6 +159,10 @@ public struct Backend: Sendable, Equatable {
     public var tlsSettings: BackendTLSConfiguration
     /// Send the real client's address to the store (IMAP ID x-* fields, POP3 XCLIENT).
     public var forwardClientAddress: Bool
+    /// Sessions open on this store at once, from connect to close; nil is unlimited.
+    public var maxSessions: Int?
+    /// Logins sent to this store per second (a burst of one second's worth); nil is unlimited.
+    public var maxLoginsPerSecond: Double?
 
     public init(name: String, imapHosts: [HostPort], pop3Hosts: [HostPort], tls: BackendTLS = .none,
                 tlsSettings: BackendTLSConfiguration = BackendTLSConfiguration(), forwardClientAddress: Bool = true) {
@@ -185,6 +189,17 @@ public struct Limits: Sendable, Equatable {
     public var backendLoginTimeoutSeconds: Double = 15
     /// Bytes buffered per direction in the relay before that side stops being read.
     public var relayBufferBytes = 65_536
+    /// Open client connections, all listeners together; beyond it a new one gets the
+    /// protocol's goodbye and is closed. The unit's LimitNOFILE allows two descriptors each.
+    public var maxConnections = 100_000
+    /// Open connections from one client address (a NAT in front of a campus needs more).
+    public var maxConnectionsPerIP = 200
+    /// Sessions of one user, logged in or logging in (the client that IDLEs on every folder).
+    public var maxSessionsPerUser = 50
+    /// A failed login is answered this long after its command arrived (a store slower than
+    /// that is not waited for twice): a wrong password and an unknown user look the same.
+    public var authFailureDelaySeconds: Double = 2
+    public var authFailures = AuthFailureTracker.Settings()
 
     public init() {}
 }

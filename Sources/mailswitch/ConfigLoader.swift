@@ -106,15 +106,24 @@ struct ConfigLoader {
             return value
         }
 
-        /// "3s", "500ms", "2m", "1h", or a number of seconds.
-        func duration() throws -> Double {
+        /// "3s", "500ms", "2m", "1h", or a number of seconds; "0s" only where `zero` allows it.
+        func duration(zero: Bool = false) throws -> Double {
             let text = try string().trimmingCharacters(in: .whitespaces)
             let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)]
+            func valid(_ number: Double) -> Bool { number.isFinite && (number > 0 || (zero && number == 0)) }
             for (suffix, factor) in units where text.hasSuffix(suffix) {
-                if let number = Double(text.dropLast(suffix.count)), number > 0 { return number * factor }
+                if let number = Double(text.dropLast(suffix.count)), valid(number) { return number * factor }
             }
-            if let number = Double(text), number > 0 { return number }
-            throw fail("expected a positive duration such as \"3s\", \"500ms\" or \"2m\"")
+            if let number = Double(text), valid(number) { return number }
+            throw fail("expected a \(zero ? "" : "positive ")duration such as \"3s\", \"500ms\" or \"2m\"")
+        }
+
+        /// A positive number (a rate): whole or decimal.
+        func positiveNumber() throws -> Double {
+            guard case .scalar(let scalar) = node, let number = Double(scalar.string), number.isFinite, number > 0 else {
+                throw fail("expected a positive number")
+            }
+            return number
         }
 
         func enumeration<E: RawRepresentable & CaseIterable>(_ type: E.Type) throws -> E where E.RawValue == String {
@@ -215,12 +224,27 @@ struct ConfigLoader {
         var limits = Limits()
         if let value = top["limits"] {
             let keys = try value.mapping(allowed: ["login_timeout", "backend_connect_timeout", "backend_login_timeout",
-                                                   "relay_buffer_bytes", "max_line_length"])
+                                                   "relay_buffer_bytes", "max_line_length", "max_literal_size",
+                                                   "max_commands_before_login", "max_connections", "max_connections_per_ip",
+                                                   "max_sessions_per_user", "auth_failure_delay", "max_auth_failures_per_ip",
+                                                   "max_auth_failures_per_user", "auth_failure_window"])
             if let v = keys["login_timeout"] { limits.loginTimeoutSeconds = try v.duration() }
             if let v = keys["backend_connect_timeout"] { limits.backendConnectTimeoutSeconds = try v.duration() }
             if let v = keys["backend_login_timeout"] { limits.backendLoginTimeoutSeconds = try v.duration() }
             if let v = keys["relay_buffer_bytes"] { limits.relayBufferBytes = try v.int(4096...4_194_304) }
             if let v = keys["max_line_length"] { limits.protocolLimits.lineLength = try v.int(1024...65_536) }
+            if let v = keys["max_literal_size"] { limits.protocolLimits.literalSize = try v.int(256...65_536) }
+            if let v = keys["max_commands_before_login"] { limits.protocolLimits.commandsBeforeLogin = try v.int(5...10_000) }
+            if let v = keys["max_connections"] { limits.maxConnections = try v.int(1...10_000_000) }
+            if let v = keys["max_connections_per_ip"] { limits.maxConnectionsPerIP = try v.int(1...10_000_000) }
+            if let v = keys["max_sessions_per_user"] { limits.maxSessionsPerUser = try v.int(1...100_000) }
+            if let v = keys["auth_failure_delay"] { limits.authFailureDelaySeconds = try v.duration(zero: true) }
+            if let v = keys["max_auth_failures_per_ip"] { limits.authFailures.maxPerAddress = try v.int(1...1_000_000) }
+            if let v = keys["max_auth_failures_per_user"] { limits.authFailures.maxPerUser = try v.int(1...1_000_000) }
+            if let v = keys["auth_failure_window"] { limits.authFailures.window = try v.duration() }
+            // A whole command holds at least one line and one literal.
+            limits.protocolLimits.commandSize = max(limits.protocolLimits.commandSize,
+                                                   limits.protocolLimits.lineLength + limits.protocolLimits.literalSize)
         }
 
         var logLevel = "info"
@@ -286,7 +310,8 @@ struct ConfigLoader {
 
     private func parseBackend(name: String, _ value: Value) throws -> Backend {
         let keys = try value.mapping(allowed: ["hosts", "pop3_hosts", "tls", "forward_client_address", "ca_file",
-                                               "server_name", "verify", "client_cert", "client_key", "min_version"])
+                                               "server_name", "verify", "client_cert", "client_key", "min_version",
+                                               "max_sessions", "max_logins_per_second"])
         let tls = try keys["tls"]?.enumeration(BackendTLS.self) ?? BackendTLS.none
         // Without a port, the protocol's own: 143/110, or 993/995 for implicit TLS.
         func port(_ service: MailService) -> Int { tls == .implicit ? service.implicitTLSPort : service.standardPort }
@@ -311,8 +336,11 @@ struct ConfigLoader {
             throw stray.fail("only meaningful with tls: starttls or implicit")
         }
         let forward = try keys["forward_client_address"]?.bool() ?? true
-        return Backend(name: name, imapHosts: imapHosts, pop3Hosts: pop3Hosts, tls: tls, tlsSettings: settings,
-                       forwardClientAddress: forward)
+        var backend = Backend(name: name, imapHosts: imapHosts, pop3Hosts: pop3Hosts, tls: tls, tlsSettings: settings,
+                              forwardClientAddress: forward)
+        backend.maxSessions = try keys["max_sessions"]?.int(1...10_000_000)
+        backend.maxLoginsPerSecond = try keys["max_logins_per_second"]?.positiveNumber()
+        return backend
     }
 
     private func parseDirectory(_ value: Value) throws -> DirectoryConfiguration {

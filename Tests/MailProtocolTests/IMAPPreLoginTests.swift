@@ -204,3 +204,44 @@ final class IMAPPreLoginTests: XCTestCase {
         XCTAssertEqual(t.text, "a OK NOOP completed.\r\n")
     }
 }
+
+final class IMAPPreLoginLimitsTests: XCTestCase {
+    func testATagAsLongAsTheLineAllowsIsAccepted() {
+        let tag = String(repeating: "t", count: 4000)
+        let t = assertSplitInvariant({ IMAPPreLogin() }, "\(tag) NOOP\r\n")
+        XCTAssertEqual(t.text, "\(tag) OK NOOP completed.\r\n")
+    }
+
+    func testAnEmptyPlainMessageIsAnAuthenticationFailureNotBAD() {
+        // "=" is an empty initial response; an empty PLAIN message lacks its two NULs.
+        let t = assertSplitInvariant({ IMAPPreLogin() }, "a AUTHENTICATE PLAIN =\r\nb AUTHENTICATE PLAIN\r\n\r\nc NOOP\r\n")
+        XCTAssertEqual(t.text, "a NO [AUTHENTICATIONFAILED] Authentication failed.\r\n+ \r\n"
+                           + "b NO [AUTHENTICATIONFAILED] Authentication failed.\r\nc OK NOOP completed.\r\n")
+        XCTAssertNil(login(t))
+    }
+
+    func testSynchronizingLiteralOfACommandThatTakesNoneBeforeLoginGetsNoContinuation() {
+        let t = assertSplitInvariant({ IMAPPreLogin() }, "a APPEND INBOX {30}\r\nb NOOP\r\n")
+        XCTAssertEqual(t.text, "a BAD Command not permitted before login.\r\nb OK NOOP completed.\r\n")
+        // ID takes strings, so its literal is invited.
+        let id = assertSplitInvariant({ IMAPPreLogin() }, "c ID ({4}\r\nname NIL)\r\n")
+        XCTAssertTrue(id.text.hasPrefix("+ Ready for literal data\r\n* ID "), id.text)
+    }
+
+    func testCommandsBeforeLoginAreBounded() {
+        var limits = ProtocolLimits()
+        limits.commandsBeforeLogin = 5
+        let input = (1...6).map { "n\($0) NOOP\r\n" }.joined() + "x LOGIN a b\r\n"
+        let t = assertSplitInvariant({ IMAPPreLogin(configuration: .init(limits: limits)) }, input)
+        XCTAssertEqual(t.text, (1...5).map { "n\($0) OK NOOP completed.\r\n" }.joined() + "* BYE Too many commands before login.\r\n")
+        XCTAssertEqual(t.events, [.close])
+    }
+
+    func testLimitRefusalAndTemporaryGoodbye() {
+        var machine = IMAPPreLogin()
+        _ = machine.receive(Array("a LOGIN u p\r\n".utf8))
+        let refused = machine.loginRejected(.limit(text: "Too many sessions for this user."))
+        XCTAssertEqual(refused, [.send(Array("a NO [LIMIT] Too many sessions for this user.\r\n".utf8))])
+        XCTAssertEqual(String(decoding: machine.temporaryGoodbye("Too\r\nmany."), as: UTF8.self), "* BYE [UNAVAILABLE] Too  many.\r\n")
+    }
+}

@@ -73,3 +73,28 @@ final class POP3PreLoginTests: XCTestCase {
         XCTAssertEqual(t.events, [.startTLS])
     }
 }
+
+final class POP3PreLoginLimitsTests: XCTestCase {
+    func testAnEmptyPlainMessageIsAnAuthenticationFailure() {
+        let t = assertSplitInvariant({ POP3PreLogin() }, "AUTH PLAIN =\r\nNOOP\r\n")
+        XCTAssertEqual(t.text, "-ERR [AUTH] Authentication failed.\r\n-ERR [AUTH] Authentication required.\r\n")
+        XCTAssertNil(login(t))
+    }
+
+    func testCommandsBeforeLoginAreBounded() {
+        var limits = ProtocolLimits()
+        limits.commandsBeforeLogin = 3
+        let t = assertSplitInvariant({ POP3PreLogin(configuration: .init(limits: limits)) }, "CAPA\r\nNOOP\r\nNOOP\r\nNOOP\r\nUSER a\r\n")
+        XCTAssertTrue(t.text.hasSuffix("-ERR [AUTH] Authentication required.\r\n-ERR Too many commands before login.\r\n"), t.text)
+        XCTAssertEqual(t.events, [.close])
+    }
+
+    func testLimitRefusalAndTemporaryGoodbyeUseSysTemp() {
+        var machine = POP3PreLogin()
+        _ = machine.receive(Array("USER u\r\nPASS p\r\n".utf8))
+        XCTAssertEqual(machine.loginRejected(.limit(text: "Too many sessions for this user.")),
+                       [.send(Array("-ERR [SYS/TEMP] Too many sessions for this user.\r\n".utf8))])
+        XCTAssertEqual(String(decoding: machine.temporaryGoodbye("Server shutting down."), as: UTF8.self),
+                       "-ERR [SYS/TEMP] Server shutting down.\r\n")
+    }
+}

@@ -126,6 +126,17 @@ final class MailSwitchInstance {
     /// The metrics port of an instance moved by `offset` (9143 for the main one).
     static func metricsPort(offset: Int) -> Int { offset == 0 ? 9143 : 19143 + offset / 100 }
 
+    /// What a test instance changes in the example's limits unless the test's own edits name
+    /// the same text: every test talks from 127.0.0.1 and many fail logins on purpose, so the
+    /// per-address and failed-login limits would trip across tests (the limit tests set their
+    /// own); the failure delay stays on, shorter, so every failed login still goes through it.
+    static let testLimits = [
+        ("max_connections_per_ip: 200", "max_connections_per_ip: 100000"),
+        ("max_auth_failures_per_ip: 20", "max_auth_failures_per_ip: 100000"),
+        ("max_auth_failures_per_user: 10", "max_auth_failures_per_user: 100000"),
+        ("auth_failure_delay: \"2s\"", "auth_failure_delay: \"200ms\""),
+    ]
+
     /// `edits` are (old, new) replacements applied to the example configuration text;
     /// `arguments` go to `serve` after the configuration.
     /// `keepState`: keep the holds a previous run of the same instance left (restart tests).
@@ -137,6 +148,10 @@ final class MailSwitchInstance {
             .replacingOccurrences(of: "/run/mailswitch/admin.sock", with: "\(labDirectory)/\(name).sock")
             .replacingOccurrences(of: "/var/lib/mailswitch/holds.json", with: "\(labDirectory)/\(name)-holds.json")
         for (old, new) in edits {
+            guard text.contains(old) else { throw HarnessError("config edit: \(old) not found") }
+            text = text.replacingOccurrences(of: old, with: new)
+        }
+        for (old, new) in Self.testLimits where !edits.contains(where: { $0.0 == old }) {
             guard text.contains(old) else { throw HarnessError("config edit: \(old) not found") }
             text = text.replacingOccurrences(of: old, with: new)
         }
@@ -211,8 +226,22 @@ final class RawClient {
     private let fd: Int32
     private var buffer: [UInt8] = []
 
-    init(port: Int, host: String = "127.0.0.1", timeout: Double = 10) throws {
+    /// `source`: the local address to connect from (any 127.0.0.0/8 address works on
+    /// loopback), so tests can play several clients.
+    init(port: Int, host: String = "127.0.0.1", source: String? = nil, timeout: Double = 10) throws {
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        if let source {
+            var local = sockaddr_in()
+            local.sin_family = sa_family_t(AF_INET)
+            inet_pton(AF_INET, source, &local.sin_addr)
+            let bound = withUnsafePointer(to: &local) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            guard bound == 0 else {
+                Glibc.close(fd)
+                throw HarnessError("bind to \(source) failed")
+            }
+        }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = in_port_t(UInt16(port).bigEndian)
