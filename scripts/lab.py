@@ -527,6 +527,8 @@ disable_plaintext_auth = no
 auth_mechanisms = plain login
 # Honour ID x-originating-ip / XCLIENT from the proxy (the log then shows rip=<client>).
 login_trusted_networks = 127.0.0.0/8
+# ... and a PROXY protocol header on the imap_haproxy listener (IMAP port + 1).
+haproxy_trusted_networks = 127.0.0.0/8
 login_greeting = {name} store ready.
 # After login, CAPABILITY names the store that answered.
 imap_capability = +X-STORE-{upper}
@@ -569,6 +571,11 @@ service imap-login {{
     port = {imaps}
     ssl = yes
   }}
+  inet_listener imap_haproxy {{
+    address = {host}
+    port = {imap_haproxy}
+    haproxy = yes
+  }}
 }}
 service pop3-login {{
   inet_listener pop3 {{
@@ -592,7 +599,7 @@ service imap-urlauth-login {{
   }}
 }}
 """.format(name=name, upper=name.upper(), base=base, uid=vmail.pw_uid, gid=vmail.pw_gid, d=d, cert=cert,
-           imap=ports["imap"], pop3=ports["pop3"], imaps=ports["imaps"], pop3s=ports["pop3s"],
+           imap=ports["imap"], pop3=ports["pop3"], imaps=ports["imaps"], pop3s=ports["pop3s"], imap_haproxy=ports["imap"] + 1,
            host=STORE_HOST[name]) + (BENCH_STORE_TUNING.format(cpus=os.cpu_count() or 1) if BENCH else "")
 
 

@@ -133,6 +133,14 @@ public final class Connection: @unchecked Sendable {
         return (result, buffer)
     }
 
+    /// The bytes waiting in the socket, left there (plaintext only: for what precedes TLS,
+    /// such as a PROXY header, whose end must be found before anything is consumed).
+    public func peekIntoScratch(max: Int) throws(SystemError) -> (IOResult, UnsafeMutableRawBufferPointer) {
+        loop.assertOnLoop()
+        let buffer = UnsafeMutableRawBufferPointer(rebasing: loop.scratch.prefix(min(max, loop.scratch.count)))
+        return (try Socket.peek(fd, into: buffer), buffer)
+    }
+
     public func write(from buffer: UnsafeRawBufferPointer) throws(SystemError) -> IOResult {
         loop.assertOnLoop()
         return try transport.write(fd, from: buffer)

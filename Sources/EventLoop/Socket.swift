@@ -67,6 +67,13 @@ public enum Socket {
         return result
     }
 
+    /// Like `read`, but the bytes stay in the socket (MSG_PEEK).
+    public static func peek(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer) throws(SystemError) -> IOResult {
+        let result = try syscall("recv") { Glibc.recv(fd, buffer.baseAddress, buffer.count, Int32(MSG_PEEK)) }
+        if case .processed(0) = result, buffer.count > 0 { return .endOfFile }
+        return result
+    }
+
     public static func write(_ fd: Int32, from buffer: UnsafeRawBufferPointer) throws(SystemError) -> IOResult {
         try syscall("write") { Glibc.send(fd, buffer.baseAddress, buffer.count, Int32(MSG_NOSIGNAL)) }
     }

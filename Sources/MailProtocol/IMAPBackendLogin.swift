@@ -196,7 +196,7 @@ public struct IMAPBackendLogin: Sendable {
         if has("ID"), let client {
             let fields = [("x-originating-ip", client.remoteAddress), ("x-originating-port", String(client.remotePort)),
                           ("x-connected-ip", client.localAddress), ("x-connected-port", String(client.localPort)),
-                          ("x-session-id", client.sessionID), ("x-proxy-ttl", "5")]
+                          ("x-session-id", client.sessionID), ("x-proxy-ttl", String(client.ttl))]
             let list = fields.map { "\(IMAPSyntax.quoted($0.0)) \(IMAPSyntax.quoted($0.1))" }.joined(separator: " ")
             output += Array("\(Self.idTag) ID (\(list))\r\n".utf8)
         }

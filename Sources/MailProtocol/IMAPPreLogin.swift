@@ -376,6 +376,7 @@ public struct IMAPPreLogin: Sendable {
             return [.send(tagged(tag, "NO [AUTHENTICATIONFAILED] Authentication failed."))]
         }
         phase = .awaitingVerdict(tag: tag)
-        return [.login(LoginRequest(credentials: credentials, method: method))]
+        let ttl = clientID.first { $0.field.lowercased() == "x-proxy-ttl" }?.value.flatMap { Int($0) }
+        return [.login(LoginRequest(credentials: credentials, method: method, proxyTTL: ttl))]
     }
 }

@@ -25,10 +25,14 @@ public struct LoginRequest: Sendable, Equatable {
     public var credentials: Credentials
     /// For logs and metrics only: "LOGIN", "AUTHENTICATE PLAIN", "USER", "AUTH LOGIN"...
     public var method: String
+    /// The hop count a proxy in front of us sent (IMAP ID `x-proxy-ttl`, as Dovecot's proxy
+    /// sends it): a routing loop through proxies runs it down to zero.
+    public var proxyTTL: Int?
 
-    public init(credentials: Credentials, method: String) {
+    public init(credentials: Credentials, method: String, proxyTTL: Int? = nil) {
         self.credentials = credentials
         self.method = method
+        self.proxyTTL = proxyTTL
     }
 }
 
@@ -92,13 +96,20 @@ public struct ClientEndpoint: Sendable, Equatable {
     public var localAddress: String
     public var localPort: Int
     public var sessionID: String
+    /// Hops a login may still take through proxies (`x-proxy-ttl`, XCLIENT `TTL`).
+    public var ttl: Int
 
-    public init(remoteAddress: String, remotePort: Int, localAddress: String, localPort: Int, sessionID: String) {
+    /// Dovecot's proxy starts at 5 too.
+    public static let defaultTTL = 5
+
+    public init(remoteAddress: String, remotePort: Int, localAddress: String, localPort: Int, sessionID: String,
+                ttl: Int = ClientEndpoint.defaultTTL) {
         self.remoteAddress = remoteAddress
         self.remotePort = remotePort
         self.localAddress = localAddress
         self.localPort = localPort
         self.sessionID = sessionID
+        self.ttl = ttl
     }
 }
 

@@ -114,7 +114,7 @@ public struct POP3BackendLogin: Sendable {
     private mutating func afterGreeting() -> [BackendAction] {
         if offersXCLIENT, let client {
             phase = .xclient
-            return [.send(line("XCLIENT ADDR=\(client.remoteAddress) PORT=\(client.remotePort) SESSION=\(client.sessionID) TTL=5"))]
+            return [.send(line("XCLIENT ADDR=\(client.remoteAddress) PORT=\(client.remotePort) SESSION=\(client.sessionID) TTL=\(client.ttl)"))]
         }
         return login()
     }

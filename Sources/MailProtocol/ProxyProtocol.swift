@@ -312,3 +312,38 @@ public enum ProxyProtocol {
         return v2Signature + [commandByte, familyByte, UInt8(payload.count >> 8), UInt8(payload.count & 0xFF)] + payload
     }
 }
+
+/// Takes a PROXY header off a socket without taking a byte of what follows it (a TLS
+/// ClientHello may arrive in the same segment): the driver peeks at what is waiting, offers
+/// it here, and consumes exactly the count it is told. Everything before the end of an
+/// incomplete header is header, so a header sent a byte at a time is consumed as it comes
+/// and never leaves unread bytes behind to wake the driver again.
+public struct ProxyHeaderReader: Sendable {
+    public enum Step: Sendable, Equatable {
+        /// Consume this many bytes (all header) and wait for more.
+        case consume(Int)
+        /// Consume this many bytes: they complete the header. The rest is the mail protocol's.
+        case complete(ProxyHeader, consume: Int)
+        case invalid(String)
+    }
+
+    private var received: [UInt8] = []
+
+    public init() {}
+
+    /// `available`: the bytes waiting in the socket, peeked, not consumed.
+    public mutating func offer<C: Collection>(_ available: C) -> Step where C.Element == UInt8 {
+        let known = received.count
+        let combined = received + available
+        switch ProxyProtocol.parse(combined) {
+        case .needMore:
+            received = combined
+            return .consume(combined.count - known)
+        case .header(let header, let consumed):
+            received = []
+            return .complete(header, consume: consumed - known)
+        case .invalid(let reason):
+            return .invalid(reason)
+        }
+    }
+}

@@ -22,9 +22,15 @@ final class Admission: Sendable {
         let refusal = connections.withLock { $0.admit(address, limits: limits) }
         if let refusal {
             ProxyMetrics.limitReached(.init(refusal))
-            refusals.note(refusal.rawValue, detail: address)
+            refusals.note(refusal.rawValue, "connection from \(address) refused: \(refusal.rawValue) reached")
         }
         return refusal
+    }
+
+    /// A connection to a `proxy_protocol` listener from outside `trusted_proxies`: closed.
+    func untrustedProxy(_ address: String) {
+        ProxyMetrics.limitReached(.untrustedProxy)
+        refusals.note("untrusted_proxy", "connection from \(address) closed: not in trusted_proxies, on a proxy_protocol listener")
     }
 
     func releaseConnection(_ address: String) {
@@ -80,7 +86,7 @@ final class RefusalLog: Sendable {
         self.logger = logger
     }
 
-    func note(_ limit: String, detail: String, now: Double = Router.now()) {
+    func note(_ limit: String, _ message: String, now: Double = Router.now()) {
         let suppressedBefore: Int? = windows.withLock { windows in
             var window = windows[limit, default: Window()]
             defer { windows[limit] = window }
@@ -93,7 +99,7 @@ final class RefusalLog: Sendable {
             return before
         }
         guard let suppressedBefore else { return }
-        let more = suppressedBefore > 0 ? " (and \(suppressedBefore) more refused in the window before)" : ""
-        logger.notice("connection from \(detail) refused: \(limit) reached\(more)")
+        let more = suppressedBefore > 0 ? " (and \(suppressedBefore) more for \(limit) in the window before)" : ""
+        logger.notice("\(message)\(more)")
     }
 }

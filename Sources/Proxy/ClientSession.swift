@@ -52,6 +52,12 @@ final class ClientSession: SessionControl, @unchecked Sendable {
     private var endReason: SessionEndReason?
     /// The client's address for limits and failure counters (canonical text).
     private var clientAddress: String
+    private var clientPort: Int
+    /// The address the client connected to, when a PROXY header named it (the load
+    /// balancer's); otherwise our socket's own.
+    private var connectedTo: (host: String, port: Int)?
+    /// Set while a PROXY header is being read.
+    private var proxyHeader: ProxyHeaderReader?
     /// Set once `limits.max_connections(_per_ip)` admitted the connection; given back at the end.
     private var admittedAddress: String?
     /// The store whose session slot and login token this session holds (`max_sessions`).
@@ -60,6 +66,8 @@ final class ClientSession: SessionControl, @unchecked Sendable {
     /// `auth_failure_delay` after it.
     private var loginStartedAt = 0.0
     private var refusalTimer: OneShotTimer?
+    /// Proxy hops the login may still take (`x-proxy-ttl` sent on).
+    private var hopsLeft = ClientEndpoint.defaultTTL
     private var selfReference: ClientSession?   // alive while open; dropped on close
     private let startedAt = Double(time(nil))
     private var metrics = SessionMetrics()
@@ -70,6 +78,7 @@ final class ClientSession: SessionControl, @unchecked Sendable {
         self.client = Connection(fd: fd, loop: loop)
         self.peer = peer
         self.clientAddress = peer.host
+        self.clientPort = peer.port
         self.listener = listener
         self.context = context
         var logger = context.logger
@@ -94,6 +103,82 @@ final class ClientSession: SessionControl, @unchecked Sendable {
         loop.assertOnLoop()
         selfReference = self
         client.onError = { [unowned self] error in close("client write failed: \(error)") }
+        // The login timeout covers the PROXY header and the TLS handshake too: a client that
+        // connects and says nothing is dropped either way.
+        loginTimer = loop.schedule(after: context.configuration.limits.loginTimeoutSeconds) { [weak self] in
+            self?.onLoop { $0.loginTimedOut() }
+        }
+        guard listener.proxyProtocol else {
+            admitAndGreet()
+            return
+        }
+        guard let address = IPAddress(peer.host), context.configuration.trustedProxies.contains(where: { $0.contains(address) }) else {
+            context.admission.untrustedProxy(peer.host)
+            close("\(peer.host) is not in trusted_proxies")
+            return
+        }
+        proxyHeader = ProxyHeaderReader()
+        client.onReadable = { [unowned self] in readProxyHeader() }
+        client.setReading(true)
+    }
+
+    /// Reads the PROXY header, consuming nothing after it (see `ProxyHeaderReader`); its
+    /// source address is the client's from then on: in logs, limits, failure counters and
+    /// what the store is told.
+    private func readProxyHeader() {
+        guard var reader = proxyHeader else { return }
+        let result: IOResult
+        let buffer: UnsafeMutableRawBufferPointer
+        do {
+            (result, buffer) = try client.peekIntoScratch(max: 16 + ProxyProtocol.maxV2PayloadLength)
+        } catch {
+            close("client read failed: \(error)")
+            return
+        }
+        switch result {
+        case .wouldBlock:
+            return
+        case .endOfFile:
+            close("client disconnected before its PROXY header")
+        case .processed(let count):
+            let step = reader.offer(UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
+            proxyHeader = reader
+            switch step {
+            case .invalid(let why):
+                logger.notice("invalid PROXY header from \(peer): \(why)")
+                close("invalid PROXY header")
+            case .consume(let taken):
+                discard(taken)
+            case .complete(let header, let taken):
+                discard(taken)
+                proxyHeader = nil
+                client.setReading(false)
+                if let source = header.source {
+                    clientAddress = source.address.unmappedIPv4?.description ?? source.address.description
+                    clientPort = Int(source.port)
+                    logger[metadataKey: "client"] = "\(Self.endpointText(clientAddress, clientPort))"
+                    logger[metadataKey: "via"] = "\(peer)"
+                }
+                if let destination = header.destination {
+                    connectedTo = (destination.address.unmappedIPv4?.description ?? destination.address.description,
+                                   Int(destination.port))
+                }
+                admitAndGreet()
+            }
+        }
+    }
+
+    /// Takes bytes already seen by a peek out of the socket.
+    private func discard(_ count: Int) {
+        guard count > 0 else { return }
+        _ = try? client.readIntoScratch(max: count)
+    }
+
+    static func endpointText(_ host: String, _ port: Int) -> String {
+        host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+    }
+
+    private func admitAndGreet() {
         if let refusal = context.admission.admitConnection(clientAddress, limits: context.configuration.limits) {
             // The protocol's goodbye in plaintext, even on an implicit-TLS listener: a
             // handshake costs more than the refusal is worth, and the client only sees a
@@ -106,14 +191,9 @@ final class ClientSession: SessionControl, @unchecked Sendable {
         }
         admittedAddress = clientAddress
         context.registry.register(.init(id: id, service: listener.service.rawValue, listener: listener.address.description,
-                                        client: peer.description, tls: nil, user: nil, backend: nil, backendHost: nil,
+                                        client: Self.endpointText(clientAddress, clientPort), tls: nil, user: nil, backend: nil, backendHost: nil,
                                         phase: .preLogin, startedAt: startedAt, target: nil, dn: nil), control: self)
         metrics.opened(listener)
-        // The login timeout covers the TLS handshake too: a client that connects and says
-        // nothing is dropped either way.
-        loginTimer = loop.schedule(after: context.configuration.limits.loginTimeoutSeconds) { [weak self] in
-            self?.onLoop { $0.loginTimedOut() }
-        }
         if listener.tls == .implicit {
             startClientTLS { $0.greet() }
         } else {
@@ -247,6 +327,15 @@ final class ClientSession: SessionControl, @unchecked Sendable {
         logger[metadataKey: "user"] = "\(LogText.escaped(user))"
         context.registry.update(id) { $0.user = user; $0.phase = .loggingIn }
         loginStartedAt = Router.now()
+        // A proxy in front (or we ourselves, through a backend that points back at us) says
+        // how many hops are left; none left is a routing loop.
+        let incoming = min(request.proxyTTL ?? ClientEndpoint.defaultTTL, ClientEndpoint.defaultTTL)
+        guard incoming > 1 else {
+            refuse(.temporary, "proxy loop: x-proxy-ttl \(request.proxyTTL ?? 0) from the client, no hop left "
+                               + "(does a backend point back at a proxy?)")
+            return
+        }
+        hopsLeft = incoming - 1
         let limits = context.configuration.limits
         if let blocked = context.admission.checkLogin(address: clientAddress, user: user, settings: limits.authFailures,
                                                       now: loginStartedAt) {
@@ -367,6 +456,7 @@ final class ClientSession: SessionControl, @unchecked Sendable {
         route = (backend, peerName)
         context.registry.update(id) { $0.backend = backend.name; $0.backendHost = peerName }
         connection.onError = { [unowned self] error in refuse(.temporary, "backend write failed: \(error)") }
+        if backend.forwardClient == .proxyV2 { connection.send(proxyV2Header()) }
         // One deadline for the TLS handshake, the greeting and the login verdict.
         backendTimer = loop.schedule(after: context.configuration.limits.backendLoginTimeoutSeconds) { [weak self] in
             self?.onLoop { $0.refuse(.temporary, "backend did not answer the login in time", result: .timeout) }
@@ -376,6 +466,18 @@ final class ClientSession: SessionControl, @unchecked Sendable {
         } else {
             startBackendLogin(connection, backend: backend)
         }
+    }
+
+    /// The PROXY v2 header for the store: the client as we know it, and the address it
+    /// connected to. First on the connection, before any TLS.
+    private func proxyV2Header() -> [UInt8] {
+        let local = connectedTo ?? Socket.localAddress(of: client.fd).map { ($0.host, $0.port) }
+        guard let source = IPAddress(clientAddress), let local, let destination = IPAddress(local.host),
+              let sourcePort = UInt16(exactly: clientPort), let destinationPort = UInt16(exactly: local.port) else {
+            return ProxyProtocol.encodeV2Local()
+        }
+        return ProxyProtocol.encodeV2(source: source, sourcePort: sourcePort, destination: destination,
+                                      destinationPort: destinationPort)
     }
 
     /// Credentials go to a backend only after its certificate passed verification: a failed
@@ -402,11 +504,11 @@ final class ClientSession: SessionControl, @unchecked Sendable {
 
     private func startBackendLogin(_ connection: Connection, backend: Backend) {
         guard let request else { return }
-        let local = Socket.localAddress(of: client.fd)
-        let endpoint = backend.forwardClientAddress
-            ? ClientEndpoint(remoteAddress: peer.host, remotePort: peer.port,
-                             localAddress: local?.host ?? "", localPort: local?.port ?? 0, sessionID: id)
-            : nil
+        let local = connectedTo ?? Socket.localAddress(of: client.fd).map { ($0.host, $0.port) }
+        let endpoint = backend.forwardClient == .none
+            ? nil
+            : ClientEndpoint(remoteAddress: clientAddress, remotePort: clientPort, localAddress: local?.host ?? "",
+                             localPort: local?.port ?? 0, sessionID: id, ttl: hopsLeft)
         let limits = context.configuration.limits.protocolLimits
         switch listener.service {
         case .imap:

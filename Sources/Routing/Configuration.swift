@@ -70,12 +70,15 @@ public struct ListenerConfiguration: Sendable, Equatable {
     /// Refuse LOGIN/USER/AUTH before TLS (LOGINDISABLED). Defaults to true unless the
     /// listener is bound to loopback.
     public var requireTLS: Bool
+    /// Every connection starts with a PROXY header (v1 or v2) from one of `trusted_proxies`.
+    public var proxyProtocol: Bool
 
-    public init(service: MailService, address: HostPort, tls: ListenerTLS, requireTLS: Bool) {
+    public init(service: MailService, address: HostPort, tls: ListenerTLS, requireTLS: Bool, proxyProtocol: Bool = false) {
         self.service = service
         self.address = address
         self.tls = tls
         self.requireTLS = requireTLS
+        self.proxyProtocol = proxyProtocol
     }
 }
 
@@ -151,27 +154,38 @@ public struct AdminConfiguration: Sendable, Equatable {
     }
 }
 
+/// How a store learns the real client's address (`forward_client`).
+public enum ForwardClient: String, Sendable, CaseIterable {
+    /// IMAP ID `x-originating-ip` etc. and POP3 XCLIENT (Dovecot honours them from
+    /// `login_trusted_networks`), with the hop count `x-proxy-ttl`.
+    case auto
+    /// A PROXY protocol v2 header first (Dovecot's `haproxy_trusted_networks`), then as auto.
+    case proxyV2 = "proxy_v2"
+    /// Nothing: the store sees mailswitch's address, and no hop count stops a routing loop.
+    case none
+}
+
 public struct Backend: Sendable, Equatable {
     public var name: String
     public var imapHosts: [HostPort]
     public var pop3Hosts: [HostPort]
     public var tls: BackendTLS
     public var tlsSettings: BackendTLSConfiguration
-    /// Send the real client's address to the store (IMAP ID x-* fields, POP3 XCLIENT).
-    public var forwardClientAddress: Bool
+    /// How the store learns who the real client is.
+    public var forwardClient: ForwardClient
     /// Sessions open on this store at once, from connect to close; nil is unlimited.
     public var maxSessions: Int?
     /// Logins sent to this store per second (a burst of one second's worth); nil is unlimited.
     public var maxLoginsPerSecond: Double?
 
     public init(name: String, imapHosts: [HostPort], pop3Hosts: [HostPort], tls: BackendTLS = .none,
-                tlsSettings: BackendTLSConfiguration = BackendTLSConfiguration(), forwardClientAddress: Bool = true) {
+                tlsSettings: BackendTLSConfiguration = BackendTLSConfiguration(), forwardClient: ForwardClient = .auto) {
         self.name = name
         self.imapHosts = imapHosts
         self.pop3Hosts = pop3Hosts
         self.tls = tls
         self.tlsSettings = tlsSettings
-        self.forwardClientAddress = forwardClientAddress
+        self.forwardClient = forwardClient
     }
 
     public func hosts(for service: MailService) -> [HostPort] {
@@ -215,6 +229,8 @@ public struct ServiceConfiguration: Sendable, Equatable {
     public var admin = AdminConfiguration()
     /// `metrics.address`: HTTP /metrics and /health there; nil serves neither.
     public var metricsAddress: HostPort?
+    /// Who may send a PROXY header to a listener with `proxy_protocol: true`.
+    public var trustedProxies: [NetworkPrefix] = []
     public var logLevel: String
     /// Needed as soon as a listener has `tls: starttls` or `implicit`.
     public var tls: ServerTLSConfiguration?

@@ -145,7 +145,7 @@ struct ConfigLoader {
 
     private func parse(_ root: Value) throws -> ServiceConfiguration {
         let top = try root.mapping(allowed: ["listeners", "directory", "routing", "backends", "limits", "log", "tls", "admin",
-                                             "shutdown_grace", "metrics"])
+                                             "shutdown_grace", "metrics", "trusted_proxies"])
         guard let listenersValue = top["listeners"] else { throw root.fail("missing key: listeners") }
         guard let directoryValue = top["directory"] else { throw root.fail("missing key: directory") }
         guard let backendsValue = top["backends"] else { throw root.fail("missing key: backends") }
@@ -263,6 +263,18 @@ struct ConfigLoader {
         configuration.admin = admin
         if let value = top["shutdown_grace"] { configuration.shutdownGraceSeconds = try value.duration() }
         if let value = top["metrics"] { configuration.metricsAddress = try parseMetrics(value) }
+        if let value = top["trusted_proxies"] {
+            configuration.trustedProxies = try value.sequence().map { item in
+                let text = try item.string()
+                guard let prefix = NetworkPrefix(text) else {
+                    throw item.fail("\"\(text)\" is not an IP address or a prefix such as \"10.0.0.0/8\" or \"fd00::/8\"")
+                }
+                return prefix
+            }
+        }
+        if configuration.trustedProxies.isEmpty, let index = listeners.firstIndex(where: \.proxyProtocol) {
+            throw listenerValues[index].fail("proxy_protocol: true needs trusted_proxies (who may send the header)")
+        }
         return configuration
     }
 
@@ -278,7 +290,7 @@ struct ConfigLoader {
     }
 
     private func parseListener(_ value: Value) throws -> ListenerConfiguration {
-        let keys = try value.mapping(allowed: ["protocol", "address", "tls", "require_tls"])
+        let keys = try value.mapping(allowed: ["protocol", "address", "tls", "require_tls", "proxy_protocol"])
         guard let serviceValue = keys["protocol"] else { throw value.fail("missing key: protocol") }
         guard let addressValue = keys["address"] else { throw value.fail("missing key: address") }
         let service = try serviceValue.enumeration(MailService.self)
@@ -292,7 +304,8 @@ struct ConfigLoader {
         if requireTLS && tls == .none {
             throw keys["require_tls"]!.fail("require_tls: true needs tls: starttls or implicit")
         }
-        return ListenerConfiguration(service: service, address: address, tls: tls, requireTLS: requireTLS)
+        return ListenerConfiguration(service: service, address: address, tls: tls, requireTLS: requireTLS,
+                                     proxyProtocol: try keys["proxy_protocol"]?.bool() ?? false)
     }
 
     private func parseServerTLS(_ value: Value) throws -> ServerTLSConfiguration {
@@ -309,7 +322,7 @@ struct ConfigLoader {
     }
 
     private func parseBackend(name: String, _ value: Value) throws -> Backend {
-        let keys = try value.mapping(allowed: ["hosts", "pop3_hosts", "tls", "forward_client_address", "ca_file",
+        let keys = try value.mapping(allowed: ["hosts", "pop3_hosts", "tls", "forward_client", "forward_client_address", "ca_file",
                                                "server_name", "verify", "client_cert", "client_key", "min_version",
                                                "max_sessions", "max_logins_per_second"])
         let tls = try keys["tls"]?.enumeration(BackendTLS.self) ?? BackendTLS.none
@@ -335,9 +348,14 @@ struct ConfigLoader {
         if tls == .none, let stray = ["ca_file", "server_name", "verify", "client_cert", "min_version"].compactMap({ keys[$0] }).first {
             throw stray.fail("only meaningful with tls: starttls or implicit")
         }
-        let forward = try keys["forward_client_address"]?.bool() ?? true
+        // forward_client_address (true/false) is the older spelling of auto/none.
+        if keys["forward_client"] != nil, let old = keys["forward_client_address"] {
+            throw old.fail("forward_client replaces forward_client_address: keep one")
+        }
+        let forward = try keys["forward_client"]?.enumeration(ForwardClient.self)
+            ?? keys["forward_client_address"].map { try $0.bool() ? .auto : ForwardClient.none } ?? .auto
         var backend = Backend(name: name, imapHosts: imapHosts, pop3Hosts: pop3Hosts, tls: tls, tlsSettings: settings,
-                              forwardClientAddress: forward)
+                              forwardClient: forward)
         backend.maxSessions = try keys["max_sessions"]?.int(1...10_000_000)
         backend.maxLoginsPerSecond = try keys["max_logins_per_second"]?.positiveNumber()
         return backend

@@ -152,3 +152,19 @@ final class BackendStartTLSInjectionTests: XCTestCase {
         guard case .rejected(.temporary, _)? = actions.last, actions.count == 2 else { return XCTFail("\(actions)") }
     }
 }
+
+final class ProxyHopTests: XCTestCase {
+    func testTheClientsHopCountReachesTheLoginRequestAndTheStore() {
+        var client = IMAPPreLogin()
+        let actions = client.receive(Array("a ID (\"x-proxy-ttl\" \"3\")\r\nb LOGIN u p\r\n".utf8))
+        let request = actions.compactMap { if case .login(let request) = $0 { request } else { nil } }.first
+        XCTAssertEqual(request?.proxyTTL, 3)
+        var store = IMAPBackendLogin(credentials: Credentials(username: "u", password: Array("p".utf8)),
+                                     client: ClientEndpoint(remoteAddress: "192.0.2.7", remotePort: 1, localAddress: "198.51.100.1",
+                                                            localPort: 143, sessionID: "s", ttl: 2))
+        let sent = store.receive(Array("* OK [CAPABILITY IMAP4rev1 ID] hi\r\n".utf8)).compactMap { action -> String? in
+            if case .send(let bytes) = action { String(decoding: bytes, as: UTF8.self) } else { nil }
+        }.joined()
+        XCTAssertTrue(sent.contains("\"x-proxy-ttl\" \"2\""), sent)
+    }
+}

@@ -350,3 +350,31 @@ final class ProxyProtocolTests: XCTestCase {
         XCTAssertEqual(assertHeader(ProxyProtocol.encodeV1Unknown()), ProxyHeader(version: 1, command: .proxy, source: nil, destination: nil))
     }
 }
+
+final class ProxyHeaderReaderTests: XCTestCase {
+    private let header = Array("PROXY TCP4 192.0.2.1 198.51.100.2 40000 143\r\n".utf8)
+
+    func testConsumesExactlyTheHeaderAndNothingAfterIt() {
+        var reader = ProxyHeaderReader()
+        let after = Array("\u{16}\u{03}\u{01}hello".utf8)   // a TLS ClientHello's first bytes
+        guard case .complete(let parsed, let taken) = reader.offer(header + after) else { return XCTFail("no header") }
+        XCTAssertEqual(taken, header.count)
+        XCTAssertEqual(parsed.source?.address.description, "192.0.2.1")
+        XCTAssertEqual(parsed.source?.port, 40000)
+    }
+
+    func testAHeaderArrivingInPiecesIsConsumedAsItComes() {
+        var reader = ProxyHeaderReader()
+        XCTAssertEqual(reader.offer(header[0..<10]), .consume(10))
+        // The driver consumed those 10; now the rest is waiting, plus a command.
+        guard case .complete(_, let taken) = reader.offer(header[10...] + Array("a1 NOOP\r\n".utf8)) else {
+            return XCTFail("no header")
+        }
+        XCTAssertEqual(taken, header.count - 10)
+    }
+
+    func testSomethingElseIsInvalidAtOnce() {
+        var reader = ProxyHeaderReader()
+        guard case .invalid = reader.offer(Array("a1 LOGIN alice secret\r\n".utf8)) else { return XCTFail("accepted") }
+    }
+}

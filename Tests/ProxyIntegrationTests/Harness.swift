@@ -258,7 +258,10 @@ final class RawClient {
     }
 
     func send(_ text: String) {
-        let bytes = Array(text.utf8)
+        sendBytes(Array(text.utf8))
+    }
+
+    func sendBytes(_ bytes: [UInt8]) {
         _ = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
     }
 

@@ -341,6 +341,22 @@ final class ProxyIntegrationTests: XCTestCase {
         let bad = try Harness.run(binary, ["check-config", "--config", broken])
         XCTAssertEqual(bad.status, 1)
         XCTAssertTrue(bad.stderr.contains("backends.new.pop3_hosts[0]"), bad.stderr)
+        // The limits and PROXY protocol keys are checked too, with the key named.
+        for (old, new, expected) in [
+            ("trusted_proxies: [\"127.0.0.2/32\"]", "trusted_proxies: [\"10.0.0.0/33\"]", "trusted_proxies[0]"),
+            ("trusted_proxies: [\"127.0.0.2/32\"]\n", "\n", "proxy_protocol: true needs trusted_proxies"),
+            ("forward_client: auto", "forward_client: haproxy", "\"haproxy\" is not one of auto | proxy_v2 | none"),
+            ("max_sessions_per_user: 50", "max_sessions_per_user: 0", "limits.max_sessions_per_user"),
+            ("auth_failure_window: \"5m\"", "auth_failure_window: \"soon\"", "limits.auth_failure_window"),
+        ] {
+            var edited = text.replacingOccurrences(of: old, with: new)
+            if expected.hasPrefix("proxy_protocol") { edited = edited.replacingOccurrences(of: "proxy_protocol: false", with: "proxy_protocol: true") }
+            XCTAssertNotEqual(edited, text, "the edit \(old) applies")
+            try edited.write(toFile: broken, atomically: true, encoding: .utf8)
+            let refused = try Harness.run(binary, ["check-config", "--config", broken])
+            XCTAssertEqual(refused.status, 1, "\(new): \(refused.stdout)")
+            XCTAssertTrue(refused.stderr.contains(expected), "\(new): \(refused.stderr)")
+        }
 
         let alice = try Harness.run(binary, ["route", "alice", "--config", proxy.configPath])
         XCTAssertEqual(alice.status, 0, alice.stderr)
