@@ -57,3 +57,20 @@ public enum Signals {
         signal(SIGPIPE, SIG_IGN)
     }
 }
+
+public enum DescriptorLimit {
+    /// Raises the soft limit on open files to the hard one (what systemd's LimitNOFILE or the
+    /// shell allows): a proxy holds two descriptors per session, and the usual soft 1024
+    /// would refuse accepts at about 500 sessions. Returns the limit now in force.
+    @discardableResult
+    public static func raiseToHard() -> UInt64 {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return 0 }
+        if limit.rlim_cur < limit.rlim_max {
+            var raised = limit
+            raised.rlim_cur = limit.rlim_max
+            if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &raised) == 0 { return UInt64(raised.rlim_cur) }
+        }
+        return UInt64(limit.rlim_cur)
+    }
+}

@@ -66,6 +66,10 @@ struct Serve: ParsableCommand {
         }
         let logger = Logger(label: "mailswitch")
         if configuration.metricsAddress != nil { ProxyMetrics.bootstrap(configuration) }   // before anything records
+        let files = DescriptorLimit.raiseToHard()
+        if files < UInt64(configuration.limits.maxConnections) * 2 + 100 {
+            logger.warning("open files limit \(files) is below two per connection for limits.max_connections \(configuration.limits.maxConnections): accepts will fail first (raise LimitNOFILE)")
+        }
         let directory = LDAPDirectory(configuration: configuration.directory)
         tls.warnings.forEach { logger.warning("\($0)") }
         let server: ProxyServer
