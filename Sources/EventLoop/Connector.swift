@@ -52,6 +52,8 @@ public final class Connector: @unchecked Sendable {
     private var attempt: Connection?
     private var timer: OneShotTimer?
     private var lastError = SystemError("connect", errno: ECONNREFUSED)
+    /// Each address's outcome as it is known (nil: connected), so dead hosts can be skipped.
+    public var onAttempt: ((SocketAddress, SystemError?) -> Void)?
 
     public init(loop: EventLoop, addresses: [SocketAddress], timeout: Double,
                 completion: @escaping (Result<Connection, SystemError>) -> Void) {
@@ -87,6 +89,7 @@ public final class Connector: @unchecked Sendable {
             fd = try Socket.startConnect(to: address)
         } catch {
             lastError = error
+            onAttempt?(address, error)
             next()
             return
         }
@@ -101,9 +104,11 @@ public final class Connector: @unchecked Sendable {
             connection.onWritable = nil
             self.attempt = nil
             if status == 0 {
+                self.onAttempt?(address, nil)
                 self.finish(.success(connection))
             } else {
                 self.lastError = SystemError("connect \(address)", errno: status)
+                self.onAttempt?(address, self.lastError)
                 connection.close()
                 self.next()
             }
@@ -114,6 +119,7 @@ public final class Connector: @unchecked Sendable {
             self.attempt = nil
             attempt.close()
             self.lastError = SystemError("connect \(address) (timed out)", errno: ETIMEDOUT)
+            self.onAttempt?(address, self.lastError)
             self.next()
         }
     }

@@ -147,6 +147,7 @@ extension ProxyServer {
         let holdCount = holds.all.count
         let bound = boundAddresses
         let file = loadedConfiguration
+        let hostsDown = backendHosts.downAddresses
         watcher.state { feed, changes in
             var byBackend: [String: Int] = [:]
             for session in sessions where session.entry.phase == .relaying { byBackend[session.entry.backend ?? "?", default: 0] += 1 }
@@ -162,6 +163,7 @@ extension ProxyServer {
                 "change feed": "\(feed); \(changes) changes seen",
                 "route cache": "\(cache.entries) entries; \(cache.hits) hits, \(cache.misses) misses, \(cache.stale) stale",
                 "holds": "\(holdCount)",
+                "backend hosts down": hostsDown.isEmpty ? "none" : hostsDown.joined(separator: " "),
             ]
             reply(response)
         }

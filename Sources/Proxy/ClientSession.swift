@@ -413,7 +413,16 @@ final class ClientSession: SessionControl, @unchecked Sendable {
                 refuse(.temporary, "backend \(backend.name): no address for \(hosts.map(\.description).joined(separator: ", "))")
                 return
             }
-            let connector = Connector(loop: loop, addresses: addresses,
+            // Dead hosts are skipped until a retry is due; with none left, fail now rather
+            // than after a connect timeout.
+            let byText = Dictionary(addresses.map { ($0.description, $0) }, uniquingKeysWith: { first, _ in first })
+            let ordered = context.backendHosts.usable(addresses.map(\.description), now: Router.now()).compactMap { byText[$0] }
+            guard !ordered.isEmpty else {
+                ProxyMetrics.backendUnreachable(backend, hosts)
+                refuse(.temporary, "backend \(backend.name): every host is down (\(addresses.map(\.description).joined(separator: ", ")))")
+                return
+            }
+            let connector = Connector(loop: loop, addresses: ordered,
                                       timeout: context.configuration.limits.backendConnectTimeoutSeconds) { [self] result in
                 self.connector = nil
                 guard state == .loggingIn else {
@@ -426,6 +435,13 @@ final class ClientSession: SessionControl, @unchecked Sendable {
                     refuse(.temporary, "backend \(backend.name) unreachable: \(error)")
                 case .success(let connection):
                     backendConnected(connection, backend: backend)
+                }
+            }
+            connector.onAttempt = { [context] address, error in
+                if let error {
+                    context.backendHosts.failed(address.description, backend: backend.name, error: "\(error)", now: Router.now())
+                } else {
+                    context.backendHosts.succeeded(address.description, backend: backend.name)
                 }
             }
             self.connector = connector

@@ -75,6 +75,7 @@ public enum ProxyMetrics {
         static let sessionsEnded = "mailswitch_sessions_ended_total"
         static let tlsHandshakes = "mailswitch_tls_handshakes_total"
         static let limitRefusals = "mailswitch_limit_refusals_total"
+        static let backendHostUp = "mailswitch_backend_host_up"
     }
 
     // MARK: - Fixed label sets
@@ -181,6 +182,7 @@ public enum ProxyMetrics {
     }
     private static let relayBytesCache = Labelled<Counter>(Name.relayBytes, ["direction", "backend"]) { Counter(label: $0, dimensions: $1) }
     private static let backendErrorsCache = Labelled<Counter>(Name.backendConnectErrors, ["backend", "host"]) { Counter(label: $0, dimensions: $1) }
+    private static let hostUpCache = Labelled<Gauge>(Name.backendHostUp, ["backend", "address"]) { Gauge(label: $0, dimensions: $1) }
     private static let tlsCache = Labelled<Counter>(Name.tlsHandshakes, ["version", "result"]) { Counter(label: $0, dimensions: $1) }
 
     static func sessionsOpen(_ listener: String, _ service: String, _ tls: String, _ backend: String) -> Meter {
@@ -190,6 +192,9 @@ public enum ProxyMetrics {
     static func relayBytes(_ direction: String, _ backend: String) -> Counter { relayBytesCache([direction, backend]) }
     static func backendConnectErrors(_ backend: String, _ host: String) -> Counter { backendErrorsCache([backend, host]) }
     static func tlsHandshakes(_ version: String, _ result: String) -> Counter { tlsCache([version, result]) }
+    /// 0 while new logins skip a store address, 1 once it answers again; an address that never
+    /// failed has no series (recording every success would cost a lookup per login).
+    static func backendHostUp(_ backend: String, _ address: String) -> Gauge { hostUpCache([backend, address]) }
 
     /// A backend's hosts for one protocol, as configured: the host label of connect errors.
     static func hostsLabel(_ hosts: [HostPort]) -> String { hosts.map(\.description).joined(separator: ",") }

@@ -18,6 +18,7 @@ struct ServiceContext: Sendable {
     let holds: HoldBook
     let registry: SessionRegistry
     let admission: Admission
+    let backendHosts: BackendHosts
     let logger: Logger
 }
 
@@ -34,6 +35,7 @@ public final class ProxyServer: Sendable {
     public let router: Router
     public let holds: HoldBook
     let admission: Admission
+    let backendHosts: BackendHosts
     let watcher: RouteWatcher
     let group: EventLoopGroup
     private let context: SharedContext
@@ -68,8 +70,10 @@ public final class ProxyServer: Sendable {
         router = Router(directory: directory, settings: configuration.directory.cache)
         holds = try HoldBook(file: configuration.admin.stateFile)
         admission = Admission(logger: logger)
+        backendHosts = BackendHosts(logger: logger)
         let context = SharedContext(ServiceContext(configuration: configuration, tls: tls, router: router, holds: holds,
-                                                   registry: registry, admission: admission, logger: logger))
+                                                   registry: registry, admission: admission, backendHosts: backendHosts,
+                                                   logger: logger))
         self.context = context
         watcher = RouteWatcher(router: router, registry: registry, holds: holds, configuration: configuration,
                                logger: logger, current: { context.withLock { $0.configuration } })
@@ -113,7 +117,8 @@ public final class ProxyServer: Sendable {
             next.limits.relayBufferBytes = current.configuration.limits.relayBufferBytes
             if directory == nil { next.directory = current.configuration.directory }
             current = ServiceContext(configuration: next, tls: tls, router: current.router, holds: current.holds,
-                                     registry: current.registry, admission: current.admission, logger: current.logger)
+                                     registry: current.registry, admission: current.admission,
+                                     backendHosts: current.backendHosts, logger: current.logger)
         }
         return notes
     }

@@ -128,3 +128,28 @@ final class AuthFailureTrackerTests: XCTestCase {
         XCTAssertEqual(tracker.check(address: "10.0.39.15", user: "z", now: 10), .address)
     }
 }
+
+final class HostHealthTests: XCTestCase {
+    func testADeadHostIsSkippedUntilItsRetryIsDueThenComesBack() {
+        var health = HostHealth()
+        XCTAssertEqual(health.usable(["a", "b"], now: 0), ["a", "b"])
+        XCTAssertEqual(health.failed("a", now: 0), .wentDown)
+        XCTAssertEqual(health.usable(["a", "b"], now: 0.5), ["b"], "skipped within its back-off")
+        XCTAssertEqual(health.usable(["a", "b"], now: 1.0), ["b", "a"], "due: tried after the live ones")
+        XCTAssertEqual(health.usable(["a", "b"], now: 1.1), ["b"], "one login probes it, not every one")
+        XCTAssertNil(health.failed("a", now: 1.2), "already down")
+        XCTAssertEqual(health.usable(["a", "b"], now: 2.5), ["b"], "the back-off doubled to 2 s")
+        XCTAssertEqual(health.usable(["a", "b"], now: 3.3), ["b", "a"])
+        XCTAssertEqual(health.succeeded("a"), .cameBack)
+        XCTAssertNil(health.succeeded("a"))
+        XCTAssertEqual(health.usable(["a", "b"], now: 3.4), ["a", "b"])
+    }
+
+    func testBackoffIsCapped() {
+        var health = HostHealth()
+        for step in 0..<20 { _ = health.failed("a", now: Double(step)) }
+        XCTAssertEqual(health.usable(["a"], now: 19 + HostHealth.maxBackoff - 0.1), [])
+        XCTAssertEqual(health.usable(["a"], now: 19 + HostHealth.maxBackoff), ["a"])
+        XCTAssertEqual(health.downAddresses, ["a"])
+    }
+}
