@@ -98,6 +98,9 @@ public struct DirectoryConfiguration: Sendable, Equatable {
     public var changeFeed = ChangeFeedMode.auto
     /// Poll mode: how often the routes of users with open sessions are looked up again.
     public var recheckIntervalSeconds: Double = 60
+    /// Keep the whole login → route map in memory from the change feed and answer logins
+    /// from it (`DirectoryReplica`).
+    public var replica = false
 
     public init(uris: [String], bindDN: String?, bindPassword: String?, base: String, filter: String,
                 backendAttribute: String, timeoutSeconds: Double, maxInFlight: Int = 100) {

@@ -364,7 +364,8 @@ struct ConfigLoader {
     private func parseDirectory(_ value: Value) throws -> DirectoryConfiguration {
         let keys = try value.mapping(allowed: ["uris", "bind_dn", "bind_password_file", "base", "filter",
                                                "backend_attribute", "timeout", "max_in_flight", "cache_ttl",
-                                               "negative_cache_ttl", "stale_ttl", "change_feed", "recheck_interval"])
+                                               "negative_cache_ttl", "stale_ttl", "change_feed", "recheck_interval",
+                                               "replica"])
         func required(_ key: String) throws -> Value {
             guard let found = keys[key] else { throw value.fail("missing key: \(key)") }
             return found
@@ -403,6 +404,13 @@ struct ConfigLoader {
         if let v = keys["stale_ttl"] { directory.cache.staleTTL = try v.duration() }
         if let v = keys["change_feed"] { directory.changeFeed = try v.enumeration(ChangeFeedMode.self) }
         if let v = keys["recheck_interval"] { directory.recheckIntervalSeconds = try v.duration() }
+        if let v = keys["replica"], try v.bool() {
+            if case .failure(let problem) = LDAPFilter.replicaAttributes(filter) { throw filterValue.fail(problem.description) }
+            guard directory.changeFeed == .auto || directory.changeFeed == .sync else {
+                throw v.fail("replica: true is built from the RFC 4533 feed: change_feed must be auto or sync")
+            }
+            directory.replica = true
+        }
         return directory
     }
 }
