@@ -126,45 +126,54 @@ final class ClientSession: SessionControl, @unchecked Sendable {
     /// source address is the client's from then on: in logs, limits, failure counters and
     /// what the store is told.
     private func readProxyHeader() {
-        guard var reader = proxyHeader else { return }
+        guard var reader = proxyHeader,
+              let bytes = readClientBytes(max: 16 + ProxyProtocol.maxV2PayloadLength, peek: true,
+                                          endOfFile: "client disconnected before its PROXY header") else { return }
+        let step = reader.offer(bytes)
+        proxyHeader = reader
+        switch step {
+        case .invalid(let why):
+            logger.notice("invalid PROXY header from \(peer): \(why)")
+            close("invalid PROXY header")
+        case .consume(let taken):
+            discard(taken)
+        case .complete(let header, let taken):
+            discard(taken)
+            proxyHeader = nil
+            client.setReading(false)
+            if let source = header.source {
+                clientAddress = source.address.unmappedIPv4?.description ?? source.address.description
+                clientPort = Int(source.port)
+                logger[metadataKey: "client"] = "\(Self.endpointText(clientAddress, clientPort))"
+                logger[metadataKey: "via"] = "\(peer)"
+            }
+            if let destination = header.destination {
+                connectedTo = (destination.address.unmappedIPv4?.description ?? destination.address.description,
+                               Int(destination.port))
+            }
+            admitAndGreet()
+        }
+    }
+
+    /// One read (or peek) from the client: its bytes, or nil when there are none yet or the
+    /// session was closed (at end of file, with `endOfFile` as the reason, or on an error).
+    private func readClientBytes(max: Int, peek: Bool = false, endOfFile: String) -> UnsafeRawBufferPointer? {
         let result: IOResult
         let buffer: UnsafeMutableRawBufferPointer
         do {
-            (result, buffer) = try client.peekIntoScratch(max: 16 + ProxyProtocol.maxV2PayloadLength)
+            (result, buffer) = peek ? try client.peekIntoScratch(max: max) : try client.readIntoScratch(max: max)
         } catch {
             close("client read failed: \(error)")
-            return
+            return nil
         }
         switch result {
         case .wouldBlock:
-            return
+            return nil
         case .endOfFile:
-            close("client disconnected before its PROXY header")
+            close(endOfFile)
+            return nil
         case .processed(let count):
-            let step = reader.offer(UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
-            proxyHeader = reader
-            switch step {
-            case .invalid(let why):
-                logger.notice("invalid PROXY header from \(peer): \(why)")
-                close("invalid PROXY header")
-            case .consume(let taken):
-                discard(taken)
-            case .complete(let header, let taken):
-                discard(taken)
-                proxyHeader = nil
-                client.setReading(false)
-                if let source = header.source {
-                    clientAddress = source.address.unmappedIPv4?.description ?? source.address.description
-                    clientPort = Int(source.port)
-                    logger[metadataKey: "client"] = "\(Self.endpointText(clientAddress, clientPort))"
-                    logger[metadataKey: "via"] = "\(peer)"
-                }
-                if let destination = header.destination {
-                    connectedTo = (destination.address.unmappedIPv4?.description ?? destination.address.description,
-                                   Int(destination.port))
-                }
-                admitAndGreet()
-            }
+            return UnsafeRawBufferPointer(rebasing: buffer[0..<count])
         }
     }
 
@@ -241,23 +250,9 @@ final class ClientSession: SessionControl, @unchecked Sendable {
     // MARK: - Pre-login
 
     private func readClient() {
-        let result: IOResult
-        let buffer: UnsafeMutableRawBufferPointer
-        do {
-            (result, buffer) = try client.readIntoScratch(max: 16_384)
-        } catch {
-            close("client read failed: \(error)")
-            return
-        }
-        switch result {
-        case .wouldBlock:
-            return
-        case .endOfFile:
-            close("client disconnected before login")
-        case .processed(let count):
-            perform(machine.receive(UnsafeRawBufferPointer(rebasing: buffer[0..<count])))
-            holdBackIfRepliesPileUp()
-        }
+        guard let bytes = readClientBytes(max: 16_384, endOfFile: "client disconnected before login") else { return }
+        perform(machine.receive(bytes))
+        holdBackIfRepliesPileUp()
     }
 
     /// A client that pipelines CAPABILITY or ID without reading the answers would make the

@@ -1,0 +1,68 @@
+import Routing
+import Synchronization
+
+/// `directory.replica: true`: logins are answered from a `DirectoryReplica` the change feed
+/// keeps, with no LDAP round trip; until the feed's first full refresh is complete (and if the
+/// server offers no feed), the LDAP directory answers as usual.
+///
+/// The feed rebuilds the replica from a full refresh at every (re)connect, into a second copy
+/// that replaces the first when the refresh is complete: entries deleted while the feed was
+/// away cannot linger, and logins keep being answered from the old copy meanwhile (memory is
+/// twice the replica's for the length of a refresh).
+public final class ReplicaDirectory: Directory, Sendable {
+    private struct State {
+        var current: DirectoryReplica?
+        var building: DirectoryReplica?
+    }
+
+    private let state = Mutex(State())
+    private let fallback: any Directory
+
+    public init(fallback: any Directory) {
+        self.fallback = fallback
+    }
+
+    public func lookup(_ user: String, completion: @escaping @Sendable (DirectoryResult) -> Void) {
+        if let answer = state.withLock({ $0.current?.lookup(user) }) {
+            completion(answer)
+        } else {
+            fallback.lookup(user, completion: completion)
+        }
+    }
+
+    /// Entries in the replica that answers logins; nil before the first refresh completed.
+    public var entryCount: Int? { state.withLock { $0.current?.count } }
+
+    // MARK: - Fed by the change feed, on its thread
+
+    /// A full refresh begins: entries go into a new copy.
+    func refreshBegan() {
+        state.withLock { $0.building = DirectoryReplica() }
+    }
+
+    /// The refresh is complete: the new copy answers logins from now on.
+    func refreshCompleted() {
+        state.withLock { state in
+            guard let building = state.building else { return }
+            state.current = building
+            state.building = nil
+        }
+    }
+
+    /// An entry added or modified (during a refresh: into the new copy).
+    func upsert(dn: String, loginValues: [String], backendValue: String?) {
+        state.withLock { state in
+            if state.building != nil {
+                state.building?.upsert(dn: dn, loginValues: loginValues, backendValue: backendValue)
+            } else {
+                state.current?.upsert(dn: dn, loginValues: loginValues, backendValue: backendValue)
+            }
+        }
+    }
+
+    func remove(dn: String) {
+        state.withLock { state in
+            if state.building != nil { state.building?.remove(dn: dn) } else { state.current?.remove(dn: dn) }
+        }
+    }
+}
