@@ -1,0 +1,203 @@
+#!/usr/bin/env python3
+"""Benchmark: what the directory replica (directory.replica: true) costs in memory and start-up
+time, and that it routes everyone with LDAP down. Not a test: it measures and reports.
+
+    scripts/bench replica [--users 100000] [--rounds 3] [--out DIR] [--timeout SECONDS]
+
+A bench lab (scripts/lab.py, port offset 300) with --users LDAP entries (default 100,000;
+slapadd), the Dovecot stores on 127.0.0.2/127.0.0.3. Per round, two fresh mailswitch processes
+(Benchmarks/peers.py's bench configuration, change_feed sync), one after the other:
+  plain     replica false: RSS once the change feed has synchronized
+  replica   replica true: seconds from spawn to the log's "directory replica: N entries" line
+            (the full refresh read and indexed), and RSS then
+Memory per entry = (replica RSS - plain RSS) / entries, median over the rounds. Then, once,
+with a replica instance up: slapd is stopped and 20 users never looked up before log in
+(they must all land on their store), and slapd is started again.
+
+Writes DIR/replica.md and DIR/replica.json (default DIR: results/). Binary: $MAILSWITCH_BINARY,
+else .build-bench/release/mailswitch (`scripts/bench replica` builds .build/release). Loopback
+only; every wait is bounded; everything started is stopped at the end and after --timeout.
+"""
+import argparse
+import datetime
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "Benchmarks"))
+sys.path.insert(0, os.path.join(REPO, "scripts"))
+import bench  # noqa: E402  (the lab)
+import moves  # noqa: E402  (a fresh mailswitch with settings, its log, teardown)
+import peers  # noqa: E402
+from lab import wait_until  # noqa: E402
+
+REPLICA_RE = re.compile(r"directory replica: (\d+) entries")
+SETTINGS = {"cache_ttl": '"60s"', "negative_cache_ttl": '"10s"', "change_feed": "sync"}
+DOWN_LOGINS = 20
+
+
+def rss_kib(pid):
+    return moves.proc_status(pid).get("VmRSS_kib")
+
+
+def settle(pid, seconds=1.0):
+    """RSS after it stopped moving (the allocator returns pages lazily)."""
+    time.sleep(seconds)
+    return rss_kib(pid)
+
+
+def one_round(options, binary, state, work, round_):
+    row = {"round": round_}
+    plain = moves.Mailswitch(binary, state, work, "plain r%d" % round_, dict(SETTINGS, replica="false"))
+    try:
+        row["plain_feed_sync_s"] = plain.wait_feed(timeout=options.sync_timeout)
+        row["plain_rss_kib"] = settle(plain.pid)
+    finally:
+        plain.stop()
+    started = time.monotonic()
+    replica = moves.Mailswitch(binary, state, work, "replica r%d" % round_, dict(SETTINGS, replica="true"))
+    try:
+        def built():
+            replica.log.read()
+            return replica.process.poll() is not None or REPLICA_RE.search(replica.log.text)
+        if not wait_until(built, options.sync_timeout, 0.05) or replica.process.poll() is not None:
+            raise moves.BenchError("no 'directory replica' line within %.0f s:\n%s"
+                                   % (options.sync_timeout, peers.tail(replica.log_path)))
+        row["replica_ready_s"] = round(time.monotonic() - started, 2)
+        row["entries"] = int(REPLICA_RE.search(replica.log.text).group(1))
+        row["replica_rss_kib"] = settle(replica.pid)
+        row["replica_cpu_s"] = round(moves.cpu(replica.pid), 2)
+        if round_ == 1:
+            row["ldap_down"] = logins_with_ldap_down(options, state, work)
+    finally:
+        replica.stop()
+    row["bytes_per_entry"] = round(1024.0 * (row["replica_rss_kib"] - row["plain_rss_kib"]) / row["entries"], 1)
+    return row
+
+
+def logins_with_ldap_down(options, state, work):
+    """slapd stopped: users never looked up before still log in (from the replica)."""
+    bench.lab(["stop-slapd"], options.lab_dir)
+    try:
+        users = peers.bench_users(state)[-DOWN_LOGINS:]
+        path = bench.users_file(work, "ldap-down", users, lambda user, store: moves.LISTEN["imap"])
+        result = bench.run_loadgen(options.loadgen, ["login", "--protocol", "imap", "--concurrency", "4",
+                                                     "--count", str(len(users)), "--users", path], timeout=60)
+        return {"users": len(users), "ok": result.get("ok"), "errors": bench.errors_of(result)}
+    finally:
+        bench.lab(["start-slapd"], options.lab_dir)
+
+
+def spread(values):
+    values = [v for v in values if v is not None]
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)} if values else None
+
+
+def markdown(report):
+    s = report.get("summary") or {}
+    out = ["# mailswitch: the directory replica", "",
+           "`%s` — %s; %s; %d LDAP entries, %d rounds." % (report["command"], report["date"], report["machine"],
+                                                            report["users"], report["rounds"]), ""]
+    if report.get("errors"):
+        out += ["**Errors:** " + "; ".join(report["errors"]), ""]
+    if s:
+        def cell(name, form):
+            v = s.get(name)
+            return (form % v["median"]) + " (" + (form % v["min"]) + "–" + (form % v["max"]) + ")" if v else "—"
+        out += ["| figure | median (min–max) |", "|---|---|",
+                "| start to replica ready (full refresh read and indexed), s | %s |" % cell("replica_ready_s", "%.2f"),
+                "| mailswitch CPU until then, s | %s |" % cell("replica_cpu_s", "%.2f"),
+                "| RSS without the replica, MiB | %s |" % cell("plain_rss_mib", "%.1f"),
+                "| RSS with the replica, MiB | %s |" % cell("replica_rss_mib", "%.1f"),
+                "| memory per entry, bytes | %s |" % cell("bytes_per_entry", "%.0f"), ""]
+    down = next((r.get("ldap_down") for r in report.get("rounds_data", []) if r.get("ldap_down")), None)
+    if down:
+        out += ["With slapd stopped, %s of %d users never looked up before logged in (%s errors)."
+                % (down["ok"], down["users"], down["errors"]), ""]
+    return "\n".join(out)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--users", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--out", default=os.path.join(REPO, "results"))
+    parser.add_argument("--sync-timeout", type=float, default=300)
+    parser.add_argument("--timeout", type=float, default=1800)
+    options = parser.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("replica.py: run as root (scripts/lab.py needs it)")
+    binary = os.path.abspath(os.environ.get("MAILSWITCH_BINARY") or moves.DEFAULT_BINARY)
+    os.environ["PATH"] = os.environ.get("PATH", "/usr/bin:/bin") + ":/usr/sbin:/sbin"
+    bench.USERS = options.users
+
+    def interrupted(signum, _frame):
+        raise moves.Interrupted("signal %d" % signum)
+    for signum in (signal.SIGALRM, signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, interrupted)
+    signal.alarm(int(options.timeout))
+    work = tempfile.mkdtemp(prefix="mailswitch-replica-")
+    os.chmod(work, 0o755)
+    options.lab_dir = os.path.join(work, "lab")
+    report = {"command": " ".join(["scripts/bench", "replica"] + sys.argv[1:]), "users": options.users,
+              "rounds": options.rounds, "date": datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M UTC"),
+              "machine": bench.machine(), "errors": [], "rounds_data": []}
+    lab_up = False
+    try:
+        moves.say("lab with %d users (slapadd)" % options.users)
+        lab_up = True
+        started = time.monotonic()
+        bench.lab(["up"], options.lab_dir)
+        report["lab_up_s"] = round(time.monotonic() - started, 1)
+        state = peers.load_lab(options.lab_dir)
+        options.loadgen = bench.build_loadgen(work)
+        for round_ in range(1, options.rounds + 1):
+            moves.say("round %d/%d" % (round_, options.rounds))
+            row = one_round(options, binary, state, work, round_)
+            moves.say("  %s" % row)
+            report["rounds_data"].append(row)
+        rows = report["rounds_data"]
+        report["summary"] = {
+            "replica_ready_s": spread([r["replica_ready_s"] for r in rows]),
+            "replica_cpu_s": spread([r["replica_cpu_s"] for r in rows]),
+            "plain_rss_mib": spread([r["plain_rss_kib"] / 1024 for r in rows]),
+            "replica_rss_mib": spread([r["replica_rss_kib"] / 1024 for r in rows]),
+            "bytes_per_entry": spread([r["bytes_per_entry"] for r in rows]),
+        }
+    except (moves.BenchError, bench.BenchError, peers.PeerError, subprocess.SubprocessError, OSError, KeyError) as error:
+        report["errors"].append("%s: %s" % (type(error).__name__, error))
+    except moves.Interrupted as error:
+        report["errors"].append("interrupted: %s" % error)
+    finally:
+        signal.alarm(0)
+        for name, process in reversed(list(moves.STARTED)):
+            try:
+                peers.terminate(process.pid)
+            except Exception as error:   # noqa: BLE001 - keep tearing down
+                moves.say("stopping %s: %s" % (name, error))
+        if lab_up:
+            try:
+                bench.lab(["down"], options.lab_dir)
+            except Exception as error:   # noqa: BLE001
+                moves.say("lab down: %s" % error)
+        shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(options.out, exist_ok=True)
+    with open(os.path.join(options.out, "replica.json"), "w") as f:
+        json.dump(report, f, indent=2)
+    text = markdown(report)
+    with open(os.path.join(options.out, "replica.md"), "w") as f:
+        f.write(text)
+    print(text)
+    return 1 if report["errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
