@@ -43,6 +43,8 @@ public struct IMAPPreLogin: Sendable {
     private var askedForCapability = false
     private var invalidCommands = 0
     private var commands = 0
+    /// Set when a limit ended the session (its last action is `.close`).
+    public private(set) var limitReached: ProtocolLimit?
 
     public init(configuration: Configuration = Configuration(), secure: Bool = false) {
         self.configuration = configuration
@@ -171,6 +173,7 @@ public struct IMAPPreLogin: Sendable {
                             // The client is already sending the payload: there is no way
                             // to resynchronise with it, so end the session (RFC 7888 §4).
                             phase = .done
+                            limitReached = .literalSize
                             return actions + [.send(tagged(tag, "BAD [TOOBIG] Literal too large.")),
                                               .send(Array("* BYE Too large literal.\r\n".utf8)), .close]
                         }
@@ -218,6 +221,7 @@ public struct IMAPPreLogin: Sendable {
 
     private mutating func lineTooLong() -> [ClientAction] {
         phase = .done
+        limitReached = .lineLength
         return [.send(Array("* BYE [TOOBIG] Command line too long.\r\n".utf8)), .close]
     }
 
@@ -229,6 +233,7 @@ public struct IMAPPreLogin: Sendable {
         invalidCommands += 1
         if invalidCommands >= configuration.limits.invalidCommands {
             phase = .done
+            limitReached = .invalidCommands
             return [.send(tagged(tag, "BAD \(text)")),
                     .send(Array("* BYE Too many invalid commands.\r\n".utf8)), .close]
         }
@@ -243,6 +248,7 @@ public struct IMAPPreLogin: Sendable {
         commands += 1
         if commands > configuration.limits.commandsBeforeLogin {
             phase = .done
+            limitReached = .commandsBeforeLogin
             return [.send(Array("* BYE Too many commands before login.\r\n".utf8)), .close]
         }
         let (tagBytes, afterTag) = splitWord(first)

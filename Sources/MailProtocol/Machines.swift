@@ -11,6 +11,8 @@ public protocol PreLoginMachine: Sendable {
     /// The same for a reason that passes (a shutdown, a limit): IMAP's `[UNAVAILABLE]`,
     /// POP3's `[SYS/TEMP]` (RFC 5530, RFC 3206).
     func temporaryGoodbye(_ text: String) -> [UInt8]
+    /// Which limit ended the session, when one did.
+    var limitReached: ProtocolLimit? { get }
 }
 
 /// What the driver needs from a backend-facing login state machine.

@@ -33,6 +33,8 @@ public struct POP3PreLogin: Sendable {
     private var user: String?
     private var invalidCommands = 0
     private var commands = 0
+    /// Set when a limit ended the session (its last action is `.close`).
+    public private(set) var limitReached: ProtocolLimit?
 
     public init(configuration: Configuration = Configuration(), secure: Bool = false) {
         self.configuration = configuration
@@ -102,6 +104,7 @@ public struct POP3PreLogin: Sendable {
                 return actions
             case .tooLong:
                 phase = .done
+                limitReached = .lineLength
                 return actions + [.send(Array("-ERR Line too long.\r\n".utf8)), .close]
             case .line(let line):
                 if case .authenticating(var exchange) = phase {
@@ -124,6 +127,7 @@ public struct POP3PreLogin: Sendable {
         invalidCommands += 1
         if invalidCommands >= configuration.limits.invalidCommands {
             phase = .done
+            limitReached = .invalidCommands
             return [reply("-ERR \(text)"), reply("-ERR Too many bad commands."), .close]
         }
         return [reply("-ERR \(text)")]
@@ -134,6 +138,7 @@ public struct POP3PreLogin: Sendable {
         commands += 1
         if commands > configuration.limits.commandsBeforeLogin {
             phase = .done
+            limitReached = .commandsBeforeLogin
             return [reply("-ERR Too many commands before login."), .close]
         }
         let (name, argument) = splitWord(line)

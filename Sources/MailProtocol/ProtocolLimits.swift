@@ -20,3 +20,11 @@ public struct ProtocolLimits: Sendable, Equatable {
 
     public init() {}
 }
+
+/// Which pre-login limit made a machine end the session (for the metric and the log).
+public enum ProtocolLimit: String, Sendable, CaseIterable {
+    case lineLength = "max_line_length"
+    case literalSize = "max_literal_size"
+    case invalidCommands = "invalid_commands"
+    case commandsBeforeLogin = "max_commands_before_login"
+}

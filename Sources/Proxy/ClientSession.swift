@@ -295,7 +295,13 @@ final class ClientSession: SessionControl, @unchecked Sendable {
                 if client.outboxCount == 0 { begin() } else { client.onOutboxDrained = begin }
                 return
             case .close:
-                closeAfterFlush("client logged out or was refused")
+                if let limit = machine.limitReached {
+                    ProxyMetrics.limitReached(.init(limit))
+                    logger.notice("closing: \(limit.rawValue) reached before login")
+                    closeAfterFlush(limit.rawValue)
+                } else {
+                    closeAfterFlush("client logged out or was refused")
+                }
             }
         }
     }
@@ -309,6 +315,7 @@ final class ClientSession: SessionControl, @unchecked Sendable {
         }
         guard state == .preLogin || state == .loggingIn || state == .answeringLater else { return }
         if state == .loggingIn { ProxyMetrics.login(.timeout) }
+        ProxyMetrics.limitReached(.loginTimeout)
         client.send(machine.goodbye("Disconnected for inactivity."))
         closeAfterFlush("login timeout")
     }

@@ -118,6 +118,20 @@ public enum ProxyMetrics {
         case authFailuresPerIP = "auth_failures_per_ip"
         case authFailuresPerUser = "auth_failures_per_user"
         case untrustedProxy = "untrusted_proxy"
+        case lineLength = "max_line_length"
+        case literalSize = "max_literal_size"
+        case invalidCommands = "invalid_commands"
+        case commandsBeforeLogin = "max_commands_before_login"
+        case loginTimeout = "login_timeout"
+
+        init(_ limit: ProtocolLimit) {
+            switch limit {
+            case .lineLength: self = .lineLength
+            case .literalSize: self = .literalSize
+            case .invalidCommands: self = .invalidCommands
+            case .commandsBeforeLogin: self = .commandsBeforeLogin
+            }
+        }
 
         init(_ refusal: ConnectionBudget.Refusal) {
             switch refusal {

@@ -235,6 +235,24 @@ final class IMAPPreLoginLimitsTests: XCTestCase {
         let t = assertSplitInvariant({ IMAPPreLogin(configuration: .init(limits: limits)) }, input)
         XCTAssertEqual(t.text, (1...5).map { "n\($0) OK NOOP completed.\r\n" }.joined() + "* BYE Too many commands before login.\r\n")
         XCTAssertEqual(t.events, [.close])
+        var machine = IMAPPreLogin(configuration: .init(limits: limits))
+        _ = machine.receive(Array(input.utf8))
+        XCTAssertEqual(machine.limitReached, .commandsBeforeLogin)
+    }
+
+    func testTheLimitThatEndedASessionIsNamed() {
+        var long = IMAPPreLogin()
+        _ = long.receive(Array(repeating: UInt8(ascii: "x"), count: 9000))
+        XCTAssertEqual(long.limitReached, .lineLength)
+        var invalid = IMAPPreLogin()
+        _ = invalid.receive(Array(String(repeating: "a FROB\r\n", count: 10).utf8))
+        XCTAssertEqual(invalid.limitReached, .invalidCommands)
+        var literal = IMAPPreLogin()
+        _ = literal.receive(Array("a LOGIN {99999+}\r\n".utf8))
+        XCTAssertEqual(literal.limitReached, .literalSize)
+        var fine = IMAPPreLogin()
+        _ = fine.receive(Array("a LOGOUT\r\n".utf8))
+        XCTAssertNil(fine.limitReached, "a LOGOUT is no limit")
     }
 
     func testLimitRefusalAndTemporaryGoodbye() {
