@@ -99,5 +99,11 @@ extension ProxyIntegrationTests {
             XCTAssertTrue(instance.process.isRunning, instance.log)
         }
         assertLands(try imapLogin("alice", "alice-secret", port: "\(1143 + offset)"), on: "legacy", "served afterwards")
+        // Each of the six was ended by a pre-login limit, counted and logged as such.
+        let scrape = try scrape(port: MailSwitchInstance.metricsPort(offset: offset))
+        let ended = ["max_line_length", "max_literal_size", "invalid_commands", "max_commands_before_login"]
+            .map { scrape["mailswitch_limit_refusals_total{limit=\"\($0)\"}"] }.reduce(0, +)
+        XCTAssertEqual(ended, 6, scrape.text)
+        XCTAssertTrue(instance.log.contains("closing: invalid_commands reached before login"), instance.log)
     }
 }
