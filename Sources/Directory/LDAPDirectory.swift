@@ -1,227 +1,260 @@
-#if canImport(Glibc)
-import Glibc
-#endif
-import CLDAP
-import CMailSwitchShims
 import Dispatch
 import EventLoop
 import Routing
+import Synchronization
 
 /// Looks users up in LDAP with libldap's asynchronous API: searches are sent without waiting,
 /// the connection's descriptor sits in a DispatchSource, and results are collected with a
-/// zero-timeout `ldap_result` when it becomes readable. Nothing here runs on the event loops.
+/// zero-timeout `ldap_result` when it becomes readable. Nothing here runs on the event loops,
+/// and nothing blocks the directory's queue: connecting runs on a queue of its own and the
+/// bind is collected like a search (see `LDAPConnection`).
 ///
-/// `@unchecked Sendable`: every member is touched only on `queue` (asserted), which is also
-/// the only queue that ever calls into the libldap handle.
+/// Failover: `directory.uris` are tried in configuration order. A server that cannot be
+/// connected or bound is skipped with back-off (`LDAPServerHealth`, shared with the change
+/// feed). While no connection is bound, lookups queue (bounded) and go out when one is;
+/// when a server has not bound within a quarter of a second, the next one is tried alongside
+/// it, so a hung server delays the first login by that much, not by `timeout`. With every
+/// server skipped, lookups fail at once as unavailable (the router then serves cached routes).
+/// Lookups on a less preferred server move back to a more preferred one in the background:
+/// when its back-off runs out it is tried again, and once it binds new searches go to it
+/// while the old connection finishes its own and closes.
+///
+/// `@unchecked Sendable`: every member is touched only on `queue` (asserted), except
+/// `published`, a mutex, and the constants.
 public final class LDAPDirectory: Directory, @unchecked Sendable {
-    private struct Pending {
-        let completion: @Sendable (DirectoryResult) -> Void
-        let timer: OneShotTimer
-        var sentAt = DispatchTime.now()
-    }
+    /// How long one server may take to bind before the next is tried too (RFC 8305's
+    /// connection attempt delay: binding on a LAN takes milliseconds).
+    static let attemptDelaySeconds = 0.25
 
     private let configuration: DirectoryConfiguration
+    private let health: LDAPServerHealth
     private let queue = DispatchQueue(label: "mailswitch.ldap")
-    private var handle: OpaquePointer?
-    private var source: (any DispatchSourceRead)?
-    private var pending: [Int32: Pending] = [:]
-    private var waiting: [(user: String, completion: @Sendable (DirectoryResult) -> Void)] = []
-    /// After a failed connect, lookups fail fast until this time instead of each waiting
-    /// out a connect timeout.
-    private var retryAfter: DispatchTime = .now()
-    private var lastConnectError = ""
-    /// The URI of the open connection (the errors metric's label).
-    private var server = ""
+    /// Bound, binding and retiring connections; at most one per server.
+    private var connections: [LDAPConnection] = []
+    /// The bound connection new searches go to.
+    private var current: LDAPConnection?
+    /// Lookups waiting for a connection, or for a free slot on it (`max_in_flight`).
+    private var waiting: [LDAPLookup] = []
+    private var lastAttemptAt = -Double.infinity
+    /// The next time something is due: trying the next server, or one whose back-off runs out.
+    private var wakeUp: OneShotTimer?
+    private var wakeUpAt = Double.infinity
+    /// `current`'s server, for readers on any thread.
+    private let published = Mutex<String?>(nil)
 
-    public init(configuration: DirectoryConfiguration) {
+    public init(configuration: DirectoryConfiguration, health: LDAPServerHealth = .shared) {
         self.configuration = configuration
+        self.health = health
+        // Connect before the first login needs it.
+        queue.async { [self] in reconcile() }
     }
+
+    deinit {
+        // Replaced by a reload, with nothing waiting or in flight (every lookup holds the
+        // directory until it is answered): the connections only have to close.
+        let connections = connections
+        wakeUp?.cancel()
+        health.forget(owner: ObjectIdentifier(self))
+        queue.async {
+            for connection in connections { connection.close() }
+        }
+    }
+
+    // MARK: - Status
+
+    /// The server lookups go to now; nil while none is bound (connecting, or every server
+    /// down). Any thread.
+    public var currentServer: String? { published.withLock { $0 } }
+
+    /// Every configured server, in the order they are tried, with what is known of it (in use,
+    /// up, down and why, when it is tried again). Any thread.
+    public var servers: [LDAPServerStatus] {
+        let inUse = currentServer
+        return health.statuses(of: configuration.uris).map { status in
+            var status = status
+            status.inUse = status.server == inUse
+            return status
+        }
+    }
+
+    // MARK: - Lookups
 
     public func lookup(_ user: String, completion: @escaping @Sendable (DirectoryResult) -> Void) {
         queue.async { [self] in
-            if pending.count >= configuration.maxInFlight {
-                // slapd defers and then drops a connection flooded with requests: queue, bounded.
-                guard waiting.count < configuration.maxInFlight * 10 else {
-                    completion(.unavailable(reason: "too many directory requests waiting"))
-                    return
-                }
-                waiting.append((user, completion))
+            // The lookup holds the directory until it is answered, so a reload that replaces
+            // this directory never strands a search on its connections.
+            let lookup = LDAPLookup(user: user, completion: { result in withExtendedLifetime(self) { completion(result) } })
+            if let current, waiting.isEmpty, current.inFlight < configuration.maxInFlight {
+                send(lookup, on: current)
                 return
             }
-            search(user, completion)
+            // slapd defers and then drops a connection flooded with requests: queue, bounded.
+            guard waiting.count < configuration.maxInFlight * 10 else {
+                completion(.unavailable(reason: "too many directory requests waiting"))
+                return
+            }
+            waiting.append(lookup)
+            if current == nil { reconcile() }
         }
     }
 
-    // MARK: - Connection
+    private func send(_ lookup: LDAPLookup, on connection: LDAPConnection) {
+        switch connection.search(lookup) {
+        case .sent:
+            break
+        case .connectionDown(let reason):
+            // The server went away since the last answer (a restart, say): a fresh connection,
+            // to it or the next server, answers at once.
+            lose(connection, reason: reason, hung: false, outstanding: connection.close() + [lookup])
+        }
+    }
 
-    private func connect() -> Bool {
+    /// Sends waiting lookups while the current connection has room.
+    private func drain() {
+        while let current, current.inFlight < configuration.maxInFlight, !waiting.isEmpty {
+            send(waiting.removeFirst(), on: current)
+        }
+    }
+
+    /// No server can be tried now: waiting lookups fail at once instead of waiting.
+    private func failWaiting() {
+        guard !waiting.isEmpty else { return }
+        let why = servers.map(\.description).joined(separator: "; ")
+        let failed = waiting
+        waiting = []
+        for lookup in failed { lookup.completion(.unavailable(reason: "no directory server can be used: \(why)")) }
+    }
+
+    // MARK: - Connections
+
+    private func rank(_ uri: String) -> Int { configuration.uris.firstIndex(of: uri) ?? Int.max }
+
+    /// Starts what is due: with no bound connection, the first usable server (then the next
+    /// one every `attemptDelaySeconds` while none binds); with one, any more preferred server
+    /// whose back-off ran out. Fails the waiting lookups when nothing can be tried.
+    private func reconcile() {
         dispatchPrecondition(condition: .onQueue(queue))
-        if handle != nil { return true }
-        guard DispatchTime.now() >= retryAfter else { return false }
-        for uri in configuration.uris {
-            let ld: OpaquePointer
-            switch LDAPBind.open(uri: uri, configuration: configuration) {
-            case .failure(let error):
-                lastConnectError = error.description
-                DirectoryMetrics.error(server: uri)
-                continue
-            case .success(let handle):
-                ld = handle
+        let now = LDAPServerHealth.now()
+        let busy = Set(connections.map(\.uri))
+        let usable = health.usable(configuration.uris, now: now).filter { !busy.contains($0) }
+        if let current {
+            for uri in usable where rank(uri) < rank(current.uri) { start(uri, now: now) }
+            drain()
+        } else {
+            let attempting = connections.contains { !$0.isReady && !$0.retiring }
+            if let next = usable.first, !attempting || now - lastAttemptAt >= Self.attemptDelaySeconds - 0.001 {
+                start(next, now: now)
             }
-            let fd = mailswitch_ldap_get_fd(ld)
-            guard fd >= 0 else {
-                lastConnectError = "\(uri): no descriptor after bind"
-                DirectoryMetrics.error(server: uri)
-                ldap_unbind_ext(ld, nil, nil)
-                continue
-            }
-            handle = ld
-            server = uri
-            let source = DispatchSource.makeReadSource(fileDescriptor: fd, queue: queue)
-            source.setEventHandler { [weak self] in self?.collectResults() }
-            source.resume()
-            self.source = source
-            return true
+            if !connections.contains(where: { !$0.isReady && !$0.retiring }) { failWaiting() }
         }
-        retryAfter = .now() + min(configuration.timeoutSeconds, 1)
-        return false
+        scheduleWakeUp(now: now)
     }
 
-    /// Drops the connection and fails everything outstanding on it.
-    private func disconnect(_ reason: String) {
-        // Dispatch forbids closing a descriptor under a live source: libldap closes it in
-        // ldap_unbind_ext, so that runs in the cancel handler (or now, when there is no source).
-        if let handle {
-            let unbind = UnboundHandle(handle)
-            if let source {
-                source.setCancelHandler { unbind.release() }
-                source.cancel()
+    private func start(_ uri: String, now: Double) {
+        let connection = LDAPConnection(uri: uri, startedAt: now, configuration: configuration, queue: queue) { [weak self] connection, event in
+            self?.handle(event, from: connection)
+        }
+        connections.append(connection)
+        lastAttemptAt = now
+        connection.open()
+    }
+
+    private func scheduleWakeUp(now: Double) {
+        var due = Double.infinity
+        let idle = configuration.uris.filter { uri in !connections.contains { $0.uri == uri } }
+        if let current {
+            // The way back to a more preferred server.
+            if let retry = health.nextRetry(idle.filter { rank($0) < rank(current.uri) }, now: now) { due = retry }
+        } else {
+            if connections.contains(where: { !$0.isReady && !$0.retiring }),
+               !health.usable(idle, now: now).isEmpty {
+                due = lastAttemptAt + Self.attemptDelaySeconds
+            }
+            if let retry = health.nextRetry(idle, now: now) { due = min(due, retry) }
+        }
+        guard due != wakeUpAt else { return }
+        wakeUp?.cancel()
+        wakeUp = nil
+        wakeUpAt = due
+        guard due.isFinite else { return }
+        wakeUp = OneShotTimer(queue: queue, after: max(0, due - now)) { [weak self] in
+            guard let self else { return }
+            self.wakeUpAt = .infinity
+            self.wakeUp = nil
+            self.reconcile()
+        }
+    }
+
+    private func remove(_ connection: LDAPConnection) {
+        connections.removeAll { $0 === connection }
+        if current === connection {
+            current = nil
+            publish(nil)
+        }
+    }
+
+    private func publish(_ uri: String?) {
+        published.withLock { $0 = uri }
+        health.setInUse(uri, by: ObjectIdentifier(self))
+    }
+
+    private func handle(_ event: LDAPConnection.Event, from connection: LDAPConnection) {
+        dispatchPrecondition(condition: .onQueue(queue))
+        switch event {
+        case .bound:
+            health.attemptSucceeded(connection.uri, startedAt: connection.startedAt)
+            if let current, rank(current.uri) <= rank(connection.uri) {
+                // A slower attempt on a server no better than the one in use.
+                connection.close()
+                remove(connection)
             } else {
-                unbind.release()
-            }
-        }
-        source = nil
-        handle = nil
-        let outstanding = pending
-        pending = [:]
-        for (_, request) in outstanding {
-            request.timer.cancel()
-            request.completion(.unavailable(reason: reason))
-        }
-    }
-
-    // MARK: - Searching
-
-    private func search(_ user: String, retrying: Bool = false, _ completion: @escaping @Sendable (DirectoryResult) -> Void) {
-        dispatchPrecondition(condition: .onQueue(queue))
-        guard connect(), let handle else {
-            completion(.unavailable(reason: lastConnectError.isEmpty ? "no directory server reachable" : lastConnectError))
-            return
-        }
-        let filter = LDAPFilter.expand(configuration.filter, user: user)
-        var timeout = timeval(tv_sec: Int(configuration.timeoutSeconds),
-                              tv_usec: Int((configuration.timeoutSeconds - Double(Int(configuration.timeoutSeconds))) * 1_000_000))
-        var messageID: Int32 = 0
-        let attribute = strdup(configuration.backendAttribute)
-        defer { free(attribute) }
-        var attributes: [UnsafeMutablePointer<CChar>?] = [attribute, nil]
-        // Size limit 2: one entry is an answer, a second one proves the filter is ambiguous.
-        let rc = ldap_search_ext(handle, configuration.base, LDAP_SCOPE_SUBTREE, filter, &attributes, 0,
-                                 nil, nil, &timeout, 2, &messageID)
-        if rc == LDAP_SERVER_DOWN && !retrying {
-            // The server restarted since the last search: a fresh connection answers at once.
-            DirectoryMetrics.error(server: server)
-            disconnect("directory connection lost")
-            return search(user, retrying: true, completion)
-        }
-        guard rc == LDAP_SUCCESS else {
-            let reason = "search failed: \(String(cString: ldap_err2string(rc)))"
-            DirectoryMetrics.error(server: server)
-            completion(.unavailable(reason: reason))
-            disconnect(reason)
-            return
-        }
-        let id = messageID
-        let timer = OneShotTimer(queue: queue, after: configuration.timeoutSeconds) { [weak self] in self?.timedOut(id) }
-        pending[id] = Pending(completion: completion, timer: timer)
-    }
-
-    private func timedOut(_ id: Int32) {
-        guard let request = pending.removeValue(forKey: id) else { return }
-        DirectoryMetrics.error(server: server)
-        if let handle { ldap_abandon_ext(handle, id, nil, nil) }
-        request.completion(.unavailable(reason: "directory timed out after \(configuration.timeoutSeconds)s"))
-        startWaiting()
-    }
-
-    private func startWaiting() {
-        while pending.count < configuration.maxInFlight, !waiting.isEmpty {
-            let next = waiting.removeFirst()
-            search(next.user, next.completion)
-        }
-    }
-
-    private func collectResults() {
-        dispatchPrecondition(condition: .onQueue(queue))
-        // libldap buffers messages internally: keep asking until it has none left.
-        while let handle {
-            var zero = timeval(tv_sec: 0, tv_usec: 0)
-            var message: OpaquePointer?
-            let rc = ldap_result(handle, LDAP_RES_ANY, LDAP_MSG_ALL, &zero, &message)
-            if rc == 0 { break }
-            guard rc > 0, let message else {
-                DirectoryMetrics.error(server: server)
-                disconnect("directory connection lost")
-                break
-            }
-            let id = ldap_msgid(message)
-            let result = interpret(message, handle: handle)
-            ldap_msgfree(message)
-            if let request = pending.removeValue(forKey: id) {
-                request.timer.cancel()
-                DirectoryMetrics.lookupAnswered(sentAt: request.sentAt)
-                if case .unavailable = result { DirectoryMetrics.error(server: server) }
-                request.completion(result)
-            }
-        }
-        startWaiting()
-    }
-
-    private func interpret(_ chain: OpaquePointer, handle: OpaquePointer) -> DirectoryResult {
-        var entries: [(dn: String, value: String?)] = []
-        var code: Int32 = LDAP_OTHER
-        var message: OpaquePointer? = ldap_first_message(handle, chain)
-        while let current = message {
-            let type = ber_tag_t(ldap_msgtype(current))
-            if type == LDAP_RES_SEARCH_ENTRY {
-                let dn = LDAPBind.dn(handle, current)
-                let value = LDAPBind.values(handle, current, configuration.backendAttribute).first
-                entries.append((dn, value))
-            } else if type == LDAP_RES_SEARCH_RESULT {
-                var resultCode: Int32 = 0
-                if ldap_parse_result(handle, current, &resultCode, nil, nil, nil, nil, 0) == LDAP_SUCCESS {
-                    code = resultCode
+                if let previous = current {
+                    previous.retiring = true
+                    if previous.inFlight == 0 {
+                        previous.close()
+                        remove(previous)
+                    }
                 }
+                current = connection
+                publish(connection.uri)
             }
-            message = ldap_next_message(handle, current)
-        }
-        if entries.count > 1 { return .ambiguous(count: entries.count) }
-        switch code {
-        case LDAP_SUCCESS, LDAP_SIZELIMIT_EXCEEDED:
-            guard let entry = entries.first else { return .notFound }
-            return .found(dn: entry.dn, backendValue: entry.value)
-        case LDAP_NO_SUCH_OBJECT:
-            return .unavailable(reason: "search base \(configuration.base) does not exist")
-        default:
-            return .unavailable(reason: "search failed: \(String(cString: ldap_err2string(code)))")
+            reconcile()
+        case .failed(let reason, let serverFault):
+            remove(connection)
+            DirectoryMetrics.error(server: connection.uri)
+            health.attemptFailed(connection.uri, reason: reason, serverFault: serverFault, startedAt: connection.startedAt)
+            reconcile()
+        case .lost(let reason, let hung, let outstanding):
+            lose(connection, reason: reason, hung: hung, outstanding: outstanding)
+        case .searchEnded:
+            if connection.retiring {
+                if connection.inFlight == 0 {
+                    connection.close()
+                    remove(connection)
+                }
+            } else if connection === current {
+                drain()
+            }
         }
     }
-}
 
-/// An LDAP handle on its way out, released on the directory queue once its read source is gone.
-/// `@unchecked Sendable`: it is touched once, by the cancel handler on the directory queue.
-private final class UnboundHandle: @unchecked Sendable {
-    private let handle: OpaquePointer
-    init(_ handle: OpaquePointer) { self.handle = handle }
-    func release() { ldap_unbind_ext(handle, nil, nil) }
+    /// A bound connection went away (already closed): its lookups are sent again, once, on
+    /// the next connection. A server that hung is skipped like one that refused a connect;
+    /// one that closed the connection is simply tried again first.
+    private func lose(_ connection: LDAPConnection, reason: String, hung: Bool, outstanding: [LDAPLookup]) {
+        remove(connection)
+        DirectoryMetrics.error(server: connection.uri)
+        if hung { health.attemptFailed(connection.uri, reason: reason, serverFault: true, startedAt: LDAPServerHealth.now()) }
+        var again: [LDAPLookup] = []
+        for var lookup in outstanding {
+            if lookup.resent {
+                lookup.completion(.unavailable(reason: "directory connection lost (\(connection.uri): \(reason))"))
+            } else {
+                lookup.resent = true
+                again.append(lookup)
+            }
+        }
+        waiting.insert(contentsOf: again, at: 0)
+        reconcile()
+    }
 }

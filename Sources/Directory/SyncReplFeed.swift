@@ -40,7 +40,10 @@ public enum ChangeFeedEvent: Sendable, Equatable {
 /// Follows the directory with one RFC 4533 refreshAndPersist search (OpenLDAP's syncprov)
 /// through libldap's `ldap_sync_*` client, on a thread of its own: libldap's sync client
 /// blocks while it refreshes, so it never runs on an event loop or the lookup queue, and a
-/// slow feed never delays a login. It reconnects with back-off and resumes from its cookie.
+/// slow feed never delays a login. It reconnects with back-off and resumes from its cookie,
+/// trying `directory.uris` in order and passing over those the lookup connection or the feed
+/// itself found down (`LDAPServerHealth`). It stays on the server it follows until that
+/// connection ends; then the most preferred one is tried first again.
 ///
 /// `@unchecked Sendable`: the libldap state is touched only by the feed's own queue; `stopped`
 /// is atomic.
@@ -56,10 +59,19 @@ public final class SyncReplFeed: @unchecked Sendable {
     private var searchEnded = false
     /// After the first synchronization, every later one follows an interruption.
     private var everSynchronized = false
+    /// Feed queue only: the servers last reported as passed over (`reportSkipped`).
+    private var reportedSkipped: [String] = []
+    /// Feed queue only: why the last server that refused the sync search refused it.
+    private var unsupportedReason = ""
+    private let health: LDAPServerHealth
+    /// Fed with every entry when logins are answered from a replica (`directory.replica`).
+    private let replica: ReplicaDirectory?
 
-    public init(configuration: DirectoryConfiguration, loginAttributes: [String],
-                onEvent: @escaping @Sendable (ChangeFeedEvent) -> Void) {
+    public init(configuration: DirectoryConfiguration, loginAttributes: [String], health: LDAPServerHealth = .shared,
+                replica: ReplicaDirectory? = nil, onEvent: @escaping @Sendable (ChangeFeedEvent) -> Void) {
         self.configuration = configuration
+        self.health = health
+        self.replica = replica
         self.loginAttributes = loginAttributes
         self.onEvent = onEvent
     }
@@ -106,34 +118,96 @@ public final class SyncReplFeed: @unchecked Sendable {
         var backoff = 0.25
         var lastProblem = ""
         while !isStopped {
-            var problem = ""
-            for uri in configuration.uris where !isStopped {
-                switch LDAPBind.open(uri: uri, configuration: configuration) {
-                case .failure(let failure):
-                    problem = failure.description
-                    DirectoryMetrics.error(server: uri)
-                case .success(let handle):
-                    problem = follow(sync, handle: handle, uri: uri, resetBackoff: { backoff = 0.25 })
-                    if problem != "stopped" && problem != "unsupported" { DirectoryMetrics.error(server: uri) }
-                    ldap_unbind_ext(handle, nil, nil)
-                    sync.pointee.ls_ld = nil
-                }
-                if problem == "unsupported" { return }
-            }
-            if isStopped { return }
+            let problem = connectAndFollow(sync, resetBackoff: {
+                backoff = 0.25
+                lastProblem = ""
+            })
+            if problem == "unsupported" || isStopped { return }
             if problem != lastProblem {
                 onEvent(.disconnected(reason: problem))
                 lastProblem = problem
             }
-            usleep(UInt32(backoff * 1_000_000))
+            pause(backoff)
             backoff = min(backoff * 2, 5)
+        }
+    }
+
+    /// Tries the servers in configuration order, skipping those the health table says are
+    /// down (the lookup connection may have found them so), and follows the first that binds
+    /// until that connection ends. Returns why it ended or why no server could be used.
+    private func connectAndFollow(_ sync: UnsafeMutablePointer<ldap_sync_t>, resetBackoff: () -> Void) -> String {
+        var passed: [(uri: String, why: String)] = []
+        let usable = Set(health.usable(configuration.uris))
+        for uri in configuration.uris where !isStopped {
+            guard usable.contains(uri) else {
+                let status = health.statuses(of: [uri]).first
+                passed.append((uri, "down: \(status?.lastError ?? "failed")"))
+                continue
+            }
+            let startedAt = LDAPServerHealth.now()
+            switch LDAPBind.open(uri: uri, configuration: configuration) {
+            case .failure(let failure):
+                health.attemptFailed(uri, reason: failure.description, serverFault: failure.serverFault, startedAt: startedAt)
+                DirectoryMetrics.error(server: uri)
+                passed.append((uri, failure.description))
+            case .success(let handle):
+                health.attemptSucceeded(uri, startedAt: startedAt)
+                let skipped = passed
+                let problem = follow(sync, handle: handle, uri: uri, whenSynchronized: {
+                    reportSkipped(skipped.map(\.uri), why: skipped.map { "\($0.uri) skipped (\($0.why))" }.joined(separator: "; "))
+                    resetBackoff()
+                })
+                if problem != "stopped" && problem != "unsupported" { DirectoryMetrics.error(server: uri) }
+                ldap_unbind_ext(handle, nil, nil)
+                sync.pointee.ls_ld = nil
+                if problem == "unsupported" {
+                    if everSynchronized {
+                        // Another server offered the feed, so the directory has one: this one
+                        // (a replica without syncprov, say) is passed over like a dead one
+                        // until that server is back, and the feed resumes from its cookie.
+                        passed.append((uri, "no RFC 4533 sync: \(unsupportedReason)"))
+                        continue
+                    }
+                    onEvent(.unsupported(reason: "\(uri): \(unsupportedReason)"))
+                }
+                // Whatever ended it, start again from the most preferred server.
+                return problem
+            }
+        }
+        if isStopped { return "stopped" }
+        return passed.map { "\($0.uri): \($0.why)" }.joined(separator: "; ")
+    }
+
+    /// Says which servers were passed over on the way to the one now followed, once per set
+    /// of servers: the log shows a failover without a line on every reconnect.
+    private func reportSkipped(_ uris: [String], why: String) {
+        guard uris != reportedSkipped else { return }
+        reportedSkipped = uris
+        guard !uris.isEmpty else { return }
+        onEvent(.disconnected(reason: why))
+    }
+
+    /// Sleeps in slices, so that `stop` is noticed within a tenth of a second.
+    private func pause(_ seconds: Double) {
+        var left = seconds
+        while left > 0 && !isStopped {
+            let slice = min(left, 0.1)
+            usleep(UInt32(slice * 1_000_000))
+            left -= slice
         }
     }
 
     /// Runs the sync search on one bound handle until it fails; returns why.
     private func follow(_ sync: UnsafeMutablePointer<ldap_sync_t>, handle: OpaquePointer, uri: String,
-                        resetBackoff: () -> Void) -> String {
+                        whenSynchronized: () -> Void) -> String {
         sync.pointee.ls_ld = handle
+        if let replica {
+            // A replica is rebuilt from a full refresh at every connect: a resumed refresh
+            // does not name every entry deleted meanwhile (servers without a session log).
+            ber_memfree(sync.pointee.ls_cookie.bv_val)
+            sync.pointee.ls_cookie = berval(bv_len: 0, bv_val: nil)
+            replica.refreshBegan()
+        }
         reportEntries = sync.pointee.ls_cookie.bv_val != nil
         searchEnded = false
         var rc = ldap_sync_init(sync, LDAP_SYNC_REFRESH_AND_PERSIST)
@@ -144,20 +218,21 @@ public final class SyncReplFeed: @unchecked Sendable {
             return "\(uri): the server asked for a full refresh"
         }
         if rc == LDAP_UNAVAILABLE_CRITICAL_EXTENSION || rc == LDAP_UNWILLING_TO_PERFORM {
-            onEvent(.unsupported(reason: "\(uri): \(String(cString: ldap_err2string(rc)))"))
+            unsupportedReason = String(cString: ldap_err2string(rc))
             return "unsupported"
         }
         if rc == LDAP_SIZELIMIT_EXCEEDED || rc == LDAP_TIMELIMIT_EXCEEDED || rc == LDAP_ADMINLIMIT_EXCEEDED {
             // Not transient: the first refresh reads the whole subtree, as any RFC 4533
             // consumer does, and the server holds the bind DN to a limit. Retrying cannot help.
-            onEvent(.unsupported(reason: "\(uri): \(String(cString: ldap_err2string(rc))) on the sync search of \(configuration.base): "
-                                 + "give \(configuration.bindDN ?? "the bind DN") unlimited size and time limits "
-                                 + "(OpenLDAP: limits dn.exact=\"\(configuration.bindDN ?? "…")\" size=unlimited time=unlimited)"))
+            unsupportedReason = "\(String(cString: ldap_err2string(rc))) on the sync search of \(configuration.base): "
+                + "give \(configuration.bindDN ?? "the bind DN") unlimited size and time limits "
+                + "(OpenLDAP: limits dn.exact=\"\(configuration.bindDN ?? "…")\" size=unlimited time=unlimited)"
             return "unsupported"
         }
         guard rc == LDAP_SUCCESS else { return "\(uri): sync search failed: \(String(cString: ldap_err2string(rc)))" }
+        replica?.refreshCompleted()
         reportEntries = true
-        resetBackoff()
+        whenSynchronized()
         onEvent(.synchronized(server: uri, resumed: everSynchronized))
         everSynchronized = true
         while !isStopped {
@@ -170,7 +245,20 @@ public final class SyncReplFeed: @unchecked Sendable {
     }
 
     private func entry(_ sync: UnsafeMutablePointer<ldap_sync_t>, _ message: OpaquePointer, _ phase: ldap_sync_refresh_t) {
-        guard reportEntries, let handle = sync.pointee.ls_ld else { return }
+        guard let handle = sync.pointee.ls_ld else { return }
+        if let replica {
+            let dn = LDAPBind.dn(handle, message)
+            switch phase {
+            case LDAP_SYNC_CAPI_DELETE:
+                replica.remove(dn: dn)
+            case LDAP_SYNC_CAPI_ADD, LDAP_SYNC_CAPI_MODIFY, LDAP_SYNC_CAPI_PRESENT:
+                replica.upsert(dn: dn, loginValues: loginAttributes.flatMap { LDAPBind.values(handle, message, $0) },
+                               backendValue: LDAPBind.values(handle, message, configuration.backendAttribute).first)
+            default:
+                break
+            }
+        }
+        guard reportEntries else { return }
         let kind: DirectoryChange.Kind
         switch phase {
         case LDAP_SYNC_CAPI_ADD: kind = .added

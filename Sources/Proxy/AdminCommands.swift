@@ -159,7 +159,8 @@ extension ProxyServer {
                 "sessions": "\(sessions.count)",
                 "sessions by backend": byBackend.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "),
                 "listeners": bound.joined(separator: " "),
-                "directory": configuration.directory.uris.joined(separator: " "),
+                "directory": LDAPServerHealth.shared.statuses(of: configuration.directory.uris).map(\.description)
+                    .joined(separator: "; "),
                 "change feed": "\(feed); \(changes) changes seen",
                 "route cache": "\(cache.entries) entries; \(cache.hits) hits, \(cache.misses) misses, \(cache.stale) stale",
                 "holds": "\(holdCount)",

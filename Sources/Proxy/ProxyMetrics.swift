@@ -58,6 +58,12 @@ public enum ProxyMetrics {
             _ = relayBytes("store_to_client", backend.name)
             for service in MailService.allCases where !backend.hosts(for: service).isEmpty {
                 _ = backendConnectErrors(backend.name, hostsLabel(backend.hosts(for: service)))
+                // Numeric addresses are known before any connect: up until one fails.
+                for host in backend.hosts(for: service) {
+                    if let address = SocketAddress(numericHost: host.host, port: host.port) {
+                        backendHostUp(backend.name, address.description).record(1)
+                    }
+                }
             }
         }
         DirectoryMetrics.register(servers: configuration.directory.uris)
@@ -206,8 +212,9 @@ public enum ProxyMetrics {
     static func relayBytes(_ direction: String, _ backend: String) -> Counter { relayBytesCache([direction, backend]) }
     static func backendConnectErrors(_ backend: String, _ host: String) -> Counter { backendErrorsCache([backend, host]) }
     static func tlsHandshakes(_ version: String, _ result: String) -> Counter { tlsCache([version, result]) }
-    /// 0 while new logins skip a store address, 1 once it answers again; an address that never
-    /// failed has no series (recording every success would cost a lookup per login).
+    /// 0 while new logins skip a store address, 1 once it answers again. Numeric configured
+    /// addresses start at 1; a host name's addresses appear at their first failure (recording
+    /// every success would cost a lookup per login).
     static func backendHostUp(_ backend: String, _ address: String) -> Gauge { hostUpCache([backend, address]) }
 
     /// A backend's hosts for one protocol, as configured: the host label of connect errors.

@@ -83,7 +83,8 @@ final class RouteWatcher: @unchecked Sendable {
         case .sync, .auto:
             feedState = "sync: connecting"
             let feed = SyncReplFeed(configuration: directoryConfiguration,
-                                    loginAttributes: LDAPFilter.loginAttributes(directoryConfiguration.filter)) { [weak self] event in
+                                    loginAttributes: LDAPFilter.loginAttributes(directoryConfiguration.filter),
+                                    replica: router.replica) { [weak self] event in
                 guard let self else { return }
                 self.queue.async {
                     guard generation == self.feedGeneration else { return }
@@ -111,6 +112,9 @@ final class RouteWatcher: @unchecked Sendable {
         case .synchronized(let server, let resumed):
             feedState = "sync: following \(server)"
             logger.notice("change feed synchronized with \(server)\(resumed ? " (resumed)" : "")")
+            if let entries = router.replica?.entryCount {
+                logger.notice("directory replica: \(entries) entries from \(server); logins are answered from memory")
+            }
             // Anything cached may predate what the feed missed while it was away; after a
             // reconnect, deletions may not have been named either: ask again for everyone.
             router.invalidateAll()
@@ -120,6 +124,9 @@ final class RouteWatcher: @unchecked Sendable {
             logger.warning("change feed disconnected: \(reason); retrying")
         case .unsupported(let reason):
             feed = nil
+            if router.replica != nil {
+                logger.error("directory.replica needs the RFC 4533 feed, which the directory does not offer: logins ask LDAP")
+            }
             if directoryConfiguration.changeFeed == .auto {
                 logger.notice("the directory offers no RFC 4533 sync (\(reason)): polling every \(directoryConfiguration.recheckIntervalSeconds)s")
                 startPolling(reason: "no RFC 4533 on the server")

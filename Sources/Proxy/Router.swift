@@ -86,6 +86,9 @@ public final class Router: Sendable {
     }
 
     /// A new directory connection (reload): cached answers came from the old one.
+    /// The replica the change feed keeps, when logins are answered from one.
+    public var replica: ReplicaDirectory? { directory.withLock { $0 as? ReplicaDirectory } }
+
     public func replaceDirectory(_ replacement: any Directory) {
         directory.withLock { $0 = replacement }
         invalidateAll()

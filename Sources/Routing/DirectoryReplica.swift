@@ -28,6 +28,8 @@ public struct DirectoryReplica: Sendable {
     public mutating func upsert(dn: String, loginValues: [String], backendValue: String?) {
         let key = dn.lowercased()
         remove(dnKey: key)
+        // An entry no login reaches (an organizational unit, a group) is not kept.
+        guard !loginValues.isEmpty else { return }
         let logins = Array(Set(loginValues.map { $0.lowercased() })).sorted()
         entries[key] = Entry(dn: dn, loginKeys: logins, backendValue: backendValue)
         for login in logins {

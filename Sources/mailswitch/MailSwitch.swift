@@ -70,7 +70,11 @@ struct Serve: ParsableCommand {
         if files < UInt64(configuration.limits.maxConnections) * 2 + 100 {
             logger.warning("open files limit \(files) is below two per connection for limits.max_connections \(configuration.limits.maxConnections): accepts will fail first (raise LimitNOFILE)")
         }
-        let directory = LDAPDirectory(configuration: configuration.directory)
+        // The directory's servers going down, coming back and taking over, in the log.
+        LDAPServerHealth.shared.observe { event in
+            if event.isProblem { logger.warning("\(event)") } else { logger.notice("\(event)") }
+        }
+        let directory = makeDirectory(configuration.directory)
         tls.warnings.forEach { logger.warning("\($0)") }
         let server: ProxyServer
         do {
@@ -131,7 +135,7 @@ private func reloadService(server: ProxyServer, configPath: String, notifier: Se
         return .failure(.failed, "reload refused, the running configuration stays: \(error)")
     }
     tls.warnings.forEach { logger.warning("\($0)") }
-    let directory = configuration.directory == server.configuration.directory ? nil : LDAPDirectory(configuration: configuration.directory)
+    let directory = configuration.directory == server.configuration.directory ? nil : makeDirectory(configuration.directory)
     let notes = server.reload(configuration: configuration, tls: tls, directory: directory)
     server.noteConfiguration(path: configPath, loadedAt: Date().timeIntervalSince1970)
     notes.forEach { logger.warning("reload: \($0)") }
@@ -353,4 +357,11 @@ struct Reload: ParsableCommand {
         }
         print("configuration OK; reload requested from process \(target)")
     }
+}
+
+/// The service's directory: LDAP, answered from an in-memory replica kept by the change feed
+/// when `directory.replica` is set (LDAP answers until the replica is built).
+func makeDirectory(_ configuration: DirectoryConfiguration) -> any Directory {
+    let ldap = LDAPDirectory(configuration: configuration)
+    return configuration.replica ? ReplicaDirectory(fallback: ldap) : ldap
 }

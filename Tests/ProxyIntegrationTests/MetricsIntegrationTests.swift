@@ -12,6 +12,8 @@ extension ProxyIntegrationTests {
         "mailswitch_directory_lookup_duration_seconds", "mailswitch_route_cache_total", "mailswitch_change_feed_state",
         "mailswitch_change_feed_changes_total", "mailswitch_directory_errors_total", "mailswitch_backend_connect_errors_total",
         "mailswitch_relay_bytes_total", "mailswitch_sessions_ended_total", "mailswitch_tls_handshakes_total",
+        "mailswitch_limit_refusals_total", "mailswitch_backend_host_up", "mailswitch_directory_server_up",
+        "mailswitch_directory_server_in_use",
     ]
 
     /// One scrape: the exposition text and its samples by series (`name{labels}`).

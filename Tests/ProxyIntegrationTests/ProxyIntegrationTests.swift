@@ -348,6 +348,7 @@ final class ProxyIntegrationTests: XCTestCase {
             ("forward_client: auto", "forward_client: haproxy", "\"haproxy\" is not one of auto | proxy_v2 | none"),
             ("max_sessions_per_user: 50", "max_sessions_per_user: 0", "limits.max_sessions_per_user"),
             ("auth_failure_window: \"5m\"", "auth_failure_window: \"soon\"", "limits.auth_failure_window"),
+            ("replica: false", "replica: true", "directory.replica needs a filter that is an equality with the login name"),
         ] {
             var edited = text.replacingOccurrences(of: old, with: new)
             if expected.hasPrefix("proxy_protocol") { edited = edited.replacingOccurrences(of: "proxy_protocol: false", with: "proxy_protocol: true") }
