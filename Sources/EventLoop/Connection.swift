@@ -68,6 +68,7 @@ public final class Connection: @unchecked Sendable {
         self.loop = loop
         self.transport = transport
         readSource = DispatchSource.makeReadSource(fileDescriptor: fd, queue: loop.queue)
+        EventLoopStatistics.count(EventLoopStatistics.readSources)
         readSource.setEventHandler { [weak self] in
             guard let self, !self.isClosed else { return }
             self.onReadable?()
@@ -100,9 +101,11 @@ public final class Connection: @unchecked Sendable {
         guard !isClosed, on != reading else { return }
         reading = on
         if on {
+            EventLoopStatistics.count(EventLoopStatistics.resumes)
             readSource.resume()
             announceBufferedInput()
         } else {
+            EventLoopStatistics.count(EventLoopStatistics.suspends)
             readSource.suspend()
         }
     }
@@ -112,11 +115,18 @@ public final class Connection: @unchecked Sendable {
         guard !isClosed, on != writing else { return }
         writing = on
         let source = writeSource ?? makeWriteSource()
-        if on { source.resume() } else { source.suspend() }
+        if on {
+            EventLoopStatistics.count(EventLoopStatistics.resumes)
+            source.resume()
+        } else {
+            EventLoopStatistics.count(EventLoopStatistics.suspends)
+            source.suspend()
+        }
     }
 
     private func makeWriteSource() -> any DispatchSourceWrite {
         let source = DispatchSource.makeWriteSource(fileDescriptor: fd, queue: loop.queue)
+        EventLoopStatistics.count(EventLoopStatistics.writeSources)
         source.setEventHandler { [weak self] in
             guard let self, !self.isClosed else { return }
             if self.outboxCount > 0 { self.flushOutbox() } else { self.onWritable?() }

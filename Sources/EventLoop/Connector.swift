@@ -50,7 +50,7 @@ public final class Connector: @unchecked Sendable {
     private let timeout: Double
     private var completion: ((Result<Connection, SystemError>) -> Void)?
     private var attempt: Connection?
-    private var timer: OneShotTimer?
+    private var timer: LoopTimer?
     private var lastError = SystemError("connect", errno: ECONNREFUSED)
     /// Each address's outcome as it is known (nil: connected), so dead hosts can be skipped.
     public var onAttempt: ((SocketAddress, SystemError?) -> Void)?

@@ -10,12 +10,15 @@ public final class EventLoop: Sendable {
     nonisolated(unsafe) let scratch: UnsafeMutableRawBufferPointer
     /// Idle pipes for the splice relay. Only touched on `queue`.
     nonisolated(unsafe) let pipes: PipePool
+    /// The loop's timeouts (`schedule`). Only touched on `queue`.
+    let timers: LoopTimers
 
     init(index: Int, scratchBytes: Int) {
         self.index = index
         self.queue = DispatchQueue(label: "mailswitch.loop.\(index)")
         self.scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: scratchBytes, alignment: 16)
         self.pipes = PipePool()
+        self.timers = LoopTimers(queue: queue)
     }
 
     deinit { scratch.deallocate() }
@@ -30,14 +33,16 @@ public final class EventLoop: Sendable {
         queue.async(execute: work)
     }
 
-    /// A one-shot timer on this loop; cancel it with `cancel()` on the returned timer.
+    /// A timeout on this loop, from its own timer heap; call on the loop, and cancel the
+    /// returned timer on the loop too.
     @discardableResult
-    public func schedule(after seconds: Double, _ work: @escaping @Sendable () -> Void) -> OneShotTimer {
-        OneShotTimer(queue: queue, after: seconds, work)
+    public func schedule(after seconds: Double, _ work: @escaping @Sendable () -> Void) -> LoopTimer {
+        timers.add(after: seconds, work)
     }
 }
 
-/// A timer that fires once on a queue, unless cancelled first.
+/// A timer that fires once on any queue, unless cancelled first (a loop's own timeouts use
+/// `EventLoop.schedule` instead).
 ///
 /// Not `asyncAfter` with a `DispatchWorkItem`: a cancelled work item stays in libdispatch's
 /// timer heap, holding its block and what the block captured, until its deadline passes. Each
@@ -52,6 +57,7 @@ public final class OneShotTimer: @unchecked Sendable {
 
     public init(queue: DispatchQueue, after seconds: Double, _ work: @escaping @Sendable () -> Void) {
         let source = DispatchSource.makeTimerSource(queue: queue)
+        EventLoopStatistics.count(EventLoopStatistics.timerSources)
         source.schedule(deadline: .now() + seconds)
         // Cancelling inside the handler releases the handler (and this capture of the source).
         source.setEventHandler { [source] in

@@ -1,6 +1,7 @@
 import Dispatch
 import Foundation
 import Directory
+import EventLoop
 import MailProtocol
 import Routing
 import Synchronization
@@ -165,6 +166,8 @@ extension ProxyServer {
                 "route cache": "\(cache.entries) entries; \(cache.hits) hits, \(cache.misses) misses, \(cache.stale) stale",
                 "holds": "\(holdCount)",
                 "backend hosts down": hostsDown.isEmpty ? "none" : hostsDown.joined(separator: " "),
+                "event sources": EventLoopStatistics.snapshot.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
+                    .joined(separator: " "),
             ]
             reply(response)
         }

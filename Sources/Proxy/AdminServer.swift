@@ -28,7 +28,7 @@ private final class AdminConnection: @unchecked Sendable {
     private let handle: @Sendable (AdminRequest, @escaping @Sendable (AdminResponse) -> Void) -> Void
     private var received: [UInt8] = []
     private var selfReference: AdminConnection?
-    private var timer: OneShotTimer?
+    private var timer: LoopTimer?
 
     init(fd: Int32, loop: EventLoop, logger: Logger,
          handle: @escaping @Sendable (AdminRequest, @escaping @Sendable (AdminResponse) -> Void) -> Void) {

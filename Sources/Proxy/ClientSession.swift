@@ -33,8 +33,8 @@ final class ClientSession: SessionControl, @unchecked Sendable {
     private var logger: Logger
     private var machine: any PreLoginMachine
     private var state = State.preLogin
-    private var loginTimer: OneShotTimer?
-    private var backendTimer: OneShotTimer?
+    private var loginTimer: LoopTimer?
+    private var backendTimer: LoopTimer?
     private var connector: Connector?
     private var backend: Connection?
     private var backendMachine: (any BackendLoginMachine)?
@@ -65,7 +65,7 @@ final class ClientSession: SessionControl, @unchecked Sendable {
     /// When the login command arrived (monotonic seconds): a failure is answered
     /// `auth_failure_delay` after it.
     private var loginStartedAt = 0.0
-    private var refusalTimer: OneShotTimer?
+    private var refusalTimer: LoopTimer?
     /// Proxy hops the login may still take (`x-proxy-ttl` sent on).
     private var hopsLeft = ClientEndpoint.defaultTTL
     private var selfReference: ClientSession?   // alive while open; dropped on close

@@ -66,7 +66,7 @@ private final class HTTPExchange: @unchecked Sendable {
     private var answered = false
     private var peerClosed = false
     private var selfReference: HTTPExchange?
-    private var timer: OneShotTimer?
+    private var timer: LoopTimer?
 
     init(fd: Int32, loop: EventLoop, logger: Logger,
          handle: @escaping (_ method: String, _ path: String) -> MetricsServer.Response) {

@@ -1,0 +1,228 @@
+#!/usr/bin/env python3
+"""Benchmark: where a login's CPU goes in mailswitch. Not a test: it measures and reports.
+
+    scripts/bench profile [--rounds 3] [--seconds 10] [--baseline-binary PATH] [--out DIR]
+
+A bench lab (scripts/lab.py, port offset 300: slapd with 2,000 users, Dovecot stores on
+127.0.0.2/127.0.0.3). Per round and per binary (this build, and --baseline-binary if given,
+interleaved), a fresh mailswitch with a warm route cache (Benchmarks/moves.py's "warm"
+configuration: one login per user first), then plain IMAP logins by the C load generator:
+  c1   one login at a time for --seconds
+  c32  32 at a time for --seconds
+For each window, per login: mailswitch CPU (user and system ms, /proc/PID/stat), context
+switches of all its threads (/proc/PID/task/*/status: voluntary + involuntary; a thread
+wake-up is one), system calls (perf stat -e raw_syscalls:sys_enter -p PID, when perf works),
+and the Dispatch sources made and the suspends/resumes of read and write sources
+(`mailswitch status`, "event sources": EventLoopStatistics). Medians over the rounds, with
+min-max; the VM's latencies are bimodal, so every figure carries its range.
+
+Writes DIR/profile.md and DIR/profile.json (default DIR: results/). Loopback only; bounded.
+"""
+import argparse
+import datetime
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "Benchmarks"))
+sys.path.insert(0, os.path.join(REPO, "scripts"))
+import bench  # noqa: E402
+import moves  # noqa: E402
+import peers  # noqa: E402
+
+WARM = dict(moves.CONFIGS)["warm"]
+FIGURES = ["cpu_user_ms", "cpu_sys_ms", "cpu_ms", "context_switches", "syscalls", "read_sources", "write_sources",
+           "timer_sources", "suspends", "resumes", "logins_per_s", "p50_us"]
+
+
+def task_switches(pid):
+    total = 0
+    for task in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/status" % (pid, task)) as f:
+                for line in f:
+                    if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def cpu_split(pid):
+    """(user, system) CPU seconds of the process."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / ticks, int(fields[12]) / ticks
+
+
+def event_sources(binary, config):
+    result = subprocess.run([binary, "status", "--config", config], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, timeout=30)
+    line = next((l for l in result.stdout.splitlines() if l.startswith("event sources:")), "")
+    return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line)}
+
+
+def measure(options, binary, proxy, users_path, concurrency):
+    pid = proxy.pid
+    perf = None
+    if shutil.which("perf"):
+        perf = subprocess.Popen(["perf", "stat", "-x", ",", "-e", "raw_syscalls:sys_enter", "-p", str(pid)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        time.sleep(0.3)
+    before = (cpu_split(pid), task_switches(pid), event_sources(binary, proxy.config))
+    result = bench.run_loadgen(options.loadgen, ["login", "--protocol", "imap", "--concurrency", str(concurrency),
+                                                 "--duration", str(options.seconds), "--warmup", "0",
+                                                 "--users", users_path], timeout=options.seconds + 120)
+    after = (cpu_split(pid), task_switches(pid), event_sources(binary, proxy.config))
+    syscalls = None
+    if perf:
+        perf.send_signal(signal.SIGINT)
+        _, err = perf.communicate(timeout=10)
+        match = re.search(r"^(\d+),,raw_syscalls:sys_enter", err, re.M)
+        syscalls = int(match.group(1)) if match else None
+    logins = result.get("ok", 0) + (result.get("uncounted") or {}).get("ok", 0)
+    if not logins:
+        raise moves.BenchError("no logins: %s" % result)
+    row = {"logins": logins, "errors": bench.errors_of(result), "logins_per_s": result.get("rate_per_s"),
+           "p50_us": (result.get("latency_us") or {}).get("p50"),
+           "cpu_user_ms": 1000.0 * (after[0][0] - before[0][0]) / logins,
+           "cpu_sys_ms": 1000.0 * (after[0][1] - before[0][1]) / logins,
+           "context_switches": (after[1] - before[1]) / logins,
+           # perf counted from before the first login to after the last, status calls included
+           "syscalls": syscalls / logins if syscalls is not None else None}
+    row["cpu_ms"] = row["cpu_user_ms"] + row["cpu_sys_ms"]
+    for key in ("read_sources", "write_sources", "timer_sources", "suspends", "resumes"):
+        row[key] = (after[2].get(key, 0) - before[2].get(key, 0)) / logins
+    return row
+
+
+def spread(values):
+    values = [v for v in values if v is not None]
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)} if values else None
+
+
+def markdown(report):
+    out = ["# mailswitch: where a login's CPU goes", "",
+           "`%s` — %s; %s; %d rounds of %s s windows, plain IMAP, warm route cache." % (
+               report["command"], report["date"], report["machine"], report["rounds"], report["seconds"]), ""]
+    if report.get("errors"):
+        out += ["**Errors:** " + "; ".join(report["errors"]), ""]
+    header = ["binary", "c", "CPU ms/login (user+sys)", "ctx switches", "syscalls", "read/write/timer sources",
+              "suspends/resumes", "logins/s", "p50 µs"]
+    out += ["Per login, median (min–max) over the rounds:", "", "| " + " | ".join(header) + " |",
+            "|" + "---|" * len(header)]
+
+    def cell(s, key, form):
+        v = s.get(key)
+        if not v:
+            return "—"
+        return (form % v["median"]) + " (" + (form % v["min"]) + "–" + (form % v["max"]) + ")"
+    for (label, scenario), s in sorted(report["summary"].items()):
+        src = "/".join("%.2f" % s[k]["median"] if s.get(k) else "—" for k in ("read_sources", "write_sources", "timer_sources"))
+        sr = "/".join("%.2f" % s[k]["median"] if s.get(k) else "—" for k in ("suspends", "resumes"))
+        out.append("| %s | %s | %s (%s+%s) | %s | %s | %s | %s | %s | %s |" % (
+            label, scenario, cell(s, "cpu_ms", "%.3f"),
+            "%.3f" % s["cpu_user_ms"]["median"], "%.3f" % s["cpu_sys_ms"]["median"],
+            cell(s, "context_switches", "%.1f"), cell(s, "syscalls", "%.1f"), src, sr,
+            cell(s, "logins_per_s", "%.0f"), cell(s, "p50_us", "%.0f")))
+    out.append("")
+    return "\n".join(out)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--baseline-binary")
+    parser.add_argument("--out", default=os.path.join(REPO, "results"))
+    parser.add_argument("--timeout", type=float, default=1800)
+    options = parser.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("profile.py: run as root (scripts/lab.py needs it)")
+    binary = os.path.abspath(os.environ.get("MAILSWITCH_BINARY") or moves.DEFAULT_BINARY)
+    binaries = [("this", binary)] + ([("baseline", os.path.abspath(options.baseline_binary))] if options.baseline_binary else [])
+    os.environ["PATH"] = os.environ.get("PATH", "/usr/bin:/bin") + ":/usr/sbin:/sbin"
+
+    def interrupted(signum, _frame):
+        raise moves.Interrupted("signal %d" % signum)
+    for signum in (signal.SIGALRM, signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, interrupted)
+    signal.alarm(int(options.timeout))
+    work = tempfile.mkdtemp(prefix="mailswitch-profile-")
+    os.chmod(work, 0o755)
+    lab_dir = os.path.join(work, "lab")
+    report = {"command": " ".join(["scripts/bench", "profile"] + sys.argv[1:]), "rounds": options.rounds,
+              "seconds": options.seconds, "date": datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M UTC"),
+              "machine": bench.machine(), "errors": [], "runs": []}
+    lab_up = False
+    try:
+        lab_up = True
+        bench.lab(["up"], lab_dir)
+        state = peers.load_lab(lab_dir)
+        options.loadgen = bench.build_loadgen(work)
+        users = peers.bench_users(state)
+        via_proxy = bench.users_file(work, "mailswitch", users, lambda user, store: moves.LISTEN["imap"])
+        for round_ in range(1, options.rounds + 1):
+            for label, path in binaries:
+                moves.say("round %d/%d: %s" % (round_, options.rounds, label))
+                proxy = moves.Mailswitch(path, state, work, "%s r%d" % (label, round_), WARM)
+                try:
+                    proxy.wait_feed()
+                    bench.run_loadgen(options.loadgen, ["login", "--protocol", "imap", "--concurrency", "32",
+                                                        "--count", str(len(users)), "--users", via_proxy], timeout=120)
+                    for concurrency in (1, 32):
+                        row = measure(options, path, proxy, via_proxy, concurrency)
+                        row.update({"round": round_, "binary": label, "scenario": "c%d" % concurrency})
+                        report["runs"].append(row)
+                        moves.say("  c%d: %.3f ms CPU, %.1f switches, %s syscalls, sources r/w/t %.2f/%.2f/%.2f per login"
+                                  % (concurrency, row["cpu_ms"], row["context_switches"], row["syscalls"],
+                                     row["read_sources"], row["write_sources"], row["timer_sources"]))
+                finally:
+                    proxy.stop()
+        summary = {}
+        for label, _ in binaries:
+            for scenario in ("c1", "c32"):
+                rows = [r for r in report["runs"] if r["binary"] == label and r["scenario"] == scenario]
+                summary["%s|%s" % (label, scenario)] = {k: spread([r.get(k) for r in rows]) for k in FIGURES}
+        report["summary"] = {tuple(k.split("|")): v for k, v in summary.items()}
+    except (moves.BenchError, bench.BenchError, peers.PeerError, subprocess.SubprocessError, OSError) as error:
+        report["errors"].append("%s: %s" % (type(error).__name__, error))
+        report.setdefault("summary", {})
+    except moves.Interrupted as error:
+        report["errors"].append("interrupted: %s" % error)
+        report.setdefault("summary", {})
+    finally:
+        signal.alarm(0)
+        for name, process in reversed(list(moves.STARTED)):
+            try:
+                peers.terminate(process.pid)
+            except Exception as error:   # noqa: BLE001 - keep tearing down
+                moves.say("stopping %s: %s" % (name, error))
+        if lab_up:
+            try:
+                bench.lab(["down"], lab_dir)
+            except Exception as error:   # noqa: BLE001
+                moves.say("lab down: %s" % error)
+        shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(options.out, exist_ok=True)
+    text = markdown(report)
+    report["summary"] = {"%s %s" % k: v for k, v in report["summary"].items()}
+    with open(os.path.join(options.out, "profile.json"), "w") as f:
+        json.dump(report, f, indent=2)
+    with open(os.path.join(options.out, "profile.md"), "w") as f:
+        f.write(text)
+    print(text)
+    return 1 if report["errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
