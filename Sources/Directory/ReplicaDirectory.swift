@@ -40,29 +40,36 @@ public final class ReplicaDirectory: Directory, Sendable {
         state.withLock { $0.building = DirectoryReplica() }
     }
 
-    /// The refresh is complete: the new copy answers logins from now on.
+    /// The refresh is complete: the new copy answers logins from now on. The old copy is
+    /// freed after the lock is let go: freeing 100,000 entries must not stall the loops'
+    /// lookups.
     func refreshCompleted() {
-        state.withLock { state in
-            guard let building = state.building else { return }
-            state.current = building
-            state.building = nil
+        let old: DirectoryReplica? = state.withLock { state in
+            guard let building = state.building else { return nil }
+            defer {
+                state.current = building
+                state.building = nil
+            }
+            return state.current
         }
+        withExtendedLifetime(old) {}
     }
 
-    /// An entry added or modified (during a refresh: into the new copy).
-    func upsert(dn: String, loginValues: [String], backendValue: String?) {
+    /// An entry added, modified or renamed (during a refresh: into the new copy); `key` is its
+    /// entryUUID.
+    func upsert(key: String, dn: String, loginValues: [String], backendValue: String?) {
         state.withLock { state in
             if state.building != nil {
-                state.building?.upsert(dn: dn, loginValues: loginValues, backendValue: backendValue)
+                state.building?.upsert(key: key, dn: dn, loginValues: loginValues, backendValue: backendValue)
             } else {
-                state.current?.upsert(dn: dn, loginValues: loginValues, backendValue: backendValue)
+                state.current?.upsert(key: key, dn: dn, loginValues: loginValues, backendValue: backendValue)
             }
         }
     }
 
-    func remove(dn: String) {
+    func remove(key: String) {
         state.withLock { state in
-            if state.building != nil { state.building?.remove(dn: dn) } else { state.current?.remove(dn: dn) }
+            if state.building != nil { state.building?.remove(key: key) } else { state.current?.remove(key: key) }
         }
     }
 }

@@ -104,9 +104,13 @@ public final class SyncReplFeed: @unchecked Sendable {
         sync.pointee.ls_attrs = attributes
         sync.pointee.ls_timeout = 1   // seconds per poll, so `stop` is noticed
         sync.pointee.ls_private = Unmanaged.passUnretained(self).toOpaque()
-        sync.pointee.ls_search_entry = { sync, message, _, phase in
+        sync.pointee.ls_search_entry = { sync, message, uuid, phase in
             guard let sync, let message, let context = sync.pointee.ls_private else { return LDAP_SUCCESS }
-            Unmanaged<SyncReplFeed>.fromOpaque(context).takeUnretainedValue().entry(sync, message, phase)
+            let key = uuid.map { berval in
+                UnsafeRawBufferPointer(start: berval.pointee.bv_val, count: Int(berval.pointee.bv_len))
+                    .map { String($0, radix: 16) }.joined(separator: ".")
+            }
+            Unmanaged<SyncReplFeed>.fromOpaque(context).takeUnretainedValue().entry(sync, message, key, phase)
             return LDAP_SUCCESS
         }
         sync.pointee.ls_search_result = { sync, _, _ in
@@ -244,15 +248,19 @@ public final class SyncReplFeed: @unchecked Sendable {
         return "stopped"
     }
 
-    private func entry(_ sync: UnsafeMutablePointer<ldap_sync_t>, _ message: OpaquePointer, _ phase: ldap_sync_refresh_t) {
+    /// `key`: the entry's entryUUID (as text), which a rename keeps.
+    private func entry(_ sync: UnsafeMutablePointer<ldap_sync_t>, _ message: OpaquePointer, _ key: String?,
+                       _ phase: ldap_sync_refresh_t) {
         guard let handle = sync.pointee.ls_ld else { return }
         if let replica {
             let dn = LDAPBind.dn(handle, message)
+            // A server that sends no entryUUID leaves the DN to name the entry.
+            let key = key ?? dn.lowercased()
             switch phase {
             case LDAP_SYNC_CAPI_DELETE:
-                replica.remove(dn: dn)
+                replica.remove(key: key)
             case LDAP_SYNC_CAPI_ADD, LDAP_SYNC_CAPI_MODIFY, LDAP_SYNC_CAPI_PRESENT:
-                replica.upsert(dn: dn, loginValues: loginAttributes.flatMap { LDAPBind.values(handle, message, $0) },
+                replica.upsert(key: key, dn: dn, loginValues: loginAttributes.flatMap { LDAPBind.values(handle, message, $0) },
                                backendValue: LDAPBind.values(handle, message, configuration.backendAttribute).first)
             default:
                 break

@@ -66,6 +66,12 @@ final class ClientSession: SessionControl, @unchecked Sendable {
     /// `auth_failure_delay` after it.
     private var loginStartedAt = 0.0
     private var refusalTimer: LoopTimer?
+    /// Which login of this connection a directory or resolver answer belongs to: a login
+    /// refused while its lookup was out (a kick) must not have that answer applied to the
+    /// client's next login.
+    private var loginGeneration = 0
+    /// Set once the session is on its way out: nothing may start again.
+    private var closing = false
     /// Proxy hops the login may still take (`x-proxy-ttl` sent on).
     private var hopsLeft = ClientEndpoint.defaultTTL
     private var selfReference: ClientSession?   // alive while open; dropped on close
@@ -77,7 +83,8 @@ final class ClientSession: SessionControl, @unchecked Sendable {
         self.loop = loop
         self.client = Connection(fd: fd, loop: loop)
         self.peer = peer
-        self.clientAddress = peer.host
+        // A dual-stack listener sees IPv4 clients as ::ffff:a.b.c.d: one client, one key.
+        self.clientAddress = IPAddress(peer.host).flatMap { $0.unmappedIPv4?.description } ?? peer.host
         self.clientPort = peer.port
         self.listener = listener
         self.context = context
@@ -183,12 +190,21 @@ final class ClientSession: SessionControl, @unchecked Sendable {
         _ = try? client.readIntoScratch(max: count)
     }
 
+    /// What per-address limits and failure counters count the client as: its IPv4 address, or
+    /// its IPv6 /64 (one subscriber's network; counting single IPv6 addresses would give an
+    /// attacker 2^64 fresh ones).
+    private var limitKey: String {
+        guard let address = IPAddress(clientAddress), !address.isIPv4,
+              let network = NetworkPrefix(address: address, length: 64) else { return clientAddress }
+        return network.description
+    }
+
     static func endpointText(_ host: String, _ port: Int) -> String {
         host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
     }
 
     private func admitAndGreet() {
-        if let refusal = context.admission.admitConnection(clientAddress, limits: context.configuration.limits) {
+        if let refusal = context.admission.admitConnection(limitKey, limits: context.configuration.limits) {
             // The protocol's goodbye in plaintext, even on an implicit-TLS listener: a
             // handshake costs more than the refusal is worth, and the client only sees a
             // failed handshake either way.
@@ -198,7 +214,7 @@ final class ClientSession: SessionControl, @unchecked Sendable {
             closeAfterFlush(refusal.rawValue)
             return
         }
-        admittedAddress = clientAddress
+        admittedAddress = limitKey
         context.registry.register(.init(id: id, service: listener.service.rawValue, listener: listener.address.description,
                                         client: Self.endpointText(clientAddress, clientPort), tls: nil, user: nil, backend: nil, backendHost: nil,
                                         phase: .preLogin, startedAt: startedAt, target: nil, dn: nil), control: self)
@@ -324,6 +340,7 @@ final class ClientSession: SessionControl, @unchecked Sendable {
 
     private func beginLogin(_ request: LoginRequest) {
         state = .loggingIn
+        loginGeneration += 1
         self.request = request
         let user = request.credentials.mailboxUser
         logger[metadataKey: "user"] = "\(LogText.escaped(user))"
@@ -339,7 +356,7 @@ final class ClientSession: SessionControl, @unchecked Sendable {
         }
         hopsLeft = incoming - 1
         let limits = context.configuration.limits
-        if let blocked = context.admission.checkLogin(address: clientAddress, user: user, settings: limits.authFailures,
+        if let blocked = context.admission.checkLogin(address: limitKey, user: user, settings: limits.authFailures,
                                                       now: loginStartedAt) {
             refuse(.unavailable(text: "Too many failed logins, try again later."), "\(blocked.rawValue) reached",
                    result: .limited, delayed: true)
@@ -351,7 +368,10 @@ final class ClientSession: SessionControl, @unchecked Sendable {
             return
         }
         // A cached route answers here and now, on this loop; a miss comes back through onLoop.
-        if let answer = context.router.route(user, completion: { [self] answer in onLoop { $0.routed(answer) } }) {
+        let generation = loginGeneration
+        if let answer = context.router.route(user, completion: { [self] answer in
+            onLoop { session in if session.loginGeneration == generation { session.routed(answer) } }
+        }) {
             routed(answer)
         }
     }
@@ -387,6 +407,7 @@ final class ClientSession: SessionControl, @unchecked Sendable {
     /// The user's session count and the store's limits, checked before the store is
     /// contacted: a refused login never reaches it.
     private func admitLogin(to backend: Backend) -> Bool {
+        releaseBackendSlot()   // never two at once
         let limits = context.configuration.limits
         if let user = request?.credentials.mailboxUser, context.registry.count(ofUser: user) > limits.maxSessionsPerUser {
             ProxyMetrics.limitReached(.maxSessionsPerUser)
@@ -415,6 +436,12 @@ final class ClientSession: SessionControl, @unchecked Sendable {
                 refuse(.temporary, "backend \(backend.name): no address for \(hosts.map(\.description).joined(separator: ", "))")
                 return
             }
+            // A store address that is one of our own listeners sends the login straight back
+            // here: a loop (longer ones, through other proxies, run out of x-proxy-ttl).
+            if let own = addresses.first(where: isOwnListener) {
+                refuse(.temporary, "backend \(backend.name): \(own) is this proxy's own listener (a routing loop)")
+                return
+            }
             // Dead hosts are skipped until a retry is due; with none left, fail now rather
             // than after a connect timeout.
             let byText = Dictionary(addresses.map { ($0.description, $0) }, uniquingKeysWith: { first, _ in first })
@@ -441,6 +468,8 @@ final class ClientSession: SessionControl, @unchecked Sendable {
             }
             connector.onAttempt = { [context] address, error in
                 if let error {
+                    // Only what says the host is dead: out of descriptors or local ports is ours.
+                    guard [ECONNREFUSED, ETIMEDOUT, EHOSTUNREACH, ENETUNREACH, ECONNRESET].contains(error.errno) else { return }
                     context.backendHosts.failed(address.description, backend: backend.name, error: "\(error)", now: Router.now())
                 } else {
                     context.backendHosts.succeeded(address.description, backend: backend.name)
@@ -451,6 +480,16 @@ final class ClientSession: SessionControl, @unchecked Sendable {
         }
     }
 
+    /// Exactly a listener's address, or a loopback address on a wildcard listener's port (a
+    /// store elsewhere on the same port is no loop).
+    private func isOwnListener(_ address: SocketAddress) -> Bool {
+        let loopback = address.host.hasPrefix("127.") || address.host == "::1"
+        return context.configuration.listeners.contains { listener in
+            listener.address.port == address.port
+                && (listener.address.host == address.host || (loopback && ["0.0.0.0", "::"].contains(listener.address.host)))
+        }
+    }
+
     private func resolve(_ hosts: ArraySlice<HostPort>, into found: [SocketAddress],
                          _ completion: @escaping @Sendable ([SocketAddress]) -> Void) {
         guard let host = hosts.first else {
@@ -458,9 +497,10 @@ final class ClientSession: SessionControl, @unchecked Sendable {
             return
         }
         // The resolver calls back on this loop.
+        let generation = loginGeneration
         Resolver.resolve(host: host.host, port: host.port, on: loop) { [self] result in
             loop.assertOnLoop()
-            guard state == .loggingIn else { return }
+            guard state == .loggingIn, loginGeneration == generation else { return }
             if case .failure(let error) = result { logger.warning("cannot resolve backend host \(host): \(error)") }
             let addresses = (try? result.get()) ?? []
             for address in addresses { backendNames[address.description] = host.host }
@@ -603,7 +643,7 @@ final class ClientSession: SessionControl, @unchecked Sendable {
         dropBackend()
         releaseBackendSlot()
         if failure == .authenticationFailed, let user = request?.credentials.mailboxUser {
-            context.admission.loginFailed(address: clientAddress, user: user, now: Router.now())
+            context.admission.loginFailed(address: limitKey, user: user, now: Router.now())
         }
         request = nil
         readOnlyMessage = nil
@@ -622,7 +662,7 @@ final class ClientSession: SessionControl, @unchecked Sendable {
     }
 
     private func answerRefusal(_ failure: LoginFailure) {
-        guard state == .loggingIn || state == .answeringLater else { return }
+        guard state == .loggingIn || state == .answeringLater, !closing else { return }
         refusalTimer = nil
         state = .preLogin
         perform(machine.loginRejected(failure))
@@ -654,7 +694,7 @@ final class ClientSession: SessionControl, @unchecked Sendable {
         if readOnlyMessage != nil { metadata["read_only"] = "true" }
         logger.info("login ok", metadata: metadata)
         if let user = request?.credentials.mailboxUser {
-            context.admission.loginSucceeded(address: clientAddress, user: user, now: Router.now())
+            context.admission.loginSucceeded(address: limitKey, user: user, now: Router.now())
         }
         metrics.loggedIn(backend: route.backend.name)
         context.registry.update(id) { $0.phase = .relaying }
@@ -770,6 +810,9 @@ final class ClientSession: SessionControl, @unchecked Sendable {
 
     private func closeAfterFlush(_ reason: String) {
         guard state != .closed else { return }
+        closing = true
+        refusalTimer?.cancel()
+        refusalTimer = nil
         client.setReading(false)
         if client.outboxCount == 0 {
             close(reason)

@@ -80,10 +80,9 @@ public struct AuthFailureTracker: Sendable {
         Self.record(&byUser, Self.userKey(user), now, limit: settings.maxPerUser, settings: settings)
     }
 
-    /// A login succeeded: the address is trusted for this user, and its own failures are
-    /// forgiven (a user who mistyped twice is not a bot).
+    /// A login succeeded: the address is trusted for this user. Its failures are not
+    /// forgiven: one account of its own would otherwise let a sprayer guess on without end.
     public mutating func succeeded(address: String, user: String, now: Double) {
-        byAddress[address] = nil
         let key = Self.userKey(user)
         var entry = good[key] ?? GoodLogins()
         entry.addresses[address] = now
@@ -100,8 +99,9 @@ public struct AuthFailureTracker: Sendable {
     /// Keys tracked (for tests and the bound).
     public var trackedKeys: (addresses: Int, users: Int, good: Int) { (byAddress.count, byUser.count, good.count) }
 
-    /// Logins compare user names without case, as the directory does.
-    private static func userKey(_ user: String) -> String { user.lowercased() }
+    /// Logins compare user names without case, as the directory does; a name longer than any
+    /// real one is cut, so a table of attackers' inventions stays small.
+    private static func userKey(_ user: String) -> String { String(user.lowercased().prefix(256)) }
 
     private static func record(_ table: inout [String: Failures], _ key: String, _ now: Double, limit: Int,
                                settings: Settings) {

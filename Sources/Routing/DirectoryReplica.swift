@@ -3,9 +3,11 @@
 /// attributes) and their backend attribute. Logins are answered from it with no LDAP round
 /// trip, and every user keeps routing while every LDAP server is down.
 ///
-/// Login values are compared without case, as `uid` and `mail` are in LDAP (caseIgnore
-/// matching); two entries with the same value make the login ambiguous, as a search would.
-/// A pure value; the directory keeps one under a lock.
+/// Entries are keyed by what names them for good: the change feed's entryUUID (a rename or a
+/// move to another OU arrives as a change of the same UUID under its new DN, with no deletion
+/// of the old DN). Login values are compared without case, as `uid` and `mail` are in LDAP
+/// (caseIgnore matching); two entries with the same value make the login ambiguous, as a
+/// search would. A pure value; the directory keeps one under a lock.
 public struct DirectoryReplica: Sendable {
     private struct Entry: Sendable {
         var dn: String
@@ -13,21 +15,20 @@ public struct DirectoryReplica: Sendable {
         var backendValue: String?
     }
 
-    /// By DN, lower-cased (DNs compare without case in practice).
+    /// By entry key (the entryUUID).
     private var entries: [String: Entry] = [:]
-    /// Login value -> the DN key of the one entry holding it.
+    /// Login value -> the key of the one entry holding it.
     private var byLogin: [String: String] = [:]
-    /// The rare login values that more than one entry holds, with all of their DN keys.
+    /// The rare login values that more than one entry holds, with all of their keys.
     private var shared: [String: Set<String>] = [:]
 
     public init() {}
 
     public var count: Int { entries.count }
 
-    /// Adds or replaces an entry.
-    public mutating func upsert(dn: String, loginValues: [String], backendValue: String?) {
-        let key = dn.lowercased()
-        remove(dnKey: key)
+    /// Adds or replaces the entry `key` names (its DN may have changed).
+    public mutating func upsert(key: String, dn: String, loginValues: [String], backendValue: String?) {
+        remove(key: key)
         // An entry no login reaches (an organizational unit, a group) is not kept.
         guard !loginValues.isEmpty else { return }
         let logins = Array(Set(loginValues.map { $0.lowercased() })).sorted()
@@ -45,11 +46,7 @@ public struct DirectoryReplica: Sendable {
         }
     }
 
-    public mutating func remove(dn: String) {
-        remove(dnKey: dn.lowercased())
-    }
-
-    private mutating func remove(dnKey key: String) {
+    public mutating func remove(key: String) {
         guard let old = entries.removeValue(forKey: key) else { return }
         for login in old.loginKeys {
             if var holders = shared[login] {
@@ -75,7 +72,7 @@ public struct DirectoryReplica: Sendable {
     }
 
     /// The login values of an entry (to find the users a change concerns).
-    public func loginValues(dn: String) -> [String] {
-        entries[dn.lowercased()]?.loginKeys ?? []
+    public func loginValues(key: String) -> [String] {
+        entries[key]?.loginKeys ?? []
     }
 }

@@ -21,23 +21,18 @@ public struct HostHealth: Sendable {
 
     public init() {}
 
-    /// The addresses to try, in order: those up, in configuration order, then those down whose
-    /// retry is due (each handed to one login only: its next retry moves on at once).
+    /// The addresses to try, in configuration order: those up, and those down whose retry is
+    /// due (each handed to one login only: its next retry moves on at once). A due address
+    /// keeps its place, so the login that retries it really tries it, and the preferred host
+    /// takes its traffic back as soon as it answers.
     public mutating func usable(_ addresses: [String], now: Double) -> [String] {
-        var up: [String] = []
-        var due: [String] = []
-        for address in addresses {
-            guard var state = down[address] else {
-                up.append(address)
-                continue
-            }
-            if state.retryAt <= now {
-                state.retryAt = now + state.backoff
-                down[address] = state
-                due.append(address)
-            }
+        addresses.filter { address in
+            guard var state = down[address] else { return true }
+            guard state.retryAt <= now else { return false }
+            state.retryAt = now + state.backoff
+            down[address] = state
+            return true
         }
-        return up + due
     }
 
     /// Returns `.wentDown` when the address was up until now.

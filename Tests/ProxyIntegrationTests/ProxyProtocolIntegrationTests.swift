@@ -81,23 +81,37 @@ extension ProxyIntegrationTests {
         XCTAssertEqual(scrape[untrustedSeries] - before, 1, scrape.text)
     }
 
-    func testABackendPointingBackAtTheProxyEndsInARefusalNotALoop() throws {
-        let offset = 10800
-        let imap = 1143 + offset
-        // legacy's store is the proxy itself: every login for a legacy user comes back in.
-        let instance = try MailSwitchInstance(name: "proxy-loop", labDirectory: Self.labDirectory, edits: [
-            ("hosts: [\"127.0.0.1:10143\"]", "hosts: [\"127.0.0.1:\(imap)\"]"),
-        ] + MailSwitchInstance.movedListeners(by: offset))
-        defer { instance.stop() }
-        XCTAssertTrue(Harness.waitForPort(imap), instance.log)
-        let result = try imapLogin("alice", "alice-secret", port: "\(imap)")
+    func testABackendPointingBackAtAProxyEndsInARefusalNotALoop() throws {
+        // A's legacy store is B, and B's is A: every IMAP login for a legacy user goes round.
+        let (offsetA, offsetB) = (10800, 11400)
+        let (imapA, imapB) = (1143 + offsetA, 1143 + offsetB)
+        let a = try MailSwitchInstance(name: "proxy-loop-a", labDirectory: Self.labDirectory, edits: [
+            ("hosts: [\"127.0.0.1:10143\"]", "hosts: [\"127.0.0.1:\(imapB)\"]"),
+            ("pop3_hosts: [\"127.0.0.1:10110\"]", "pop3_hosts: [\"127.0.0.1:\(1110 + offsetA)\"]"),
+        ] + MailSwitchInstance.movedListeners(by: offsetA))
+        defer { a.stop() }
+        let b = try MailSwitchInstance(name: "proxy-loop-b", labDirectory: Self.labDirectory, edits: [
+            ("hosts: [\"127.0.0.1:10143\"]", "hosts: [\"127.0.0.1:\(imapA)\"]"),
+        ] + MailSwitchInstance.movedListeners(by: offsetB))
+        defer { b.stop() }
+        XCTAssertTrue(Harness.waitForPort(imapA) && Harness.waitForPort(imapB), a.log + b.log)
+        let result = try imapLogin("alice", "alice-secret", port: "\(imapA)")
         XCTAssertEqual(result["ok"] as? Bool, false, "\(result)")
         XCTAssertTrue("\(result)".contains("UNAVAILABLE"), "a temporary failure: \(result)")
-        let log = instance.log
-        XCTAssertEqual(log.components(separatedBy: "proxy loop: x-proxy-ttl 1").count - 1, 1, log)
-        // The first hop sends 4, so five sessions took part and no more.
-        XCTAssertEqual(log.components(separatedBy: "login refused").count - 1, 5, log)
-        assertLands(try imapLogin("bob", "bob-secret", port: "\(imap)"), on: "new", "other stores are not affected")
+        // A sends 4, B 3, A 2, B 1; the fifth hop (A) has none left.
+        let logs = a.log + b.log
+        XCTAssertEqual(logs.components(separatedBy: "proxy loop: x-proxy-ttl 1").count - 1, 1, logs)
+        XCTAssertEqual(logs.components(separatedBy: "login refused").count - 1, 5, "five hops and no more: \(logs)")
+        assertLands(try imapLogin("bob", "bob-secret", port: "\(imapA)"), on: "new", "other stores are not affected")
+
+        // A's POP3 legacy store is A's own POP3 listener: refused at once, no hop at all.
+        let pop3 = try RawClient(port: 1110 + offsetA)
+        XCTAssertEqual(pop3.line()?.hasPrefix("+OK"), true)
+        pop3.send("USER alice\r\nPASS alice-secret\r\n")
+        _ = pop3.line()
+        XCTAssertEqual(pop3.line(), "-ERR [SYS/TEMP] Account is temporarily unavailable.")
+        pop3.close()
+        XCTAssertTrue(a.log.contains("is this proxy's own listener (a routing loop)"), a.log)
     }
 
     /// The first line of `path` containing `text`, waiting up to `timeout` for it to appear.

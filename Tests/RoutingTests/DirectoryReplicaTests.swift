@@ -4,29 +4,33 @@ import XCTest
 final class DirectoryReplicaTests: XCTestCase {
     func testLookupsFollowUpsertsAndRemovals() {
         var replica = DirectoryReplica()
-        replica.upsert(dn: "uid=alice,ou=people,dc=example,dc=org", loginValues: ["alice", "Alice@Example.org"], backendValue: "legacy")
-        replica.upsert(dn: "uid=bob,ou=people,dc=example,dc=org", loginValues: ["bob"], backendValue: nil)
+        replica.upsert(key: "u-alice", dn: "uid=alice,ou=people,dc=example,dc=org", loginValues: ["alice", "Alice@Example.org"],
+                       backendValue: "legacy")
+        replica.upsert(key: "u-bob", dn: "uid=bob,ou=people,dc=example,dc=org", loginValues: ["bob"], backendValue: nil)
         XCTAssertEqual(replica.lookup("ALICE"), .found(dn: "uid=alice,ou=people,dc=example,dc=org", backendValue: "legacy"))
         XCTAssertEqual(replica.lookup("alice@example.org"), .found(dn: "uid=alice,ou=people,dc=example,dc=org", backendValue: "legacy"))
         XCTAssertEqual(replica.lookup("bob"), .found(dn: "uid=bob,ou=people,dc=example,dc=org", backendValue: nil))
         XCTAssertEqual(replica.lookup("carol"), .notFound)
-        // A flip replaces the entry; a rename of the login value moves the index.
-        replica.upsert(dn: "UID=alice,ou=people,dc=example,dc=org", loginValues: ["alice2"], backendValue: "new")
+        // A flip replaces the entry; a new login value moves the index; a move to another OU
+        // (the same entryUUID under a new DN) leaves nothing behind.
+        replica.upsert(key: "u-alice", dn: "uid=alice,ou=people,dc=example,dc=org", loginValues: ["alice2"], backendValue: "new")
         XCTAssertEqual(replica.lookup("alice"), .notFound)
-        XCTAssertEqual(replica.lookup("alice2"), .found(dn: "UID=alice,ou=people,dc=example,dc=org", backendValue: "new"))
+        XCTAssertEqual(replica.lookup("alice2"), .found(dn: "uid=alice,ou=people,dc=example,dc=org", backendValue: "new"))
+        replica.upsert(key: "u-alice", dn: "uid=alice,ou=staff,dc=example,dc=org", loginValues: ["alice2"], backendValue: "new")
+        XCTAssertEqual(replica.lookup("alice2"), .found(dn: "uid=alice,ou=staff,dc=example,dc=org", backendValue: "new"))
         XCTAssertEqual(replica.count, 2)
-        replica.remove(dn: "uid=bob,ou=people,dc=example,dc=org")
+        replica.remove(key: "u-bob")
         XCTAssertEqual(replica.lookup("bob"), .notFound)
         XCTAssertEqual(replica.count, 1)
     }
 
     func testTwoEntriesWithOneLoginValueAreAmbiguousUntilOneGoes() {
         var replica = DirectoryReplica()
-        replica.upsert(dn: "uid=a,dc=x", loginValues: ["shared@example.org", "a"], backendValue: "legacy")
-        replica.upsert(dn: "uid=b,dc=x", loginValues: ["shared@example.org", "b"], backendValue: "new")
+        replica.upsert(key: "a", dn: "uid=a,dc=x", loginValues: ["shared@example.org", "a"], backendValue: "legacy")
+        replica.upsert(key: "b", dn: "uid=b,dc=x", loginValues: ["shared@example.org", "b"], backendValue: "new")
         XCTAssertEqual(replica.lookup("shared@example.org"), .ambiguous(count: 2))
         XCTAssertEqual(replica.lookup("b"), .found(dn: "uid=b,dc=x", backendValue: "new"))
-        replica.remove(dn: "uid=a,dc=x")
+        replica.remove(key: "a")
         XCTAssertEqual(replica.lookup("shared@example.org"), .found(dn: "uid=b,dc=x", backendValue: "new"))
     }
 

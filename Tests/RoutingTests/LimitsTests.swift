@@ -103,13 +103,14 @@ final class AuthFailureTrackerTests: XCTestCase {
         XCTAssertEqual(tracker.check(address: "198.51.100.7", user: "alice", now: 4002), .user)
     }
 
-    func testSuccessForgivesTheAddressesFailures() {
+    func testASuccessfulLoginDoesNotResetTheAddressesCount() {
+        // Otherwise one account of its own would let a sprayer guess on without end.
         var tracker = AuthFailureTracker(settings: settings)
         tracker.failed(address: "192.0.2.9", user: "carol", now: 0)
         tracker.failed(address: "192.0.2.9", user: "dave", now: 1)
-        tracker.succeeded(address: "192.0.2.9", user: "carol", now: 2)
+        tracker.succeeded(address: "192.0.2.9", user: "mallory", now: 2)
         tracker.failed(address: "192.0.2.9", user: "erin", now: 3)
-        XCTAssertNil(tracker.check(address: "192.0.2.9", user: "frank", now: 4))
+        XCTAssertEqual(tracker.check(address: "192.0.2.9", user: "frank", now: 4), .address)
     }
 
     func testMemoryStaysBoundedUnderAFloodOfNewKeys() {
@@ -135,11 +136,11 @@ final class HostHealthTests: XCTestCase {
         XCTAssertEqual(health.usable(["a", "b"], now: 0), ["a", "b"])
         XCTAssertEqual(health.failed("a", now: 0), .wentDown)
         XCTAssertEqual(health.usable(["a", "b"], now: 0.5), ["b"], "skipped within its back-off")
-        XCTAssertEqual(health.usable(["a", "b"], now: 1.0), ["b", "a"], "due: tried after the live ones")
+        XCTAssertEqual(health.usable(["a", "b"], now: 1.0), ["a", "b"], "due: retried in its place, first")
         XCTAssertEqual(health.usable(["a", "b"], now: 1.1), ["b"], "one login probes it, not every one")
         XCTAssertNil(health.failed("a", now: 1.2), "already down")
         XCTAssertEqual(health.usable(["a", "b"], now: 2.5), ["b"], "the back-off doubled to 2 s")
-        XCTAssertEqual(health.usable(["a", "b"], now: 3.3), ["b", "a"])
+        XCTAssertEqual(health.usable(["a", "b"], now: 3.3), ["a", "b"])
         XCTAssertEqual(health.succeeded("a"), .cameBack)
         XCTAssertNil(health.succeeded("a"))
         XCTAssertEqual(health.usable(["a", "b"], now: 3.4), ["a", "b"])
