@@ -44,10 +44,17 @@ public enum Resolver {
 
 /// Connects to the first address that answers, with a timeout per attempt.
 /// Confined to its loop; the completion runs there exactly once.
+///
+/// With `peerSpeaksFirst` (an IMAP or POP3 store on a plain or STARTTLS port greets as soon
+/// as it accepts), the connect counts as done when the first bytes arrive, seen by the read
+/// source the session needs for the greeting anyway: no write source is made for the connect,
+/// and the timeout covers the greeting too. An implicit-TLS store says nothing until the
+/// client's hello, so there the write source tells when the connect completed.
 public final class Connector: @unchecked Sendable {
     private let loop: EventLoop
     private var addresses: [SocketAddress]
     private let timeout: Double
+    private let peerSpeaksFirst: Bool
     private var completion: ((Result<Connection, SystemError>) -> Void)?
     private var attempt: Connection?
     private var timer: LoopTimer?
@@ -55,11 +62,12 @@ public final class Connector: @unchecked Sendable {
     /// Each address's outcome as it is known (nil: connected), so dead hosts can be skipped.
     public var onAttempt: ((SocketAddress, SystemError?) -> Void)?
 
-    public init(loop: EventLoop, addresses: [SocketAddress], timeout: Double,
+    public init(loop: EventLoop, addresses: [SocketAddress], timeout: Double, peerSpeaksFirst: Bool = false,
                 completion: @escaping (Result<Connection, SystemError>) -> Void) {
         self.loop = loop
         self.addresses = addresses
         self.timeout = timeout
+        self.peerSpeaksFirst = peerSpeaksFirst
         self.completion = completion
     }
 
@@ -96,12 +104,18 @@ public final class Connector: @unchecked Sendable {
         Socket.configureStream(fd)
         let connection = Connection(fd: fd, loop: loop)
         attempt = connection
-        connection.onWritable = { [weak self, unowned connection] in
+        let settled: () -> Void = { [weak self, unowned connection] in
             guard let self else { return }
             let status = Socket.connectResult(connection.fd)
             self.timer?.cancel()
-            connection.setWriting(false)
-            connection.onWritable = nil
+            if self.peerSpeaksFirst {
+                // Reading stays on: the greeting that told us is still in the socket, and
+                // the level-triggered source calls the session's reader for it at once.
+                connection.onReadable = nil
+            } else {
+                connection.setWriting(false)
+                connection.onWritable = nil
+            }
             self.attempt = nil
             if status == 0 {
                 self.onAttempt?(address, nil)
@@ -113,7 +127,13 @@ public final class Connector: @unchecked Sendable {
                 self.next()
             }
         }
-        connection.setWriting(true)
+        if peerSpeaksFirst {
+            connection.onReadable = settled
+            connection.setReading(true)
+        } else {
+            connection.onWritable = settled
+            connection.setWriting(true)
+        }
         timer = loop.schedule(after: timeout) { [weak self] in
             guard let self, let attempt = self.attempt else { return }
             self.attempt = nil

@@ -452,7 +452,10 @@ final class ClientSession: SessionControl, @unchecked Sendable {
                 return
             }
             let connector = Connector(loop: loop, addresses: ordered,
-                                      timeout: context.configuration.limits.backendConnectTimeoutSeconds) { [self] result in
+                                      timeout: context.configuration.limits.backendConnectTimeoutSeconds,
+                                      // A store behind implicit TLS, or waiting for our
+                                      // PROXY header, says nothing first.
+                                      peerSpeaksFirst: backend.tls != .implicit && backend.forwardClient != .proxyV2) { [self] result in
                 self.connector = nil
                 guard state == .loggingIn else {
                     if case .success(let connection) = result { connection.close() }

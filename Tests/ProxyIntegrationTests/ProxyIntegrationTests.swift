@@ -302,13 +302,15 @@ final class ProxyIntegrationTests: XCTestCase {
         let instance = try MailSwitchInstance(name: "timeouts", labDirectory: Self.labDirectory, edits: [
             ("login_timeout: \"60s\"", "login_timeout: \"3s\""),
             ("backend_login_timeout: \"15s\"", "backend_login_timeout: \"1s\""),
+            ("backend_connect_timeout: \"5s\"", "backend_connect_timeout: \"1s\""),
             ("hosts: [\"127.0.0.1:10143\"]", "hosts: [\"127.0.0.1:3392\"]"),   // legacy's IMAP store
         ] + MailSwitchInstance.movedListeners(by: 7800))
         defer { instance.stop() }
         XCTAssertTrue(Harness.waitForPort(8943), instance.log)
 
-        // The store never greets: the backend login timeout gives a temporary failure, and the
-        // client, still connected, may go on (and retry later).
+        // The store never greets: the connect timeout (which runs until a plain store's
+        // greeting) gives a temporary failure, and the client, still connected, may go on
+        // (and retry later).
         let client = try RawClient(port: 8943)
         defer { client.close() }
         XCTAssertEqual(client.line()?.hasPrefix("* OK "), true)
