@@ -91,7 +91,9 @@ def measure(options, binary, proxy, users_path, concurrency):
         syscalls = int(match.group(1)) if match else None
     logins = result.get("ok", 0) + (result.get("uncounted") or {}).get("ok", 0)
     if not logins:
-        raise moves.BenchError("no logins: %s" % result)
+        raise moves.BenchError("no logins (mailswitch %s): %s\n%s" % (
+            "running" if proxy.alive() else "exited with %s" % proxy.process.returncode,
+            {k: result.get(k) for k in ("errors", "diagnostics")}, peers.tail(proxy.log_path)))
     row = {"logins": logins, "errors": bench.errors_of(result), "logins_per_s": result.get("rate_per_s"),
            "p50_us": (result.get("latency_us") or {}).get("p50"),
            "cpu_user_ms": 1000.0 * (after[0][0] - before[0][0]) / logins,
