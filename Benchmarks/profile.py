@@ -89,6 +89,10 @@ def measure(options, binary, proxy, users_path, concurrency):
         _, err = perf.communicate(timeout=10)
         match = re.search(r"^(\d+),,raw_syscalls:sys_enter", err, re.M)
         syscalls = int(match.group(1)) if match else None
+    if not proxy.alive():
+        # A zombie's /proc still reads: without this check its figures would pass for a run.
+        raise moves.BenchError("mailswitch exited during the c%d window (status %s):\n%s"
+                               % (concurrency, proxy.process.poll(), peers.tail(proxy.log_path)))
     logins = result.get("ok", 0) + (result.get("uncounted") or {}).get("ok", 0)
     if not logins:
         raise moves.BenchError("no logins (mailswitch %s): %s\n%s" % (
