@@ -686,6 +686,9 @@ final class ClientSession: SessionControl, @unchecked Sendable {
     private func accepted(_ success: BackendLoginSuccess) {
         guard let backend, let route else { return }
         backendTimer?.cancel()
+        // Until the relay starts, nothing reads the backend: a level-triggered source left on
+        // would fire without end for bytes the store sends meanwhile.
+        backend.setReading(false)
         state = .relaying
         let (reply, leftover) = machine.loginAccepted(success)
         var metadata: Logger.Metadata = ["backend": "\(route.backend.name)", "host": "\(route.host)",
@@ -721,10 +724,6 @@ final class ClientSession: SessionControl, @unchecked Sendable {
         } else {
             // Earlier replies are still queued: the relay's bytes must come after them. The
             // login timer stays armed meanwhile, so a client that never reads is dropped.
-            // Until the relay starts nothing reads the store: a level-triggered source left
-            // on would fire without end for bytes it sends meanwhile. (When the relay starts
-            // at once, reading simply stays on: no suspend and resume per login.)
-            backend.setReading(false)
             client.onOutboxDrained = { [unowned self] in
                 client.onOutboxDrained = nil
                 loginTimer?.cancel()
