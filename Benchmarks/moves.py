@@ -158,6 +158,30 @@ def stop(name, process, timeout=10.0):
 # ---------------------------------------------------------------------------------------------
 # /proc
 
+def tear_down(lab_dir, work):
+    """The end of a run (this one, the profile and the replica benchmarks): stops everything in
+    STARTED, takes the lab in `lab_dir` down (None: it was never brought up) and removes
+    `work`. Nothing may interrupt it but a second signal's default (SIGINT: none)."""
+    signal.alarm(0)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, signal.SIG_IGN)
+    for name, process in reversed(list(STARTED)):
+        try:
+            if name.startswith("mailswitch"):
+                peers.terminate(process.pid)
+                forget(process)
+            else:
+                stop(name, process)
+        except Exception as error:   # noqa: BLE001 - keep tearing down
+            say("stopping %s: %s" % (name, error))
+    if lab_dir:
+        try:
+            bench.lab(["down"], lab_dir)
+        except Exception as error:   # noqa: BLE001
+            say("lab down: %s" % error)
+    shutil.rmtree(work, ignore_errors=True)
+
+
 def loadavg():
     try:
         with open("/proc/loadavg") as f:
@@ -1166,25 +1190,7 @@ def main():
         report["errors"].append("interrupted: %s" % error)
         exit_code = 1
     finally:
-        # Nothing may interrupt the teardown but a second signal's default (SIGINT: none).
-        signal.alarm(0)
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, signal.SIG_IGN)
-        for name, process in reversed(list(STARTED)):
-            try:
-                if name.startswith("mailswitch"):
-                    peers.terminate(process.pid)
-                    forget(process)
-                else:
-                    stop(name, process)
-            except Exception as error:   # noqa: BLE001 - keep tearing down
-                say("stopping %s: %s" % (name, error))
-        if lab_up:
-            try:
-                bench.lab(["down"], lab_dir)
-            except Exception as error:   # noqa: BLE001
-                say("lab down: %s" % error)
-        shutil.rmtree(work, ignore_errors=True)
+        tear_down(lab_dir if lab_up else None, work)
     report["elapsed_s"] = round(time.monotonic() - start, 1)
     report["loadavg_at_end"] = loadavg()
     report["failures"] = failures_of(report)

@@ -207,18 +207,7 @@ def main():
         report["errors"].append("interrupted: %s" % error)
         report.setdefault("summary", {})
     finally:
-        signal.alarm(0)
-        for name, process in reversed(list(moves.STARTED)):
-            try:
-                peers.terminate(process.pid)
-            except Exception as error:   # noqa: BLE001 - keep tearing down
-                moves.say("stopping %s: %s" % (name, error))
-        if lab_up:
-            try:
-                bench.lab(["down"], lab_dir)
-            except Exception as error:   # noqa: BLE001
-                moves.say("lab down: %s" % error)
-        shutil.rmtree(work, ignore_errors=True)
+        moves.tear_down(lab_dir if lab_up else None, work)
     os.makedirs(options.out, exist_ok=True)
     text = markdown(report)
     report["summary"] = {"%s %s" % k: v for k, v in report["summary"].items()}

@@ -23,7 +23,6 @@ import datetime
 import json
 import os
 import re
-import shutil
 import signal
 import statistics
 import subprocess
@@ -178,18 +177,7 @@ def main():
     except moves.Interrupted as error:
         report["errors"].append("interrupted: %s" % error)
     finally:
-        signal.alarm(0)
-        for name, process in reversed(list(moves.STARTED)):
-            try:
-                peers.terminate(process.pid)
-            except Exception as error:   # noqa: BLE001 - keep tearing down
-                moves.say("stopping %s: %s" % (name, error))
-        if lab_up:
-            try:
-                bench.lab(["down"], options.lab_dir)
-            except Exception as error:   # noqa: BLE001
-                moves.say("lab down: %s" % error)
-        shutil.rmtree(work, ignore_errors=True)
+        moves.tear_down(options.lab_dir if lab_up else None, work)
     os.makedirs(options.out, exist_ok=True)
     with open(os.path.join(options.out, "replica.json"), "w") as f:
         json.dump(report, f, indent=2)
