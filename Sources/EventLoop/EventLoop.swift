@@ -45,10 +45,9 @@ public final class EventLoop: Sendable {
 /// `EventLoop.schedule` instead).
 ///
 /// Not `asyncAfter` with a `DispatchWorkItem`: a cancelled work item stays in libdispatch's
-/// timer heap, holding its block and what the block captured, until its deadline passes. Each
-/// login arms three or four timeouts of seconds to a minute and cancels them within
-/// milliseconds, so at thousands of logins a second the heap would carry tens of thousands of
-/// dead timers. A cancelled timer source leaves the heap at once and releases its handler.
+/// timer heap, holding its block and what the block captured, until its deadline passes; the
+/// directory arms one per search and cancels most within milliseconds. A cancelled timer
+/// source leaves the heap at once and releases its handler.
 ///
 /// `@unchecked Sendable`: the only state is the source, and Dispatch sources may be cancelled
 /// from any thread.
