@@ -81,9 +81,6 @@ public final class ProxyServer: Sendable {
 
     public var configuration: ServiceConfiguration { context.withLock { $0.configuration } }
 
-    /// Applies a reloaded configuration to sessions accepted from now on; open sessions keep
-    /// the context (and the TLS contexts) they started with. Listeners are not re-bound and
-    /// the directory connection is kept: what would need that is named in the returned notes.
     /// Applies a reloaded configuration: listeners added open and listeners removed close
     /// (their sessions carry on), a changed directory gets a new connection and change feed,
     /// and new logins use the new routing, backends, limits and certificates at once. Open
