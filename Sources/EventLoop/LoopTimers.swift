@@ -48,6 +48,12 @@ final class LoopTimers: @unchecked Sendable {
         source.resume()
     }
 
+    /// A loop lives as long as the process; a test's loop may not: a source must never outlive
+    /// its owner while armed.
+    deinit {
+        source.cancel()
+    }
+
     var count: Int { heap.count }
 
     func add(after seconds: Double, _ work: @escaping @Sendable () -> Void) -> LoopTimer {
