@@ -182,6 +182,17 @@ def tear_down(lab_dir, work):
     shutil.rmtree(work, ignore_errors=True)
 
 
+def write_report(out, name, report, text):
+    """DIR/NAME.json and DIR/NAME.md, the text printed too; the exit status of a run (1 when
+    the report holds errors). Shared by the moves, profile, replica and hang-up race runs."""
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, name + ".json"), "w") as f:
+        json.dump(report, f, indent=2)
+    with open(os.path.join(out, name + ".md"), "w") as f:
+        f.write(text)
+    print(text)
+    return 1 if report["errors"] else 0
+
 def loadavg():
     try:
         with open("/proc/loadavg") as f:

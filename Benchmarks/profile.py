@@ -20,7 +20,6 @@ Writes DIR/profile.md and DIR/profile.json (default DIR: results/). Loopback onl
 """
 import argparse
 import datetime
-import json
 import os
 import re
 import shutil
@@ -208,15 +207,9 @@ def main():
         report.setdefault("summary", {})
     finally:
         moves.tear_down(lab_dir if lab_up else None, work)
-    os.makedirs(options.out, exist_ok=True)
     text = markdown(report)
     report["summary"] = {"%s %s" % k: v for k, v in report["summary"].items()}
-    with open(os.path.join(options.out, "profile.json"), "w") as f:
-        json.dump(report, f, indent=2)
-    with open(os.path.join(options.out, "profile.md"), "w") as f:
-        f.write(text)
-    print(text)
-    return 1 if report["errors"] else 0
+    return moves.write_report(options.out, "profile", report, text)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ only; every wait is bounded; everything started is stopped at the end and after 
 """
 import argparse
 import datetime
-import json
 import os
 import re
 import signal
@@ -178,14 +177,7 @@ def main():
         report["errors"].append("interrupted: %s" % error)
     finally:
         moves.tear_down(options.lab_dir if lab_up else None, work)
-    os.makedirs(options.out, exist_ok=True)
-    with open(os.path.join(options.out, "replica.json"), "w") as f:
-        json.dump(report, f, indent=2)
-    text = markdown(report)
-    with open(os.path.join(options.out, "replica.md"), "w") as f:
-        f.write(text)
-    print(text)
-    return 1 if report["errors"] else 0
+    return moves.write_report(options.out, "replica", report, markdown(report))
 
 
 if __name__ == "__main__":
