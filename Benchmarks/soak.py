@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""Stability under login load, for rare crashes no test window is long enough to meet (the
+libdispatch hang-up race was one in about 250 five-second windows). Cycles, until --minutes
+are used: a fresh mailswitch (warm route cache configuration), every bench user logged in
+once at c32, then a c1 and a c32 login window of --seconds each (Benchmarks/profile.py's
+measurement), then SIGTERM. A daemon that dies, or exits other than by the SIGTERM, is
+recorded with its log's tail; any such run is an error (exit status 1). With
+--baseline-binary the two builds alternate cycles.
+
+Writes DIR/soak.md and DIR/soak.json (default DIR: results/). Run as root (the lab);
+loopback only; bounded by --minutes plus one cycle.
+"""
+
+import argparse
+import datetime
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(REPO, "scripts"))
+import bench  # noqa: E402
+import moves  # noqa: E402
+import peers  # noqa: E402
+import profile  # noqa: E402  (Benchmarks/profile.py: the login windows and their figures)
+
+
+def cycle(options, label, binary, state, work, number, users, via, record):
+    proxy = moves.Mailswitch(binary, state, work, "%s %d" % (label, number), profile.WARM)
+    phase = "start"
+    try:
+        proxy.wait_feed()
+        phase = "warm pass"
+        bench.run_loadgen(options.loadgen, ["login", "--protocol", "imap", "--concurrency", "32",
+                                            "--count", str(len(users)), "--users", via], timeout=120)
+        for concurrency in (1, 32):
+            phase = "c%d window" % concurrency
+            row = profile.measure(options, binary, proxy, via, concurrency)
+            record["windows"] += 1
+            record["logins"] += row["logins"]
+            record["errors"] += row["errors"]
+    except (moves.BenchError, bench.BenchError, subprocess.SubprocessError) as error:
+        record["faults"].append({"cycle": number, "phase": phase, "what": str(error)[:1500]})
+    finally:
+        died, status = proxy.stop()
+        record["cycles"] += 1
+        if died or status not in (0, -signal.SIGTERM):
+            record["deaths"].append({"cycle": number, "phase": phase, "status": status,
+                                     "log": peers.tail(proxy.log_path)[-1500:]})
+            moves.say("%s cycle %d: mailswitch died in the %s (status %s)" % (label, number, phase, status))
+
+
+def markdown(report):
+    out = ["# mailswitch soak", "",
+           "`%s` — %s; %s; %s s login windows." % (report["command"], report["date"], report["machine"], report["seconds"]), "",
+           "| build | cycles | login windows | logins | failed logins | deaths | other faults |", "|---|---|---|---|---|---|---|"]
+    for label, r in report["builds"].items():
+        out.append("| %s | %d | %d | %d | %d | %d | %d |" % (label, r["cycles"], r["windows"], r["logins"], r["errors"],
+                                                           len(r["deaths"]), len(r["faults"])))
+    for label, r in report["builds"].items():
+        for death in r["deaths"]:
+            out += ["", "%s, cycle %d, %s: status %s" % (label, death["cycle"], death["phase"], death["status"]),
+                    "", "```", death["log"], "```"]
+    if report["errors"]:
+        out += ["", "Errors:", ""] + ["- " + e for e in report["errors"]]
+    return "\n".join(out) + "\n"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, default=30)
+    parser.add_argument("--seconds", type=float, default=5)
+    parser.add_argument("--baseline-binary")
+    parser.add_argument("--out", default=os.path.join(REPO, "results"))
+    options = parser.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("soak.py: run as root (scripts/lab.py needs it)")
+    binary = os.path.abspath(os.environ.get("MAILSWITCH_BINARY") or moves.DEFAULT_BINARY)
+    builds = [("this", binary)] + ([("baseline", os.path.abspath(options.baseline_binary))]
+                                   if options.baseline_binary else [])
+    os.environ["PATH"] = os.environ.get("PATH", "/usr/bin:/bin") + ":/usr/sbin:/sbin"
+
+    def interrupted(signum, _frame):
+        raise moves.Interrupted("signal %d" % signum)
+    for signum in (signal.SIGALRM, signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, interrupted)
+    signal.alarm(int(options.minutes * 60 + 600))
+    work = tempfile.mkdtemp(prefix="mailswitch-soak-")
+    os.chmod(work, 0o755)
+    lab_dir = os.path.join(work, "lab")
+    report = {"command": " ".join(["scripts/bench", "soak"] + sys.argv[1:]), "seconds": options.seconds,
+              "date": datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M UTC"), "machine": bench.machine(),
+              "errors": [], "builds": {label: {"cycles": 0, "windows": 0, "logins": 0, "errors": 0, "deaths": [],
+                                               "faults": []} for label, _ in builds}}
+    lab_up = False
+    try:
+        lab_up = True
+        bench.lab(["up"], lab_dir)
+        state = peers.load_lab(lab_dir)
+        options.loadgen = bench.build_loadgen(work)
+        users = peers.bench_users(state)
+        via = bench.users_file(work, "mailswitch", users, lambda user, store: moves.LISTEN["imap"])
+        end = time.monotonic() + options.minutes * 60
+        number = 0
+        while time.monotonic() < end:
+            number += 1
+            for label, path in builds:
+                cycle(options, label, path, state, work, number, users, via, report["builds"][label])
+            moves.say("cycle %d: %s" % (number, ", ".join("%s %d deaths" % (label, len(r["deaths"]))
+                                                          for label, r in report["builds"].items())))
+        for label, r in report["builds"].items():
+            if r["deaths"]:
+                report["errors"].append("%s: mailswitch died %d times in %d cycles" % (label, len(r["deaths"]), r["cycles"]))
+    except (moves.BenchError, bench.BenchError, peers.PeerError, subprocess.SubprocessError, OSError) as error:
+        report["errors"].append("%s: %s" % (type(error).__name__, error))
+    except moves.Interrupted as error:
+        report["errors"].append("interrupted: %s" % error)
+    finally:
+        moves.tear_down(lab_dir if lab_up else None, work)
+    return moves.write_report(options.out, "soak", report, markdown(report))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
