@@ -10,8 +10,9 @@ import Synchronization
 import TLS
 
 /// What a session needs from the service, captured when it is accepted. A reload swaps the
-/// context; sessions already open keep the one they started with.
-struct ServiceContext: Sendable {
+/// context; sessions already open keep the one they started with. A class, so that each of
+/// tens of thousands of sessions holds a reference, not its own copy of the configuration.
+final class ServiceContext: Sendable {
     let configuration: ServiceConfiguration
     let tls: TLSContexts
     let router: Router
@@ -20,6 +21,18 @@ struct ServiceContext: Sendable {
     let admission: Admission
     let backendHosts: BackendHosts
     let logger: Logger
+
+    init(configuration: ServiceConfiguration, tls: TLSContexts, router: Router, holds: HoldBook,
+         registry: SessionRegistry, admission: Admission, backendHosts: BackendHosts, logger: Logger) {
+        self.configuration = configuration
+        self.tls = tls
+        self.router = router
+        self.holds = holds
+        self.registry = registry
+        self.admission = admission
+        self.backendHosts = backendHosts
+        self.logger = logger
+    }
 }
 
 /// The context of new sessions, swapped by a reload.
