@@ -4,6 +4,8 @@ plaintext vs implicit TLS. Not a test: it measures and writes results, it assert
 
     python3 Benchmarks/idle_memory.py [--sessions N] [--out DIR]      (as root, from the repo root)
 
+MAILSWITCH_BINARY=PATH measures another build (default .build/release/mailswitch).
+
 What it does:
   1. `scripts/lab.py up --dir D` (D a fresh temp dir): slapd, because routing does an LDAP
      lookup per login, and the lab CA and certificates in D/tls. The lab's Dovecot stores are
@@ -48,7 +50,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 from lab import wait_until  # noqa: E402  (scripts/lab.py)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BINARY = os.path.join(REPO, ".build", "release", "mailswitch")
+BINARY = os.path.abspath(os.environ.get("MAILSWITCH_BINARY") or os.path.join(REPO, ".build", "release", "mailswitch"))
 LAB = os.path.join(REPO, "scripts", "lab.py")
 EXAMPLE_CONFIG = os.path.join(REPO, "config", "mailswitch.example.yaml")
 STORE_SCRIPT = os.path.join(REPO, "Tests", "Fixtures", "synthetic_store.py")

@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
 """Benchmark: where a login's CPU goes in mailswitch. Not a test: it measures and reports.
 
-    scripts/bench profile [--rounds 3] [--seconds 10] [--baseline-binary PATH] [--out DIR]
+    scripts/bench profile [--rounds 3] [--seconds 10] [--baseline-binary PATH ...] [--out DIR]
 
 A bench lab (scripts/lab.py, port offset 300: slapd with 2,000 users, Dovecot stores on
-127.0.0.2/127.0.0.3). Per round and per binary (this build, and --baseline-binary if given,
-interleaved), a fresh mailswitch with a warm route cache (Benchmarks/moves.py's "warm"
+127.0.0.2/127.0.0.3). Per round and per binary (this build, and each --baseline-binary given,
+interleaved; more than one is named by its file name), a fresh mailswitch with a warm route cache (Benchmarks/moves.py's "warm"
 configuration: one login per user first), then plain IMAP logins by the C load generator:
   c1   one login at a time for --seconds
   c32  32 at a time for --seconds
+  noop one logged-in session sending NOOPs for --seconds: the round trip's p50, beside the
+       same window straight to the stores (once per round), so its overhead over direct
 For each window, per login: mailswitch CPU (user and system ms, /proc/PID/stat), context
 switches of all its threads (/proc/PID/task/*/status: voluntary + involuntary; a thread
 wake-up is one), system calls (perf stat -e raw_syscalls:sys_enter -p PID, when perf works),
@@ -110,6 +112,16 @@ def measure(options, binary, proxy, users_path, concurrency):
     return row
 
 
+def noop_p50(options, users_path):
+    """The NOOP round trip's p50 (µs) of one session for --seconds."""
+    result = bench.run_loadgen(options.loadgen, ["noop", "--protocol", "imap", "--concurrency", "1", "--duration",
+                                                 str(options.seconds), "--warmup", "1", "--users", users_path],
+                               timeout=options.seconds + 120)
+    if bench.errors_of(result):
+        raise moves.BenchError("NOOP window with errors: %s" % {k: result.get(k) for k in ("errors", "diagnostics")})
+    return (result.get("rtt_us") or {}).get("p50")
+
+
 def spread(values):
     values = [v for v in values if v is not None]
     return {"median": statistics.median(values), "min": min(values), "max": max(values)} if values else None
@@ -140,6 +152,15 @@ def markdown(report):
             cell(s, "context_switches", "%.1f"), cell(s, "syscalls", "%.1f"), src, sr,
             cell(s, "logins_per_s", "%.0f"), cell(s, "p50_us", "%.0f")))
     out.append("")
+    noop = report.get("noop_summary") or {}
+    if noop.get("direct"):
+        out += ["NOOP round trip of one session, p50 µs, median (min–max) over the rounds:", "",
+                "| binary | p50 µs | over direct (medians) |", "|---|---|---|"]
+        for label, v in noop.items():
+            if v:
+                over = "—" if label == "direct" else "%+.0f" % (v["median"] - noop["direct"]["median"])
+                out.append("| %s | %.0f (%.0f–%.0f) | %s |" % (label, v["median"], v["min"], v["max"], over))
+        out.append("")
     return "\n".join(out)
 
 
@@ -147,14 +168,16 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=10)
-    parser.add_argument("--baseline-binary")
+    parser.add_argument("--baseline-binary", action="append", default=[])
     parser.add_argument("--out", default=os.path.join(REPO, "results"))
     parser.add_argument("--timeout", type=float, default=1800)
     options = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("profile.py: run as root (scripts/lab.py needs it)")
     binary = os.path.abspath(os.environ.get("MAILSWITCH_BINARY") or moves.DEFAULT_BINARY)
-    binaries = [("this", binary)] + ([("baseline", os.path.abspath(options.baseline_binary))] if options.baseline_binary else [])
+    baselines = [os.path.abspath(path) for path in options.baseline_binary]
+    binaries = [("this", binary)] + [("baseline" if len(baselines) == 1 else os.path.basename(path), path)
+                                     for path in baselines]
     os.environ["PATH"] = os.environ.get("PATH", "/usr/bin:/bin") + ":/usr/sbin:/sbin"
 
     def interrupted(signum, _frame):
@@ -167,7 +190,7 @@ def main():
     lab_dir = os.path.join(work, "lab")
     report = {"command": " ".join(["scripts/bench", "profile"] + sys.argv[1:]), "rounds": options.rounds,
               "seconds": options.seconds, "date": datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M UTC"),
-              "machine": bench.machine(), "errors": [], "runs": []}
+              "machine": bench.machine(), "errors": [], "runs": [], "noop": []}
     lab_up = False
     try:
         lab_up = True
@@ -176,7 +199,9 @@ def main():
         options.loadgen = bench.build_loadgen(work)
         users = peers.bench_users(state)
         via_proxy = bench.users_file(work, "mailswitch", users, lambda user, store: moves.LISTEN["imap"])
+        direct = bench.users_file(work, "direct", users, lambda user, store: state["stores"][store]["imap"])
         for round_ in range(1, options.rounds + 1):
+            report["noop"].append({"round": round_, "binary": "direct", "p50_us": noop_p50(options, direct)})
             for label, path in binaries:
                 moves.say("round %d/%d: %s" % (round_, options.rounds, label))
                 proxy = moves.Mailswitch(path, state, work, "%s r%d" % (label, round_), WARM)
@@ -191,6 +216,7 @@ def main():
                         moves.say("  c%d: %.3f ms CPU, %.1f switches, %s syscalls, sources r/w/t %.2f/%.2f/%.2f per login"
                                   % (concurrency, row["cpu_ms"], row["context_switches"], row["syscalls"],
                                      row["read_sources"], row["write_sources"], row["timer_sources"]))
+                    report["noop"].append({"round": round_, "binary": label, "p50_us": noop_p50(options, via_proxy)})
                 finally:
                     proxy.stop()
         summary = {}
@@ -199,6 +225,8 @@ def main():
                 rows = [r for r in report["runs"] if r["binary"] == label and r["scenario"] == scenario]
                 summary["%s|%s" % (label, scenario)] = {k: spread([r.get(k) for r in rows]) for k in FIGURES}
         report["summary"] = {tuple(k.split("|")): v for k, v in summary.items()}
+        report["noop_summary"] = {label: spread([r["p50_us"] for r in report["noop"] if r["binary"] == label])
+                                  for label in ["direct"] + [label for label, _ in binaries]}
     except (moves.BenchError, bench.BenchError, peers.PeerError, subprocess.SubprocessError, OSError) as error:
         report["errors"].append("%s: %s" % (type(error).__name__, error))
         report.setdefault("summary", {})

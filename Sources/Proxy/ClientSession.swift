@@ -30,7 +30,9 @@ final class ClientSession: SessionControl, @unchecked Sendable {
     private let peer: SocketAddress
     private let listener: ListenerConfiguration
     private let context: ServiceContext
-    private var logger: Logger
+    /// This session's log fields, made into a logger's metadata only when a line is written
+    /// (`log`): a metadata dictionary held by every idle session cost about half a KiB each.
+    private var logFields: LogFields
     private var machine: any PreLoginMachine
     private var state = State.preLogin
     private var loginTimer: LoopTimer?
@@ -88,10 +90,7 @@ final class ClientSession: SessionControl, @unchecked Sendable {
         self.clientPort = peer.port
         self.listener = listener
         self.context = context
-        var logger = context.logger
-        logger[metadataKey: "session"] = "\(id)"
-        logger[metadataKey: "client"] = "\(peer)"
-        self.logger = logger
+        self.logFields = LogFields(client: "\(peer)")
         let limits = context.configuration.limits.protocolLimits
         let plaintext = !listener.requireTLS
         switch listener.service {
@@ -140,7 +139,7 @@ final class ClientSession: SessionControl, @unchecked Sendable {
         proxyHeader = reader
         switch step {
         case .invalid(let why):
-            logger.notice("invalid PROXY header from \(peer): \(why)")
+            log(.notice, "invalid PROXY header from \(peer): \(why)")
             close("invalid PROXY header")
         case .consume(let taken):
             discard(taken)
@@ -151,8 +150,8 @@ final class ClientSession: SessionControl, @unchecked Sendable {
             if let source = header.source {
                 clientAddress = source.address.unmappedIPv4?.description ?? source.address.description
                 clientPort = Int(source.port)
-                logger[metadataKey: "client"] = "\(Self.endpointText(clientAddress, clientPort))"
-                logger[metadataKey: "via"] = "\(peer)"
+                logFields.client = Self.endpointText(clientAddress, clientPort)
+                logFields.via = "\(peer)"
             }
             if let destination = header.destination {
                 connectedTo = (destination.address.unmappedIPv4?.description ?? destination.address.description,
@@ -197,6 +196,28 @@ final class ClientSession: SessionControl, @unchecked Sendable {
         guard let address = IPAddress(clientAddress), !address.isIPv4,
               let network = NetworkPrefix(address: address, length: 64) else { return clientAddress }
         return network.description
+    }
+
+    private struct LogFields {
+        var client: String
+        var via: String?
+        var tls: String?
+        var sni: String?
+        var user: String?
+    }
+
+    /// Writes a line with this session's fields; nothing is built when the level is off.
+    private func log(_ level: Logger.Level, _ message: @autoclosure () -> Logger.Message,
+                     metadata extra: @autoclosure () -> Logger.Metadata? = nil) {
+        let logger = context.logger
+        guard logger.logLevel <= level else { return }
+        var metadata: Logger.Metadata = ["session": "\(id)", "client": "\(logFields.client)"]
+        if let via = logFields.via { metadata["via"] = "\(via)" }
+        if let tls = logFields.tls { metadata["tls"] = "\(tls)" }
+        if let sni = logFields.sni { metadata["sni"] = "\(sni)" }
+        if let user = logFields.user { metadata["user"] = "\(user)" }
+        if let extra = extra() { metadata.merge(extra) { _, new in new } }
+        logger.log(level: level, message(), metadata: metadata)
     }
 
     static func endpointText(_ host: String, _ port: Int) -> String {
@@ -245,10 +266,10 @@ final class ClientSession: SessionControl, @unchecked Sendable {
                 metrics.tlsFailed(transport.attemptedVersion)
                 close("client TLS handshake failed: \(error)")
             case .success(let transport):
-                logger[metadataKey: "tls"] = "\(transport.summary)"
+                logFields.tls = transport.summary
                 metrics.tlsEstablished(transport.version)
                 context.registry.update(id) { $0.tls = transport.version }
-                if let name = transport.serverName { logger[metadataKey: "sni"] = "\(LogText.escaped(name))" }
+                if let name = transport.serverName { logFields.sni = LogText.escaped(name) }
                 next(self)
             }
         }
@@ -313,7 +334,7 @@ final class ClientSession: SessionControl, @unchecked Sendable {
             case .close:
                 if let limit = machine.limitReached {
                     ProxyMetrics.limitReached(.init(limit))
-                    logger.notice("closing: \(limit.rawValue) reached before login")
+                    log(.notice, "closing: \(limit.rawValue) reached before login")
                     closeAfterFlush(limit.rawValue)
                 } else {
                     closeAfterFlush("client logged out or was refused")
@@ -325,7 +346,7 @@ final class ClientSession: SessionControl, @unchecked Sendable {
     private func loginTimedOut() {
         if state == .relaying, let relay {
             // The backend accepted, but the client never read the replies before it.
-            logger.notice("client did not read its login reply in time")
+            log(.notice, "client did not read its login reply in time")
             relay.stop()
             return
         }
@@ -343,7 +364,7 @@ final class ClientSession: SessionControl, @unchecked Sendable {
         loginGeneration += 1
         self.request = request
         let user = request.credentials.mailboxUser
-        logger[metadataKey: "user"] = "\(LogText.escaped(user))"
+        logFields.user = LogText.escaped(user)
         context.registry.update(id) { $0.user = user; $0.phase = .loggingIn }
         loginStartedAt = Router.now()
         // A proxy in front (or we ourselves, through a backend that points back at us) says
@@ -391,13 +412,13 @@ final class ClientSession: SessionControl, @unchecked Sendable {
             refuse(.unavailable(text: message), why, result: .held)
         case .backend(let backend, let hosts, let why):
             if case .stale(let age) = answer.source {
-                logger.notice("directory unavailable: using a cached route \(Int(age))s old")
+                log(.notice, "directory unavailable: using a cached route \(Int(age))s old")
             }
-            logger.debug("route: \(why)")
+            log(.debug, "route: \(why)")
             guard admitLogin(to: backend) else { return }
             connect(to: backend, hosts: hosts)
         case .readOnly(let backend, let hosts, let message, let why):
-            logger.info("route: \(why)")
+            log(.info, "route: \(why)")
             readOnlyMessage = message
             guard admitLogin(to: backend) else { return }
             connect(to: backend, hosts: hosts)
@@ -504,7 +525,7 @@ final class ClientSession: SessionControl, @unchecked Sendable {
         Resolver.resolve(host: host.host, port: host.port, on: loop) { [self] result in
             loop.assertOnLoop()
             guard state == .loggingIn, loginGeneration == generation else { return }
-            if case .failure(let error) = result { logger.warning("cannot resolve backend host \(host): \(error)") }
+            if case .failure(let error) = result { log(.warning, "cannot resolve backend host \(host): \(error)") }
             let addresses = (try? result.get()) ?? []
             for address in addresses { backendNames[address.description] = host.host }
             resolve(hosts.dropFirst(), into: found + addresses, completion)
@@ -642,7 +663,7 @@ final class ClientSession: SessionControl, @unchecked Sendable {
                         delayed: Bool? = nil) {
         guard state == .loggingIn else { return }
         ProxyMetrics.login(result ?? .init(failure))
-        logger.notice("login refused: \(reason)", metadata: ["method": "\(request?.method ?? "?")"])
+        log(.notice, "login refused: \(reason)", metadata: ["method": "\(request?.method ?? "?")"])
         dropBackend()
         releaseBackendSlot()
         if failure == .authenticationFailed, let user = request?.credentials.mailboxUser {
@@ -650,7 +671,7 @@ final class ClientSession: SessionControl, @unchecked Sendable {
         }
         request = nil
         readOnlyMessage = nil
-        logger[metadataKey: "user"] = nil
+        logFields.user = nil
         context.registry.update(id) {
             $0.phase = .preLogin; $0.user = nil; $0.backend = nil; $0.backendHost = nil; $0.target = nil; $0.dn = nil
         }
@@ -695,7 +716,7 @@ final class ClientSession: SessionControl, @unchecked Sendable {
                                          "method": "\(request?.method ?? "?")"]
         if let backendTLS { metadata["backend_tls"] = "\(backendTLS.summary)" }
         if readOnlyMessage != nil { metadata["read_only"] = "true" }
-        logger.info("login ok", metadata: metadata)
+        log(.info, "login ok", metadata: metadata)
         if let user = request?.credentials.mailboxUser {
             context.admission.loginSucceeded(address: limitKey, user: user, now: Router.now())
         }
@@ -744,7 +765,7 @@ final class ClientSession: SessionControl, @unchecked Sendable {
         // One line that says it all: who, from where, through which listener, to which store,
         // for how long, how much each way, and how it ended.
         let seconds = (Double(time(nil)) - startedAt).rounded()
-        logger.info("session ended (\(how))", metadata: [
+        log(.info, "session ended (\(how))", metadata: [
             "in": "\(totals.clientToBackend)", "out": "\(totals.backendToClient)", "relay": "\(totals.spliced ? "splice" : "copy")",
             "listener": "\(listener.address)", "backend": "\(route?.backend.name ?? "?")", "host": "\(route?.host ?? "?")",
             "duration": "\(Int(seconds))s",
@@ -793,7 +814,7 @@ final class ClientSession: SessionControl, @unchecked Sendable {
             loginTimer?.cancel()
             if let responses, responses.isAtBoundary, relay.clientCaughtUp {
                 let said = relay.stop(sayingToClient: Array("* BYE [UNAVAILABLE] \(LoginFailure.lineText(text))\r\n".utf8))
-                logger.debug("ended (\(reason.rawValue)) \(said ? "with" : "without") BYE")
+                log(.debug, "ended (\(reason.rawValue)) \(said ? "with" : "without") BYE")
             } else {
                 relay.stop()
             }
@@ -828,7 +849,7 @@ final class ClientSession: SessionControl, @unchecked Sendable {
 
     private func close(_ reason: String) {
         guard state != .closed else { return }
-        logger.debug("closing: \(reason)")
+        log(.debug, "closing: \(reason)")
         if let relay {
             relay.stop()   // closes both legs and calls relayEnded
             return
