@@ -58,6 +58,7 @@ bounded; everything started is stopped at the end, on SIGINT/SIGTERM and after -
 """
 import argparse
 import asyncio
+import contextlib
 import datetime
 import json
 import os
@@ -73,6 +74,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "Benchmarks"))
@@ -181,6 +183,52 @@ def tear_down(lab_dir, work):
             say("lab down: %s" % error)
     shutil.rmtree(work, ignore_errors=True)
 
+
+def begin_run(name, timeout):
+    """The start the profile, relays, soak and replica runs share: sbin on PATH, SIGINT, SIGTERM
+    and the overall `timeout` raised as Interrupted, a fresh work directory. Returns it and the
+    report's common fields."""
+    os.environ["PATH"] = os.environ.get("PATH", "/usr/bin:/bin") + ":/usr/sbin:/sbin"
+
+    def interrupted(signum, _frame):
+        raise Interrupted("signal %d" % signum)
+    for signum in (signal.SIGALRM, signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, interrupted)
+    signal.alarm(int(timeout))
+    work = tempfile.mkdtemp(prefix="mailswitch-%s-" % name)
+    os.chmod(work, 0o755)
+    report = {"command": " ".join(["scripts/bench", name] + sys.argv[1:]),
+              "date": datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M UTC"), "machine": bench.machine(),
+              "errors": []}
+    return work, report
+
+
+@contextlib.contextmanager
+def running(report, work, lab_dir, also=()):
+    """The body of a run begun by begin_run: its failures (the lab's, a process's, an
+    interruption, and the `also` exception types) become lines of report["errors"] instead of
+    tracebacks, and tear_down always follows, taking the lab down if the body set
+    `lab_up` on what this yields."""
+    frame = types.SimpleNamespace(lab_up=False)
+    try:
+        yield frame
+    except (BenchError, bench.BenchError, peers.PeerError, subprocess.SubprocessError, OSError) + tuple(also) as error:
+        report["errors"].append("%s: %s" % (type(error).__name__, error))
+    except Interrupted as error:
+        report["errors"].append("interrupted: %s" % error)
+    finally:
+        tear_down(lab_dir if frame.lab_up else None, work)
+
+def login_lab(run, lab_dir, work):
+    """The bench lab up (marked on `run`, so the teardown takes it down), the load generator
+    built, and a users file pointing every user at mailswitch's IMAP listener. Returns
+    (state, loadgen, users, users_path)."""
+    run.lab_up = True
+    bench.lab(["up"], lab_dir)
+    state = peers.load_lab(lab_dir)
+    loadgen = bench.build_loadgen(work)
+    users = peers.bench_users(state)
+    return state, loadgen, users, bench.users_file(work, "mailswitch", users, lambda user, store: LISTEN["imap"])
 
 def write_report(out, name, report, text):
     """DIR/NAME.json and DIR/NAME.md, the text printed too; the exit status of a run (1 when

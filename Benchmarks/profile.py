@@ -21,7 +21,6 @@ min-max; the VM's latencies are bimodal, so every figure carries its range.
 Writes DIR/profile.md and DIR/profile.json (default DIR: results/). Loopback only; bounded.
 """
 import argparse
-import datetime
 import os
 import re
 import shutil
@@ -29,7 +28,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -178,27 +176,11 @@ def main():
     baselines = [os.path.abspath(path) for path in options.baseline_binary]
     binaries = [("this", binary)] + [("baseline" if len(baselines) == 1 else os.path.basename(path), path)
                                      for path in baselines]
-    os.environ["PATH"] = os.environ.get("PATH", "/usr/bin:/bin") + ":/usr/sbin:/sbin"
-
-    def interrupted(signum, _frame):
-        raise moves.Interrupted("signal %d" % signum)
-    for signum in (signal.SIGALRM, signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, interrupted)
-    signal.alarm(int(options.timeout))
-    work = tempfile.mkdtemp(prefix="mailswitch-profile-")
-    os.chmod(work, 0o755)
+    work, report = moves.begin_run("profile", options.timeout)
     lab_dir = os.path.join(work, "lab")
-    report = {"command": " ".join(["scripts/bench", "profile"] + sys.argv[1:]), "rounds": options.rounds,
-              "seconds": options.seconds, "date": datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M UTC"),
-              "machine": bench.machine(), "errors": [], "runs": [], "noop": []}
-    lab_up = False
-    try:
-        lab_up = True
-        bench.lab(["up"], lab_dir)
-        state = peers.load_lab(lab_dir)
-        options.loadgen = bench.build_loadgen(work)
-        users = peers.bench_users(state)
-        via_proxy = bench.users_file(work, "mailswitch", users, lambda user, store: moves.LISTEN["imap"])
+    report.update({"rounds": options.rounds, "seconds": options.seconds, "runs": [], "noop": [], "summary": {}})
+    with moves.running(report, work, lab_dir) as run:
+        state, options.loadgen, users, via_proxy = moves.login_lab(run, lab_dir, work)
         direct = bench.users_file(work, "direct", users, lambda user, store: state["stores"][store]["imap"])
         for round_ in range(1, options.rounds + 1):
             report["noop"].append({"round": round_, "binary": "direct", "p50_us": noop_p50(options, direct)})
@@ -227,14 +209,6 @@ def main():
         report["summary"] = {tuple(k.split("|")): v for k, v in summary.items()}
         report["noop_summary"] = {label: spread([r["p50_us"] for r in report["noop"] if r["binary"] == label])
                                   for label in ["direct"] + [label for label, _ in binaries]}
-    except (moves.BenchError, bench.BenchError, peers.PeerError, subprocess.SubprocessError, OSError) as error:
-        report["errors"].append("%s: %s" % (type(error).__name__, error))
-        report.setdefault("summary", {})
-    except moves.Interrupted as error:
-        report["errors"].append("interrupted: %s" % error)
-        report.setdefault("summary", {})
-    finally:
-        moves.tear_down(lab_dir if lab_up else None, work)
     text = markdown(report)
     report["summary"] = {"%s %s" % k: v for k, v in report["summary"].items()}
     return moves.write_report(options.out, "profile", report, text)

@@ -16,13 +16,10 @@ loopback only; every run bounded (--timeout).
 """
 
 import argparse
-import datetime
 import os
-import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -162,24 +159,14 @@ def main():
     if unknown:
         sys.exit("unknown systems %s (known: %s)" % (", ".join(unknown), ", ".join(SYSTEMS)))
     binary = os.path.abspath(os.environ.get("MAILSWITCH_BINARY") or moves.DEFAULT_BINARY)
-    os.environ["PATH"] = os.environ.get("PATH", "/usr/bin:/bin") + ":/usr/sbin:/sbin"
-
-    def interrupted(signum, _frame):
-        raise moves.Interrupted("signal %d" % signum)
-    for signum in (signal.SIGALRM, signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, interrupted)
-    signal.alarm(int(options.timeout))
-    work = tempfile.mkdtemp(prefix="mailswitch-relays-")
-    os.chmod(work, 0o755)
+    work, report = moves.begin_run("relays", options.timeout)
     lab_dir = os.path.join(work, "lab")
-    report = {"command": " ".join(["scripts/bench", "relays"] + sys.argv[1:]), "rounds": options.rounds,
-              "seconds": options.seconds, "date": datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M UTC"),
-              "machine": bench.machine(), "systems": systems, "errors": [], "runs": [], "summary": {}}
-    lab_up = False
-    try:
+    report.update({"rounds": options.rounds, "seconds": options.seconds, "systems": systems, "runs": [],
+                   "summary": {}})
+    with moves.running(report, work, lab_dir, (KeyError,)) as run:
         relays = build_relays(work)
         loadgen = bench.build_loadgen(work)
-        lab_up = True
+        run.lab_up = True
         bench.lab(["up"], lab_dir)
         state = peers.load_lab(lab_dir)
         users = peers.bench_users(state)
@@ -226,12 +213,6 @@ def main():
                 report["summary"][name][system] = entry
                 if entry["errors"]:
                     report["errors"].append("%s on %s: %d errors" % (name, system, entry["errors"]))
-    except (moves.BenchError, bench.BenchError, peers.PeerError, subprocess.SubprocessError, OSError, KeyError) as error:
-        report["errors"].append("%s: %s" % (type(error).__name__, error))
-    except moves.Interrupted as error:
-        report["errors"].append("interrupted: %s" % error)
-    finally:
-        moves.tear_down(lab_dir if lab_up else None, work)
     return moves.write_report(options.out, "relays", report, markdown(report))
 
 

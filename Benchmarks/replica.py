@@ -19,14 +19,10 @@ else .build-bench/release/mailswitch (`scripts/bench replica` builds .build/rele
 only; every wait is bounded; everything started is stopped at the end and after --timeout.
 """
 import argparse
-import datetime
 import os
 import re
-import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -135,24 +131,13 @@ def main():
     if os.geteuid() != 0:
         sys.exit("replica.py: run as root (scripts/lab.py needs it)")
     binary = os.path.abspath(os.environ.get("MAILSWITCH_BINARY") or moves.DEFAULT_BINARY)
-    os.environ["PATH"] = os.environ.get("PATH", "/usr/bin:/bin") + ":/usr/sbin:/sbin"
     bench.USERS = options.users
-
-    def interrupted(signum, _frame):
-        raise moves.Interrupted("signal %d" % signum)
-    for signum in (signal.SIGALRM, signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, interrupted)
-    signal.alarm(int(options.timeout))
-    work = tempfile.mkdtemp(prefix="mailswitch-replica-")
-    os.chmod(work, 0o755)
+    work, report = moves.begin_run("replica", options.timeout)
     options.lab_dir = os.path.join(work, "lab")
-    report = {"command": " ".join(["scripts/bench", "replica"] + sys.argv[1:]), "users": options.users,
-              "rounds": options.rounds, "date": datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M UTC"),
-              "machine": bench.machine(), "errors": [], "rounds_data": []}
-    lab_up = False
-    try:
+    report.update({"users": options.users, "rounds": options.rounds, "rounds_data": []})
+    with moves.running(report, work, options.lab_dir, (KeyError,)) as run:
         moves.say("lab with %d users (slapadd)" % options.users)
-        lab_up = True
+        run.lab_up = True
         started = time.monotonic()
         bench.lab(["up"], options.lab_dir)
         report["lab_up_s"] = round(time.monotonic() - started, 1)
@@ -171,12 +156,6 @@ def main():
             "replica_rss_mib": spread([r["replica_rss_kib"] / 1024 for r in rows]),
             "bytes_per_entry": spread([r["bytes_per_entry"] for r in rows]),
         }
-    except (moves.BenchError, bench.BenchError, peers.PeerError, subprocess.SubprocessError, OSError, KeyError) as error:
-        report["errors"].append("%s: %s" % (type(error).__name__, error))
-    except moves.Interrupted as error:
-        report["errors"].append("interrupted: %s" % error)
-    finally:
-        moves.tear_down(options.lab_dir if lab_up else None, work)
     return moves.write_report(options.out, "replica", report, markdown(report))
 
 

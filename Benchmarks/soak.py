@@ -12,12 +12,10 @@ loopback only; bounded by --minutes plus one cycle.
 """
 
 import argparse
-import datetime
 import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -83,28 +81,13 @@ def main():
     binary = os.path.abspath(os.environ.get("MAILSWITCH_BINARY") or moves.DEFAULT_BINARY)
     builds = [("this", binary)] + ([("baseline", os.path.abspath(options.baseline_binary))]
                                    if options.baseline_binary else [])
-    os.environ["PATH"] = os.environ.get("PATH", "/usr/bin:/bin") + ":/usr/sbin:/sbin"
-
-    def interrupted(signum, _frame):
-        raise moves.Interrupted("signal %d" % signum)
-    for signum in (signal.SIGALRM, signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, interrupted)
-    signal.alarm(int(options.minutes * 60 + 600))
-    work = tempfile.mkdtemp(prefix="mailswitch-soak-")
-    os.chmod(work, 0o755)
+    work, report = moves.begin_run("soak", options.minutes * 60 + 600)
     lab_dir = os.path.join(work, "lab")
-    report = {"command": " ".join(["scripts/bench", "soak"] + sys.argv[1:]), "seconds": options.seconds,
-              "date": datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M UTC"), "machine": bench.machine(),
-              "errors": [], "builds": {label: {"cycles": 0, "windows": 0, "logins": 0, "errors": 0, "deaths": [],
-                                               "faults": []} for label, _ in builds}}
-    lab_up = False
-    try:
-        lab_up = True
-        bench.lab(["up"], lab_dir)
-        state = peers.load_lab(lab_dir)
-        options.loadgen = bench.build_loadgen(work)
-        users = peers.bench_users(state)
-        via = bench.users_file(work, "mailswitch", users, lambda user, store: moves.LISTEN["imap"])
+    report.update({"seconds": options.seconds,
+                   "builds": {label: {"cycles": 0, "windows": 0, "logins": 0, "errors": 0, "deaths": [], "faults": []}
+                              for label, _ in builds}})
+    with moves.running(report, work, lab_dir) as run:
+        state, options.loadgen, users, via = moves.login_lab(run, lab_dir, work)
         end = time.monotonic() + options.minutes * 60
         number = 0
         while time.monotonic() < end:
@@ -116,12 +99,6 @@ def main():
         for label, r in report["builds"].items():
             if r["deaths"]:
                 report["errors"].append("%s: mailswitch died %d times in %d cycles" % (label, len(r["deaths"]), r["cycles"]))
-    except (moves.BenchError, bench.BenchError, peers.PeerError, subprocess.SubprocessError, OSError) as error:
-        report["errors"].append("%s: %s" % (type(error).__name__, error))
-    except moves.Interrupted as error:
-        report["errors"].append("interrupted: %s" % error)
-    finally:
-        moves.tear_down(lab_dir if lab_up else None, work)
     return moves.write_report(options.out, "soak", report, markdown(report))
 
 

@@ -37,12 +37,9 @@ extension ProxyIntegrationTests {
         XCTAssertEqual(client.line(), "-ERR [SYS/TEMP] Account is temporarily unavailable.")
         client.close()
         // Both are down now; the next login within the back-off does not even try them.
-        let again = try RawClient(port: 1110 + offset, timeout: 10)
-        XCTAssertEqual(again.line()?.hasPrefix("+OK"), true)
-        again.send("USER alice\r\nPASS alice-secret\r\n")
-        _ = again.line()
-        XCTAssertEqual(again.line(), "-ERR [SYS/TEMP] Account is temporarily unavailable.")
-        again.close()
+        let again = try RawClient.pop3Login(port: 1110 + offset, user: "alice", password: "alice-secret", timeout: 10)
+        XCTAssertEqual(again.greeting?.hasPrefix("+OK"), true)
+        XCTAssertEqual(again.answer, "-ERR [SYS/TEMP] Account is temporarily unavailable.")
         XCTAssertTrue(instance.log.contains("every host is down (127.0.0.1:10998, 127.0.0.1:10997)"), instance.log)
     }
 }

@@ -291,6 +291,16 @@ final class RawClient {
         return lines
     }
 
+    /// A POP3 USER/PASS login on a fresh connection: the greeting, then the answer to PASS.
+    static func pop3Login(port: Int, user: String, password: String, timeout: Double = 10) throws -> (greeting: String?, answer: String?) {
+        let client = try RawClient(port: port, timeout: timeout)
+        defer { client.close() }
+        let greeting = client.line()
+        client.send("USER \(user)\r\nPASS \(password)\r\n")
+        _ = client.line()
+        return (greeting, client.line())
+    }
+
     /// True when the server closed the connection (EOF) within the timeout.
     func isClosedByPeer() -> Bool {
         while let _ = line() {}

@@ -105,12 +105,9 @@ extension ProxyIntegrationTests {
         assertLands(try imapLogin("bob", "bob-secret", port: "\(imapA)"), on: "new", "other stores are not affected")
 
         // A's POP3 legacy store is A's own POP3 listener: refused at once, no hop at all.
-        let pop3 = try RawClient(port: 1110 + offsetA)
-        XCTAssertEqual(pop3.line()?.hasPrefix("+OK"), true)
-        pop3.send("USER alice\r\nPASS alice-secret\r\n")
-        _ = pop3.line()
-        XCTAssertEqual(pop3.line(), "-ERR [SYS/TEMP] Account is temporarily unavailable.")
-        pop3.close()
+        let pop3 = try RawClient.pop3Login(port: 1110 + offsetA, user: "alice", password: "alice-secret")
+        XCTAssertEqual(pop3.greeting?.hasPrefix("+OK"), true)
+        XCTAssertEqual(pop3.answer, "-ERR [SYS/TEMP] Account is temporarily unavailable.")
         XCTAssertTrue(a.log.contains("is this proxy's own listener (a routing loop)"), a.log)
     }
 
