@@ -25,7 +25,6 @@ import os
 import re
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import time
@@ -120,11 +119,6 @@ def noop_p50(options, users_path):
     return (result.get("rtt_us") or {}).get("p50")
 
 
-def spread(values):
-    values = [v for v in values if v is not None]
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)} if values else None
-
-
 def markdown(report):
     out = ["# mailswitch: where a login's CPU goes", "",
            "`%s` — %s; %s; %d rounds of %s s windows, plain IMAP, warm route cache." % (
@@ -205,9 +199,9 @@ def main():
         for label, _ in binaries:
             for scenario in ("c1", "c32"):
                 rows = [r for r in report["runs"] if r["binary"] == label and r["scenario"] == scenario]
-                summary["%s|%s" % (label, scenario)] = {k: spread([r.get(k) for r in rows]) for k in FIGURES}
+                summary["%s|%s" % (label, scenario)] = {k: moves.spread([r.get(k) for r in rows]) for k in FIGURES}
         report["summary"] = {tuple(k.split("|")): v for k, v in summary.items()}
-        report["noop_summary"] = {label: spread([r["p50_us"] for r in report["noop"] if r["binary"] == label])
+        report["noop_summary"] = {label: moves.spread([r["p50_us"] for r in report["noop"] if r["binary"] == label])
                                   for label in ["direct"] + [label for label, _ in binaries]}
     text = markdown(report)
     report["summary"] = {"%s %s" % k: v for k, v in report["summary"].items()}

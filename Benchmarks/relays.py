@@ -17,7 +17,6 @@ loopback only; every run bounded (--timeout).
 
 import argparse
 import os
-import statistics
 import subprocess
 import sys
 
@@ -81,16 +80,10 @@ def start_relay(system, argv, state, work):
     return process, {store: index for index, store in enumerate(stores)}
 
 
-def cpu_seconds(pid):
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def measure(loadgen, arguments, kind, users_path, pid, seconds):
-    before = cpu_seconds(pid) if pid else 0.0
+    before = moves.cpu(pid) if pid else 0.0
     result = bench.run_loadgen(loadgen, arguments + ["--users", users_path], timeout=seconds + 180)
-    cpu = cpu_seconds(pid) - before if pid else None
+    cpu = moves.cpu(pid) - before if pid else None
     operations = result.get("ok", 0) + (result.get("uncounted") or {}).get("ok", 0)
     row = {"errors": bench.errors_of(result)}
     if kind == "login":
@@ -105,11 +98,6 @@ def measure(loadgen, arguments, kind, users_path, pid, seconds):
     if row["errors"]:
         row["diagnostics"] = str(result.get("errors"))[:300] + " " + str(result.get("diagnostics", ""))[:500]
     return row
-
-
-def spread(values):
-    values = [v for v in values if v is not None]
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)} if values else None
 
 
 FIGURES = {"login": [("logins/s", "per_s", "%.0f"), ("CPU ms/login", "cpu_ms_per_login", "%.3f")],
@@ -208,7 +196,7 @@ def main():
             report["summary"][name] = {}
             for system in systems:
                 rows = [r for r in report["runs"] if r["scenario"] == name and r["system"] == system]
-                entry = {key: spread([r.get(key) for r in rows]) for _, key, _ in FIGURES[kind]}
+                entry = {key: moves.spread([r.get(key) for r in rows]) for _, key, _ in FIGURES[kind]}
                 entry["errors"] = sum(r["errors"] for r in rows)
                 report["summary"][name][system] = entry
                 if entry["errors"]:

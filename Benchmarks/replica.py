@@ -21,7 +21,6 @@ only; every wait is bounded; everything started is stopped at the end and after 
 import argparse
 import os
 import re
-import statistics
 import sys
 import time
 
@@ -91,11 +90,6 @@ def logins_with_ldap_down(options, state, work):
         bench.lab(["start-slapd"], options.lab_dir)
 
 
-def spread(values):
-    values = [v for v in values if v is not None]
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)} if values else None
-
-
 def markdown(report):
     s = report.get("summary") or {}
     out = ["# mailswitch: the directory replica", "",
@@ -150,11 +144,11 @@ def main():
             report["rounds_data"].append(row)
         rows = report["rounds_data"]
         report["summary"] = {
-            "replica_ready_s": spread([r["replica_ready_s"] for r in rows]),
-            "replica_cpu_s": spread([r["replica_cpu_s"] for r in rows]),
-            "plain_rss_mib": spread([r["plain_rss_kib"] / 1024 for r in rows]),
-            "replica_rss_mib": spread([r["replica_rss_kib"] / 1024 for r in rows]),
-            "bytes_per_entry": spread([r["bytes_per_entry"] for r in rows]),
+            "replica_ready_s": moves.spread([r["replica_ready_s"] for r in rows]),
+            "replica_cpu_s": moves.spread([r["replica_cpu_s"] for r in rows]),
+            "plain_rss_mib": moves.spread([r["plain_rss_kib"] / 1024 for r in rows]),
+            "replica_rss_mib": moves.spread([r["replica_rss_kib"] / 1024 for r in rows]),
+            "bytes_per_entry": moves.spread([r["bytes_per_entry"] for r in rows]),
         }
     return moves.write_report(options.out, "replica", report, markdown(report))
 
