@@ -21,8 +21,10 @@ extension Transport {
     public func shutdownWrite(_ fd: Int32) { Socket.shutdownWrite(fd) }
 }
 
-public final class PlainTransport: Transport {
-    public init() {}
+/// Stateless, so one instance serves every plain connection.
+public final class PlainTransport: Transport, Sendable {
+    public static let shared = PlainTransport()
+    private init() {}
     public var isPlainSocket: Bool { true }
     public func read(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer) throws(SystemError) -> IOResult {
         try Socket.read(fd, into: buffer)
@@ -63,7 +65,7 @@ public final class Connection: @unchecked Sendable {
     /// Called once, when a write fails (peer gone).
     public var onError: ((SystemError) -> Void)?
 
-    public init(fd: Int32, loop: EventLoop, transport: any Transport = PlainTransport()) {
+    public init(fd: Int32, loop: EventLoop, transport: any Transport = PlainTransport.shared) {
         self.fd = fd
         self.loop = loop
         self.transport = transport

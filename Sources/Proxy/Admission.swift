@@ -45,8 +45,8 @@ final class Admission: Sendable {
         return refusal
     }
 
-    func releaseBackend(_ backend: Backend) {
-        backends.withLock { $0.release(backend) }
+    func releaseBackend(named name: String) {
+        backends.withLock { $0.release(backendNamed: name) }
     }
 
     /// Whether failed logins refuse this attempt; the settings are the running configuration's.

@@ -27,25 +27,21 @@ final class ClientSession: SessionControl, @unchecked Sendable {
     let id: String
     private let loop: EventLoop
     private let client: Connection
-    private let peer: SocketAddress
     private let listener: ListenerConfiguration
     private let context: ServiceContext
     /// This session's log fields, made into a logger's metadata only when a line is written
     /// (`log`): a metadata dictionary held by every idle session cost about half a KiB each.
     private var logFields: LogFields
-    private var machine: any PreLoginMachine
+    /// Dropped once the store accepted the login: a relayed session no longer needs it.
+    private var machine: (any PreLoginMachine)?
     private var state = State.preLogin
     private var loginTimer: LoopTimer?
-    private var backendTimer: LoopTimer?
-    private var connector: Connector?
     private var backend: Connection?
-    private var backendMachine: (any BackendLoginMachine)?
     private var relay: Relay?
-    private var request: LoginRequest?
-    private var route: (backend: Backend, host: String)?
-    /// Backend address (as text) -> the configured host name it came from, for TLS verification.
-    private var backendNames: [String: String] = [:]
-    private var backendTLS: TLSTransport?
+    /// The store's name and the address the session is connected to.
+    private var route: (backend: String, host: String)?
+    /// From the login command to the store's verdict; nil otherwise.
+    private var attempt: LoginAttempt?
     /// IMAP: where the store's responses stand, so a move can say BYE between two of them.
     private var responses: ResponseBoundaryObserver?
     /// Set for a read-only hold: the session is filtered, and refusals say this.
@@ -62,11 +58,8 @@ final class ClientSession: SessionControl, @unchecked Sendable {
     private var proxyHeader: ProxyHeaderReader?
     /// Set once `limits.max_connections(_per_ip)` admitted the connection; given back at the end.
     private var admittedAddress: String?
-    /// The store whose session slot and login token this session holds (`max_sessions`).
-    private var backendSlot: Backend?
-    /// When the login command arrived (monotonic seconds): a failure is answered
-    /// `auth_failure_delay` after it.
-    private var loginStartedAt = 0.0
+    /// The name of the store whose session slot and login token this session holds (`max_sessions`).
+    private var backendSlot: String?
     private var refusalTimer: LoopTimer?
     /// Which login of this connection a directory or resolver answer belongs to: a login
     /// refused while its lookup was out (a kick) must not have that answer applied to the
@@ -74,8 +67,6 @@ final class ClientSession: SessionControl, @unchecked Sendable {
     private var loginGeneration = 0
     /// Set once the session is on its way out: nothing may start again.
     private var closing = false
-    /// Proxy hops the login may still take (`x-proxy-ttl` sent on).
-    private var hopsLeft = ClientEndpoint.defaultTTL
     private var selfReference: ClientSession?   // alive while open; dropped on close
     private let startedAt = Double(time(nil))
     private var metrics = SessionMetrics()
@@ -84,7 +75,6 @@ final class ClientSession: SessionControl, @unchecked Sendable {
         self.id = SessionID.make()
         self.loop = loop
         self.client = Connection(fd: fd, loop: loop)
-        self.peer = peer
         // A dual-stack listener sees IPv4 clients as ::ffff:a.b.c.d: one client, one key.
         self.clientAddress = IPAddress(peer.host).flatMap { $0.unmappedIPv4?.description } ?? peer.host
         self.clientPort = peer.port
@@ -118,9 +108,10 @@ final class ClientSession: SessionControl, @unchecked Sendable {
             admitAndGreet()
             return
         }
-        guard let address = IPAddress(peer.host), context.configuration.trustedProxies.contains(where: { $0.contains(address) }) else {
-            context.admission.untrustedProxy(peer.host)
-            close("\(peer.host) is not in trusted_proxies")
+        // Until the header is read, the client's address is the peer's.
+        guard let address = IPAddress(clientAddress), context.configuration.trustedProxies.contains(where: { $0.contains(address) }) else {
+            context.admission.untrustedProxy(clientAddress)
+            close("\(clientAddress) is not in trusted_proxies")
             return
         }
         proxyHeader = ProxyHeaderReader()
@@ -139,7 +130,7 @@ final class ClientSession: SessionControl, @unchecked Sendable {
         proxyHeader = reader
         switch step {
         case .invalid(let why):
-            log(.notice, "invalid PROXY header from \(peer): \(why)")
+            log(.notice, "invalid PROXY header from \(logFields.client): \(why)")
             close("invalid PROXY header")
         case .consume(let taken):
             discard(taken)
@@ -150,8 +141,8 @@ final class ClientSession: SessionControl, @unchecked Sendable {
             if let source = header.source {
                 clientAddress = source.address.unmappedIPv4?.description ?? source.address.description
                 clientPort = Int(source.port)
+                logFields.via = logFields.client   // the proxy's own address
                 logFields.client = Self.endpointText(clientAddress, clientPort)
-                logFields.via = "\(peer)"
             }
             if let destination = header.destination {
                 connectedTo = (destination.address.unmappedIPv4?.description ?? destination.address.description,
@@ -231,7 +222,7 @@ final class ClientSession: SessionControl, @unchecked Sendable {
             // failed handshake either way.
             let text = refusal == .maxConnections ? "Too many connections, try again later."
                                                   : "Too many connections from your address."
-            client.send(machine.temporaryGoodbye(text))
+            client.send(machine?.temporaryGoodbye(text) ?? [])
             closeAfterFlush(refusal.rawValue)
             return
         }
@@ -249,7 +240,7 @@ final class ClientSession: SessionControl, @unchecked Sendable {
 
     private func greet() {
         client.onReadable = { [unowned self] in readClient() }
-        client.send(machine.greeting())
+        client.send(machine?.greeting() ?? [])
         client.setReading(true)
     }
 
@@ -288,7 +279,7 @@ final class ClientSession: SessionControl, @unchecked Sendable {
 
     private func readClient() {
         guard let bytes = readClientBytes(max: 16_384, endOfFile: "client disconnected before login") else { return }
-        perform(machine.receive(bytes))
+        perform(machine?.receive(bytes) ?? [])
         holdBackIfRepliesPileUp()
     }
 
@@ -324,7 +315,7 @@ final class ClientSession: SessionControl, @unchecked Sendable {
                 let begin: () -> Void = { [unowned self] in
                     client.onOutboxDrained = nil
                     startClientTLS { session in
-                        session.machine.tlsEstablished()
+                        session.machine?.tlsEstablished()
                         session.client.onReadable = { [unowned session] in session.readClient() }
                         session.client.setReading(true)
                     }
@@ -332,7 +323,7 @@ final class ClientSession: SessionControl, @unchecked Sendable {
                 if client.outboxCount == 0 { begin() } else { client.onOutboxDrained = begin }
                 return
             case .close:
-                if let limit = machine.limitReached {
+                if let limit = machine?.limitReached {
                     ProxyMetrics.limitReached(.init(limit))
                     log(.notice, "closing: \(limit.rawValue) reached before login")
                     closeAfterFlush(limit.rawValue)
@@ -353,7 +344,7 @@ final class ClientSession: SessionControl, @unchecked Sendable {
         guard state == .preLogin || state == .loggingIn || state == .answeringLater else { return }
         if state == .loggingIn { ProxyMetrics.login(.timeout) }
         ProxyMetrics.limitReached(.loginTimeout)
-        client.send(machine.goodbye("Disconnected for inactivity."))
+        client.send(machine?.goodbye("Disconnected for inactivity.") ?? [])
         closeAfterFlush("login timeout")
     }
 
@@ -362,11 +353,11 @@ final class ClientSession: SessionControl, @unchecked Sendable {
     private func beginLogin(_ request: LoginRequest) {
         state = .loggingIn
         loginGeneration += 1
-        self.request = request
+        let attempt = LoginAttempt(request: request, startedAt: Router.now())
+        self.attempt = attempt
         let user = request.credentials.mailboxUser
         logFields.user = LogText.escaped(user)
         context.registry.update(id) { $0.user = user; $0.phase = .loggingIn }
-        loginStartedAt = Router.now()
         // A proxy in front (or we ourselves, through a backend that points back at us) says
         // how many hops are left; none left is a routing loop.
         let incoming = min(request.proxyTTL ?? ClientEndpoint.defaultTTL, ClientEndpoint.defaultTTL)
@@ -375,10 +366,10 @@ final class ClientSession: SessionControl, @unchecked Sendable {
                                + "(does a backend point back at a proxy?)")
             return
         }
-        hopsLeft = incoming - 1
+        attempt.hopsLeft = incoming - 1
         let limits = context.configuration.limits
         if let blocked = context.admission.checkLogin(address: limitKey, user: user, settings: limits.authFailures,
-                                                      now: loginStartedAt) {
+                                                      now: attempt.startedAt) {
             refuse(.unavailable(text: "Too many failed logins, try again later."), "\(blocked.rawValue) reached",
                    result: .limited, delayed: true)
             return
@@ -399,7 +390,7 @@ final class ClientSession: SessionControl, @unchecked Sendable {
 
     private func routed(_ answer: Router.Answer) {
         guard state == .loggingIn else { return }
-        let hold = request.flatMap { context.holds.hold(for: $0.credentials.mailboxUser) }
+        let hold = attempt.flatMap { context.holds.hold(for: $0.request.credentials.mailboxUser) }
         let decision = context.configuration.routing.decide(answer.result, service: listener.service, hold: hold?.operatorHold)
         let dn: String? = if case .found(let dn, _) = answer.result { dn } else { nil }
         context.registry.update(id) { $0.target = decision.target; $0.dn = dn }
@@ -430,7 +421,7 @@ final class ClientSession: SessionControl, @unchecked Sendable {
     private func admitLogin(to backend: Backend) -> Bool {
         releaseBackendSlot()   // never two at once
         let limits = context.configuration.limits
-        if let user = request?.credentials.mailboxUser, context.registry.count(ofUser: user) > limits.maxSessionsPerUser {
+        if let user = attempt?.request.credentials.mailboxUser, context.registry.count(ofUser: user) > limits.maxSessionsPerUser {
             ProxyMetrics.limitReached(.maxSessionsPerUser)
             refuse(.limit(text: "Too many sessions for this user."),
                    "max_sessions_per_user (\(limits.maxSessionsPerUser)) reached", result: .limited)
@@ -440,14 +431,15 @@ final class ClientSession: SessionControl, @unchecked Sendable {
             refuse(.temporary, "backend \(backend.name): \(refusal.rawValue) reached", result: .limited)
             return false
         }
-        backendSlot = backend
+        // Only a store with limits has slots to give back.
+        backendSlot = backend.hasLimits ? backend.name : nil
         return true
     }
 
     private func releaseBackendSlot() {
-        guard let backend = backendSlot else { return }
+        guard let name = backendSlot else { return }
         backendSlot = nil
-        context.admission.releaseBackend(backend)
+        context.admission.releaseBackend(named: name)
     }
 
     private func connect(to backend: Backend, hosts: [HostPort]) {
@@ -477,7 +469,7 @@ final class ClientSession: SessionControl, @unchecked Sendable {
                                       // A store behind implicit TLS, or waiting for our
                                       // PROXY header, says nothing first.
                                       peerSpeaksFirst: backend.tls != .implicit && backend.forwardClient != .proxyV2) { [self] result in
-                self.connector = nil
+                attempt?.connector = nil
                 guard state == .loggingIn else {
                     if case .success(let connection) = result { connection.close() }
                     return
@@ -499,7 +491,7 @@ final class ClientSession: SessionControl, @unchecked Sendable {
                     context.backendHosts.succeeded(address.description, backend: backend.name)
                 }
             }
-            self.connector = connector
+            attempt?.connector = connector
             connector.start()
         }
     }
@@ -527,7 +519,7 @@ final class ClientSession: SessionControl, @unchecked Sendable {
             guard state == .loggingIn, loginGeneration == generation else { return }
             if case .failure(let error) = result { log(.warning, "cannot resolve backend host \(host): \(error)") }
             let addresses = (try? result.get()) ?? []
-            for address in addresses { backendNames[address.description] = host.host }
+            for address in addresses { attempt?.backendNames[address.description] = host.host }
             resolve(hosts.dropFirst(), into: found + addresses, completion)
         }
     }
@@ -535,16 +527,16 @@ final class ClientSession: SessionControl, @unchecked Sendable {
     private func backendConnected(_ connection: Connection, backend: Backend) {
         self.backend = connection
         let peerName = Socket.peerAddress(of: connection.fd)?.description ?? "?"
-        route = (backend, peerName)
+        route = (backend.name, peerName)
         context.registry.update(id) { $0.backend = backend.name; $0.backendHost = peerName }
         connection.onError = { [unowned self] error in refuse(.temporary, "backend write failed: \(error)") }
         if backend.forwardClient == .proxyV2 { connection.send(proxyV2Header()) }
         // One deadline for the TLS handshake, the greeting and the login verdict.
-        backendTimer = loop.schedule(after: context.configuration.limits.backendLoginTimeoutSeconds) { [weak self] in
+        attempt?.backendTimer = loop.schedule(after: context.configuration.limits.backendLoginTimeoutSeconds) { [weak self] in
             self?.onLoop { $0.refuse(.temporary, "backend did not answer the login in time", result: .timeout) }
         }
         if backend.tls == .implicit {
-            startBackendTLS(connection, backend: backend, peer: peerName) { $0.startBackendLogin(connection, backend: backend) }
+            startBackendTLS(connection, backend: backend.name, peer: peerName) { $0.startBackendLogin(connection, backend: backend) }
         } else {
             startBackendLogin(connection, backend: backend)
         }
@@ -564,40 +556,40 @@ final class ClientSession: SessionControl, @unchecked Sendable {
 
     /// Credentials go to a backend only after its certificate passed verification: a failed
     /// handshake refuses the login as temporary, with the reason in the log.
-    private func startBackendTLS(_ connection: Connection, backend: Backend, peer: String,
+    private func startBackendTLS(_ connection: Connection, backend: String, peer: String,
                                  then next: @escaping (ClientSession) -> Void) {
         connection.setReading(false)
-        guard let tls = context.tls.backends[backend.name],
-              let transport = tls.makeTransport(fd: connection.fd, host: backendNames[peer] ?? Socket.peerAddress(of: connection.fd)?.host ?? "") else {
-            refuse(.temporary, "backend \(backend.name): no TLS context")
+        guard let tls = context.tls.backends[backend],
+              let transport = tls.makeTransport(fd: connection.fd, host: attempt?.backendNames[peer] ?? Socket.peerAddress(of: connection.fd)?.host ?? "") else {
+            refuse(.temporary, "backend \(backend): no TLS context")
             return
         }
         TLSHandshake.run(on: connection, transport: transport) { [unowned self] result in
             guard state == .loggingIn else { return }
             switch result {
             case .failure(let error):
-                refuse(.temporary, "backend \(backend.name) at \(peer): TLS: \(error)")
+                refuse(.temporary, "backend \(backend) at \(peer): TLS: \(error)")
             case .success(let transport):
-                backendTLS = transport
+                attempt?.backendTLS = transport
                 next(self)
             }
         }
     }
 
     private func startBackendLogin(_ connection: Connection, backend: Backend) {
-        guard let request else { return }
+        guard let attempt else { return }
         let local = connectedTo ?? Socket.localAddress(of: client.fd).map { ($0.host, $0.port) }
         let endpoint = backend.forwardClient == .none
             ? nil
             : ClientEndpoint(remoteAddress: clientAddress, remotePort: clientPort, localAddress: local?.host ?? "",
-                             localPort: local?.port ?? 0, sessionID: id, ttl: hopsLeft)
+                             localPort: local?.port ?? 0, sessionID: id, ttl: attempt.hopsLeft)
         let limits = context.configuration.limits.protocolLimits
         switch listener.service {
         case .imap:
-            backendMachine = IMAPBackendLogin(credentials: request.credentials, client: endpoint,
+            attempt.backendMachine = IMAPBackendLogin(credentials: attempt.request.credentials, client: endpoint,
                                               tls: backend.tls == .starttls ? .startTLS : .none, limits: limits)
         case .pop3:
-            backendMachine = POP3BackendLogin(credentials: request.credentials, client: endpoint,
+            attempt.backendMachine = POP3BackendLogin(credentials: attempt.request.credentials, client: endpoint,
                                               tls: backend.tls == .starttls ? .startTLS : .none, limits: limits)
         }
         connection.onReadable = { [unowned self] in readBackend() }
@@ -620,9 +612,9 @@ final class ClientSession: SessionControl, @unchecked Sendable {
         case .endOfFile:
             refuse(.temporary, "backend closed the connection during login")
         case .processed(let count):
-            guard var machine = backendMachine else { return }
+            guard let attempt, var machine = attempt.backendMachine else { return }
             let actions = machine.receive(UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
-            backendMachine = machine
+            attempt.backendMachine = machine
             performBackend(actions)
         }
     }
@@ -640,9 +632,9 @@ final class ClientSession: SessionControl, @unchecked Sendable {
                 if refused { continue }
                 guard let route else { return }
                 startBackendTLS(backend, backend: route.backend, peer: route.host) { session in
-                    guard var machine = session.backendMachine else { return }
+                    guard let attempt = session.attempt, var machine = attempt.backendMachine else { return }
                     let next = machine.tlsEstablished()
-                    session.backendMachine = machine
+                    attempt.backendMachine = machine
                     session.backend?.onReadable = { [unowned session] in session.readBackend() }
                     session.backend?.setReading(true)
                     session.performBackend(next)
@@ -663,13 +655,14 @@ final class ClientSession: SessionControl, @unchecked Sendable {
                         delayed: Bool? = nil) {
         guard state == .loggingIn else { return }
         ProxyMetrics.login(result ?? .init(failure))
-        log(.notice, "login refused: \(reason)", metadata: ["method": "\(request?.method ?? "?")"])
+        log(.notice, "login refused: \(reason)", metadata: ["method": "\(attempt?.request.method ?? "?")"])
         dropBackend()
         releaseBackendSlot()
-        if failure == .authenticationFailed, let user = request?.credentials.mailboxUser {
+        if failure == .authenticationFailed, let user = attempt?.request.credentials.mailboxUser {
             context.admission.loginFailed(address: limitKey, user: user, now: Router.now())
         }
-        request = nil
+        let loginStartedAt = attempt?.startedAt ?? Router.now()
+        attempt = nil
         readOnlyMessage = nil
         logFields.user = nil
         context.registry.update(id) {
@@ -689,43 +682,37 @@ final class ClientSession: SessionControl, @unchecked Sendable {
         guard state == .loggingIn || state == .answeringLater, !closing else { return }
         refusalTimer = nil
         state = .preLogin
-        perform(machine.loginRejected(failure))
+        perform(machine?.loginRejected(failure) ?? [])
         if state == .preLogin { client.setReading(true) }
     }
 
     private func dropBackend() {
-        backendTimer?.cancel()
-        backendTimer = nil
-        connector?.cancel()
-        connector = nil
+        attempt?.cancel()
+        attempt?.backendMachine = nil
+        attempt?.backendTLS = nil
         backend?.close()
         backend = nil
-        backendMachine = nil
-        backendTLS = nil
     }
 
     private func accepted(_ success: BackendLoginSuccess) {
-        guard let backend, let route else { return }
-        backendTimer?.cancel()
+        guard let backend, let route, let attempt else { return }
+        attempt.cancel()
         // Until the relay starts, nothing reads the backend: a level-triggered source left on
         // would fire without end for bytes the store sends meanwhile.
         backend.setReading(false)
         state = .relaying
-        let (reply, leftover) = machine.loginAccepted(success)
-        var metadata: Logger.Metadata = ["backend": "\(route.backend.name)", "host": "\(route.host)",
-                                         "method": "\(request?.method ?? "?")"]
-        if let backendTLS { metadata["backend_tls"] = "\(backendTLS.summary)" }
+        guard let (reply, leftover) = machine?.loginAccepted(success) else { return }
+        var metadata: Logger.Metadata = ["backend": "\(route.backend)", "host": "\(route.host)",
+                                         "method": "\(attempt.request.method)"]
+        if let backendTLS = attempt.backendTLS { metadata["backend_tls"] = "\(backendTLS.summary)" }
         if readOnlyMessage != nil { metadata["read_only"] = "true" }
         log(.info, "login ok", metadata: metadata)
-        if let user = request?.credentials.mailboxUser {
-            context.admission.loginSucceeded(address: limitKey, user: user, now: Router.now())
-        }
-        metrics.loggedIn(backend: route.backend.name)
+        context.admission.loginSucceeded(address: limitKey, user: attempt.request.credentials.mailboxUser, now: Router.now())
+        metrics.loggedIn(backend: route.backend)
         context.registry.update(id) { $0.phase = .relaying }
         // What only the login needed goes now, not at the end of a session that may last days.
-        request = nil
-        backendMachine = nil
-        backendNames = [:]
+        self.attempt = nil
+        machine = nil
         if listener.service == .imap { responses = ResponseBoundaryObserver() }
         let filter: (any RelayFilter)? = readOnlyMessage.map { message in
             let limits = context.configuration.limits.protocolLimits
@@ -748,11 +735,13 @@ final class ClientSession: SessionControl, @unchecked Sendable {
             client.onOutboxDrained = { [unowned self] in
                 client.onOutboxDrained = nil
                 loginTimer?.cancel()
+                loginTimer = nil
                 self.relay?.start(toBackend: leftover, toClient: toClient)
             }
             return
         }
         loginTimer?.cancel()
+        loginTimer = nil
     }
 
     private func relayEnded(_ end: Relay.End, _ totals: Relay.Totals) {
@@ -767,10 +756,10 @@ final class ClientSession: SessionControl, @unchecked Sendable {
         let seconds = (Double(time(nil)) - startedAt).rounded()
         log(.info, "session ended (\(how))", metadata: [
             "in": "\(totals.clientToBackend)", "out": "\(totals.backendToClient)", "relay": "\(totals.spliced ? "splice" : "copy")",
-            "listener": "\(listener.address)", "backend": "\(route?.backend.name ?? "?")", "host": "\(route?.host ?? "?")",
+            "listener": "\(listener.address)", "backend": "\(route?.backend ?? "?")", "host": "\(route?.host ?? "?")",
             "duration": "\(Int(seconds))s",
         ])
-        metrics.relayEnded(totals, backend: route?.backend.name ?? "", proxyReason: endReason)
+        metrics.relayEnded(totals, backend: route?.backend ?? "", proxyReason: endReason)
         relay = nil
         backend = nil
         responses = nil
@@ -804,7 +793,7 @@ final class ClientSession: SessionControl, @unchecked Sendable {
             return
         case .preLogin, .answeringLater:
             endReason = reason
-            client.send(machine.temporaryGoodbye(text))
+            client.send(machine?.temporaryGoodbye(text) ?? [])
             closeAfterFlush(reason.rawValue)
         case .loggingIn:
             refuse(.unavailable(text: text), "\(reason.rawValue) during login")
@@ -880,10 +869,11 @@ final class ClientSession: SessionControl, @unchecked Sendable {
 enum SessionID {
     private static let alphabet = Array("abcdefghijkmnpqrstuvwxyz23456789")
 
-    /// 16 random characters: unique enough to grep logs across store and proxy.
+    /// 15 random characters (75 bits): unique enough to grep logs across store and proxy, and
+    /// short enough for a Swift string to hold inline (16 would cost an allocation per session).
     static func make() -> String {
         var generator = SystemRandomNumberGenerator()
-        return String((0..<16).map { _ in alphabet[Int(generator.next() % UInt64(alphabet.count))] })
+        return String((0..<15).map { _ in alphabet[Int(generator.next() % UInt64(alphabet.count))] })
     }
 }
 

@@ -49,8 +49,21 @@ public final class SessionRegistry: Sendable {
         public let control: any SessionControl
     }
 
+    /// A session's entry by reference: the table's buckets, which it keeps at most three
+    /// quarters full, then hold a pointer each rather than the whole entry (about 200 bytes).
+    /// Never handed out: callers get `Session` copies.
+    private final class Slot {
+        var entry: Entry
+        let control: any SessionControl
+        init(_ entry: Entry, _ control: any SessionControl) {
+            self.entry = entry
+            self.control = control
+        }
+        var session: Session { Session(entry: entry, control: control) }
+    }
+
     private struct State {
-        var sessions: [String: Session] = [:]
+        var sessions: [String: Slot] = [:]
         var byUser: [String: Set<String>] = [:]
         var byBackend: [String: Set<String>] = [:]
         var byDN: [String: Set<String>] = [:]
@@ -71,7 +84,7 @@ public final class SessionRegistry: Sendable {
         }
 
         func sessions(_ ids: Set<String>?) -> [Session] {
-            (ids ?? []).compactMap { sessions[$0] }
+            (ids ?? []).compactMap { sessions[$0]?.session }
         }
     }
 
@@ -81,36 +94,36 @@ public final class SessionRegistry: Sendable {
 
     func register(_ entry: Entry, control: any SessionControl) {
         state.withLock {
-            $0.sessions[entry.id] = Session(entry: entry, control: control)
+            $0.sessions[entry.id] = Slot(entry, control)
             $0.index(entry, add: true)
         }
     }
 
     func update(_ id: String, _ change: (inout Entry) -> Void) {
         state.withLock { state in
-            guard let session = state.sessions[id] else { return }
-            var entry = session.entry
+            guard let slot = state.sessions[id] else { return }
+            var entry = slot.entry
             change(&entry)
             // Most updates (phase, TLS, target) leave the indexed keys alone: reindex only when
             // one of them moved.
-            let moved = entry.user != session.entry.user || entry.backend != session.entry.backend || entry.dn != session.entry.dn
-            if moved { state.index(session.entry, add: false) }
-            state.sessions[id] = Session(entry: entry, control: session.control)
+            let moved = entry.user != slot.entry.user || entry.backend != slot.entry.backend || entry.dn != slot.entry.dn
+            if moved { state.index(slot.entry, add: false) }
+            slot.entry = entry
             if moved { state.index(entry, add: true) }
         }
     }
 
     func remove(_ id: String) {
         state.withLock { state in
-            guard let session = state.sessions.removeValue(forKey: id) else { return }
-            state.index(session.entry, add: false)
+            guard let slot = state.sessions.removeValue(forKey: id) else { return }
+            state.index(slot.entry, add: false)
         }
     }
 
     public var count: Int { state.withLock { $0.sessions.count } }
 
     public func snapshot() -> [Session] {
-        state.withLock { Array($0.sessions.values) }.sorted { $0.entry.startedAt < $1.entry.startedAt }
+        state.withLock { $0.sessions.values.map(\.session) }.sorted { $0.entry.startedAt < $1.entry.startedAt }
     }
 
     /// Sessions of a user (any spelling of the login name).

@@ -23,7 +23,7 @@ public struct BackendBudget: Sendable {
     /// Takes a session slot and a login token on `backend`, or says which limit refused.
     /// A backend without limits is not tracked at all.
     public mutating func admit(_ backend: Backend, now: Double) -> Refusal? {
-        guard backend.maxSessions != nil || backend.maxLoginsPerSecond != nil else { return nil }
+        guard backend.hasLimits else { return nil }
         var load = loads[backend.name, default: Load()]
         if let max = backend.maxSessions, load.sessions >= max { return .maxSessions }
         if let rate = backend.maxLoginsPerSecond {
@@ -46,12 +46,12 @@ public struct BackendBudget: Sendable {
         return nil
     }
 
-    /// Gives back the session slot `admit` took (the login failed, or the session ended).
-    public mutating func release(_ backend: Backend) {
-        guard backend.maxSessions != nil || backend.maxLoginsPerSecond != nil,
-              var load = loads[backend.name], load.sessions > 0 else { return }
+    /// Gives back the session slot `admit` took on a store with limits (the login failed, or
+    /// the session ended). By name: a session keeps no copy of its store's settings.
+    public mutating func release(backendNamed name: String) {
+        guard var load = loads[name], load.sessions > 0 else { return }
         load.sessions -= 1
-        loads[backend.name] = load
+        loads[name] = load
     }
 
     public func sessions(on backend: String) -> Int { loads[backend]?.sessions ?? 0 }

@@ -191,6 +191,9 @@ public struct Backend: Sendable, Equatable {
         self.forwardClient = forwardClient
     }
 
+    /// Whether `max_sessions` or `max_logins_per_second` is set (`BackendBudget` tracks it).
+    public var hasLimits: Bool { maxSessions != nil || maxLoginsPerSecond != nil }
+
     public func hosts(for service: MailService) -> [HostPort] {
         service == .imap ? imapHosts : pop3Hosts
     }

@@ -39,7 +39,7 @@ final class BackendBudgetTests: XCTestCase {
         XCTAssertNil(budget.admit(store, now: 0))
         XCTAssertNil(budget.admit(store, now: 0))
         XCTAssertEqual(budget.admit(store, now: 0), .maxSessions)
-        budget.release(store)
+        budget.release(backendNamed: store.name)
         XCTAssertNil(budget.admit(store, now: 0))
         XCTAssertEqual(budget.sessions(on: "legacy"), 2)
     }
