@@ -181,33 +181,48 @@ public final class Relay: @unchecked Sendable {
         direction.moved += bytes.count
     }
 
+    /// Reads per wake-up at most, while the input comes in bulk.
+    static let readsPerWakeUp = 4
+    /// A read at least this big says more is probably waiting (a full TLS record's plaintext
+    /// is 16 KiB); a smaller one, a command or a reply, is not followed by a read that would
+    /// only find nothing.
+    static let bulkReadBytes = 16_384
+
+    /// Every wake-up costs two thread switches through libdispatch's manager thread, so a
+    /// bulk transfer is read a few times per wake-up; a bounded few, so that one big FETCH
+    /// does not hold up the loop's other sessions.
     private func readable(_ direction: Direction) {
-        guard !ended, !direction.sourceFinished, !direction.hasPending else { return }
-        do throws(SystemError) {
-            if direction.useSplice {
-                try spliceIn(direction)
-            } else {
-                try copyIn(direction)
+        for _ in 0..<Self.readsPerWakeUp {
+            guard !ended, !direction.sourceFinished, !direction.hasPending else { return }
+            let read: Int
+            do throws(SystemError) {
+                read = direction.useSplice ? try spliceIn(direction) : try copyIn(direction)
+            } catch {
+                if storeEndedFirst == nil { storeEndedFirst = direction === down }
+                finish(.error(error.description))
+                return
             }
-        } catch {
-            if storeEndedFirst == nil { storeEndedFirst = direction === down }
-            finish(.error(error.description))
+            guard read >= Self.bulkReadBytes else { return }
         }
     }
 
-    private func copyIn(_ direction: Direction) throws(SystemError) {
+    /// One read and what follows it; returns the bytes read (0 when none were waiting, or at
+    /// the end of the stream).
+    private func copyIn(_ direction: Direction) throws(SystemError) -> Int {
         let (result, buffer) = try direction.source.readIntoScratch(max: bufferBytes)
         switch result {
         case .wouldBlock:
-            return
+            return 0
         case .endOfFile:
             sourceEnded(direction)
+            return 0
         case .processed(let count):
             direction.moved += count
             let chunk = UnsafeRawBufferPointer(rebasing: buffer[0..<count])
             guard let filter else {
                 if direction === down, let observer { observer.observe(chunk) }
-                return try pass(chunk, on: direction)
+                try pass(chunk, on: direction)
+                return count
             }
             // What the filter says for the other side (its own answers to the client, or client
             // bytes it held for the store's word) queues behind what that side already has.
@@ -225,6 +240,7 @@ public final class Relay: @unchecked Sendable {
                 queue(other, on: opposite)
                 flush(opposite)
             }
+            return count
         }
     }
 
@@ -243,23 +259,21 @@ public final class Relay: @unchecked Sendable {
         }
     }
 
-    private func spliceIn(_ direction: Direction) throws(SystemError) {
+    private func spliceIn(_ direction: Direction) throws(SystemError) -> Int {
         // An observed stream is copied where it must be seen and spliced where it may pass
         // unseen (a literal's body): FETCH bodies still avoid user space.
         var limit = Int.max
         if direction === down, let observer {
             limit = observer.unseenAllowance
             if limit == 0 {
-                try copyIn(direction)
-                return
+                return try copyIn(direction)
             }
         }
         if direction.pipe == nil {
             guard let pipe = loop.pipes.take() else {
                 // Out of descriptors: this direction copies through user space from now on.
                 direction.useSplice = false
-                try copyIn(direction)
-                return
+                return try copyIn(direction)
             }
             direction.pipe = pipe
         }
@@ -268,14 +282,17 @@ public final class Relay: @unchecked Sendable {
         switch result {
         case .wouldBlock:
             releasePipeIfEmpty(direction)
+            return 0
         case .processed(0), .endOfFile:
             releasePipeIfEmpty(direction)
             sourceEnded(direction)
+            return 0
         case .processed(let count):
             if direction === down, let observer { observer.passedUnseen(count) }
             direction.inPipe += count
             direction.moved += count
             try spliceOut(direction)
+            return count
         }
     }
 
