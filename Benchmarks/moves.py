@@ -336,7 +336,7 @@ def configure(text, settings):
 class Mailswitch:
     """One fresh `mailswitch serve` with the bench configuration plus `settings`."""
 
-    def __init__(self, binary, state, work, label, settings, example=peers.EXAMPLE_CONFIG):
+    def __init__(self, binary, state, work, label, settings, example=peers.EXAMPLE_CONFIG, arguments=()):
         self.label = label
         d = os.path.join(work, "mailswitch-" + re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-"))
         os.makedirs(d, exist_ok=True)
@@ -353,7 +353,7 @@ class Mailswitch:
         self.log_path = os.path.join(d, "mailswitch.log")
         self.log = LogTail(self.log_path)
         # peers.spawn: own session, soft descriptor limit raised to the hard one.
-        self.process = peers.spawn([binary, "serve", "--config", self.config], self.log_path)
+        self.process = peers.spawn([binary, "serve", "--config", self.config] + list(arguments), self.log_path)
         STARTED.append(("mailswitch (%s)" % label, self.process))
         self.pid = self.process.pid
         try:

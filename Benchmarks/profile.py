@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Benchmark: where a login's CPU goes in mailswitch. Not a test: it measures and reports.
 
-    scripts/bench profile [--rounds 3] [--seconds 10] [--baseline-binary PATH ...] [--out DIR]
+    scripts/bench profile [--rounds 3] [--seconds 10] [--baseline-binary PATH ...] [--loops N,...]
+                          [--out DIR]
 
 A bench lab (scripts/lab.py, port offset 300: slapd with 2,000 users, Dovecot stores on
 127.0.0.2/127.0.0.3). Per round and per binary (this build, and each --baseline-binary given,
@@ -11,6 +12,11 @@ configuration: one login per user first), then plain IMAP logins by the C load g
   c32  32 at a time for --seconds
   noop one logged-in session sending NOOPs for --seconds: the round trip's p50, beside the
        same window straight to the stores (once per round), so its overhead over direct
+  fetch one session fetching a 20 MB message over and over for --seconds, plain and implicit
+       TLS towards the client (plain towards the store): MB/s and mailswitch CPU s per GB,
+       beside the plain window straight to the stores (once per round)
+--loops 1,2,4 runs each binary once per event-loop count (`serve --loops N`; the default is
+one loop per core), to set the loop count against the core count.
 For each window, per login: mailswitch CPU (user and system ms, /proc/PID/stat), context
 switches of all its threads (/proc/PID/task/*/status: voluntary + involuntary; a thread
 wake-up is one), system calls (perf stat -e raw_syscalls:sys_enter -p PID, when perf works),
@@ -39,6 +45,7 @@ import peers  # noqa: E402
 WARM = dict(moves.CONFIGS)["warm"]
 FIGURES = ["cpu_user_ms", "cpu_sys_ms", "cpu_ms", "context_switches", "syscalls", "read_sources", "write_sources",
            "timer_sources", "suspends", "resumes", "logins_per_s", "p50_us"]
+FETCH_FIGURES = ["mb_per_s", "cpu_s_per_gb", "context_switches_per_mb"]
 
 
 def task_switches(pid):
@@ -119,6 +126,24 @@ def noop_p50(options, users_path):
     return (result.get("rtt_us") or {}).get("p50")
 
 
+def fetch_window(options, users_path, pid=None, tls_args=()):
+    """FETCH of a 20 MB message by one session for --seconds: MB/s, and with `pid` the
+    process's CPU seconds and thread wake-ups per GB and per MB moved."""
+    before = (moves.cpu(pid), task_switches(pid)) if pid else None
+    result = bench.run_loadgen(options.loadgen, ["fetch", "--protocol", "imap", "--append-size", "20000000",
+                                                 "--duration", str(options.seconds), "--warmup", "1",
+                                                 "--users", users_path] + list(tls_args),
+                               timeout=options.seconds + 180)
+    if bench.errors_of(result):
+        raise moves.BenchError("FETCH window with errors: %s" % {k: result.get(k) for k in ("errors", "diagnostics")})
+    row = {"mb_per_s": result.get("mb_per_s")}
+    moved = result.get("bytes") or 0
+    if pid and moved:
+        row["cpu_s_per_gb"] = (moves.cpu(pid) - before[0]) / (moved / 1e9)
+        row["context_switches_per_mb"] = (task_switches(pid) - before[1]) / (moved / 1e6)
+    return row
+
+
 def markdown(report):
     out = ["# mailswitch: where a login's CPU goes", "",
            "`%s` — %s; %s; %d rounds of %s s windows, plain IMAP, warm route cache." % (
@@ -153,6 +178,22 @@ def markdown(report):
                 over = "—" if label == "direct" else "%+.0f" % (v["median"] - noop["direct"]["median"])
                 out.append("| %s | %.0f (%.0f–%.0f) | %s |" % (label, v["median"], v["min"], v["max"], over))
         out.append("")
+    fetch = report.get("fetch_summary") or {}
+    if fetch:
+        out += ["FETCH of a 20 MB message by one session (plain towards the store), median (min–max) over the rounds:",
+                "", "| binary | client leg | MB/s | × direct | CPU s/GB | wake-ups per MB |", "|---|---|---|---|---|---|"]
+        direct = (fetch.get("direct|plain") or {}).get("mb_per_s")
+
+        def fcell(s, key, form):
+            v = s.get(key)
+            return "—" if not v else (form % v["median"]) + " (" + (form % v["min"]) + "–" + (form % v["max"]) + ")"
+        for key, s in fetch.items():
+            label, leg = key.split("|")
+            ratio = "%.2f" % (s["mb_per_s"]["median"] / direct["median"]) if direct and s.get("mb_per_s") else "—"
+            out.append("| %s | %s | %s | %s | %s | %s |" % (label, leg, fcell(s, "mb_per_s", "%.0f"), ratio,
+                                                          fcell(s, "cpu_s_per_gb", "%.2f"),
+                                                          fcell(s, "context_switches_per_mb", "%.1f")))
+        out.append("")
     return "\n".join(out)
 
 
@@ -161,6 +202,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--baseline-binary", action="append", default=[])
+    parser.add_argument("--loops", default="", help="event-loop counts to run each binary with, e.g. 1,2,4")
     parser.add_argument("--out", default=os.path.join(REPO, "results"))
     parser.add_argument("--timeout", type=float, default=1800)
     options = parser.parse_args()
@@ -170,17 +212,25 @@ def main():
     baselines = [os.path.abspath(path) for path in options.baseline_binary]
     binaries = [("this", binary)] + [("baseline" if len(baselines) == 1 else os.path.basename(path), path)
                                      for path in baselines]
+    # (label, binary, extra `serve` arguments)
+    loop_counts = [int(n) for n in options.loops.split(",") if n.strip()]
+    systems = [(label + (" loops=%d" % n if loop_counts else ""), path, ["--loops", str(n)] if loop_counts else [])
+               for label, path in binaries for n in (loop_counts or [None])]
     work, report = moves.begin_run("profile", options.timeout)
     lab_dir = os.path.join(work, "lab")
-    report.update({"rounds": options.rounds, "seconds": options.seconds, "runs": [], "noop": [], "summary": {}})
+    report.update({"rounds": options.rounds, "seconds": options.seconds, "runs": [], "noop": [], "fetch": [],
+                   "summary": {}})
     with moves.running(report, work, lab_dir) as run:
         state, options.loadgen, users, via_proxy = moves.login_lab(run, lab_dir, work)
         direct = bench.users_file(work, "direct", users, lambda user, store: state["stores"][store]["imap"])
+        via_proxy_tls = bench.users_file(work, "mailswitch-imaps", users, lambda user, store: moves.LISTEN["imaps"])
+        tls_args = ["--tls", "--cafile", state["tls"]["ca"], "--servername", peers.server_name(state, "mailswitch")]
         for round_ in range(1, options.rounds + 1):
             report["noop"].append({"round": round_, "binary": "direct", "p50_us": noop_p50(options, direct)})
-            for label, path in binaries:
+            report["fetch"].append(dict(fetch_window(options, direct), round=round_, binary="direct", leg="plain"))
+            for label, path, arguments in systems:
                 moves.say("round %d/%d: %s" % (round_, options.rounds, label))
-                proxy = moves.Mailswitch(path, state, work, "%s r%d" % (label, round_), WARM)
+                proxy = moves.Mailswitch(path, state, work, "%s r%d" % (label, round_), WARM, arguments=arguments)
                 try:
                     proxy.wait_feed()
                     bench.run_loadgen(options.loadgen, ["login", "--protocol", "imap", "--concurrency", "32",
@@ -193,16 +243,25 @@ def main():
                                   % (concurrency, row["cpu_ms"], row["context_switches"], row["syscalls"],
                                      row["read_sources"], row["write_sources"], row["timer_sources"]))
                     report["noop"].append({"round": round_, "binary": label, "p50_us": noop_p50(options, via_proxy)})
+                    for leg, users_path, extra in (("plain", via_proxy, []), ("tls", via_proxy_tls, tls_args)):
+                        row = fetch_window(options, users_path, proxy.pid, extra)
+                        report["fetch"].append(dict(row, round=round_, binary=label, leg=leg))
+                        moves.say("  fetch %s: %.0f MB/s, %.2f s CPU/GB" % (leg, row["mb_per_s"], row["cpu_s_per_gb"]))
                 finally:
                     proxy.stop()
         summary = {}
-        for label, _ in binaries:
+        for label, _, _ in systems:
             for scenario in ("c1", "c32"):
                 rows = [r for r in report["runs"] if r["binary"] == label and r["scenario"] == scenario]
                 summary["%s|%s" % (label, scenario)] = {k: moves.spread([r.get(k) for r in rows]) for k in FIGURES}
         report["summary"] = {tuple(k.split("|")): v for k, v in summary.items()}
         report["noop_summary"] = {label: moves.spread([r["p50_us"] for r in report["noop"] if r["binary"] == label])
-                                  for label in ["direct"] + [label for label, _ in binaries]}
+                                  for label in ["direct"] + [label for label, _, _ in systems]}
+        report["fetch_summary"] = {}
+        for label, leg in [("direct", "plain")] + [(label, leg) for label, _, _ in systems for leg in ("plain", "tls")]:
+            rows = [r for r in report["fetch"] if r["binary"] == label and r["leg"] == leg]
+            report["fetch_summary"]["%s|%s" % (label, leg)] = {k: moves.spread([r.get(k) for r in rows])
+                                                              for k in FETCH_FIGURES}
     text = markdown(report)
     report["summary"] = {"%s %s" % k: v for k, v in report["summary"].items()}
     return moves.write_report(options.out, "profile", report, text)
