@@ -688,8 +688,6 @@ final class ClientSession: SessionControl, @unchecked Sendable {
 
     private func dropBackend() {
         attempt?.cancel()
-        attempt?.backendMachine = nil
-        attempt?.backendTLS = nil
         backend?.close()
         backend = nil
     }
