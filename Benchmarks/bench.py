@@ -16,7 +16,7 @@ What one run does (everything on loopback, every wait bounded):
      checks that every login landed on its user's store.
   4. Each scenario against each system in turn, with the proxy's CPU time (all its processes,
      exited children included) read before and after: logins (IMAP plain and TLS at
-     concurrency 1 and 32, POP3 at 32), NOOP round trips, FETCH of a 20 MB message.
+     concurrency 1 and 32, POP3 at 1 and 32), NOOP round trips, FETCH of a 20 MB message.
   5. Idle sessions (default 5,000, capped by the descriptor limit), plain and TLS towards the
      client, against a synthetic store (Tests/Fixtures/synthetic_store.py) put in the stores'
      place, so the stores' own per-session processes do not dominate; each proxy is started
@@ -124,6 +124,7 @@ def scenarios(quick):
         ("login imap c32", ["login", "--protocol", "imap", "--concurrency", "32"] + timing, "login", "imap", False),
         ("login imaps c1", ["login", "--protocol", "imap", "--tls", "--concurrency", "1"] + timing, "login", "imaps", True),
         ("login imaps c32", ["login", "--protocol", "imap", "--tls", "--concurrency", "32"] + timing, "login", "imaps", True),
+        ("login pop3 c1", ["login", "--protocol", "pop3", "--concurrency", "1"] + timing, "login", "pop3", False),
         ("login pop3 c32", ["login", "--protocol", "pop3", "--concurrency", "32"] + timing, "login", "pop3", False),
         ("noop imap", ["noop", "--protocol", "imap", "--concurrency", "1"] + timing, "noop", "imap", False),
         # One 20 MB message appended once per system, then fetched over and over.

@@ -60,6 +60,9 @@ from lab import alive, cmdline, read_pid, signal_all, tail, wait_until  # noqa: 
 EXAMPLE_CONFIG = os.path.join(REPO, "config", "mailswitch.example.yaml")
 DEFAULT_MAILSWITCH = os.path.join(REPO, ".build", "release", "mailswitch")
 PERDITION_LDAP = (glob.glob("/usr/lib/*/libperditiondb_ldap.so.0") or ["/usr/lib/libperditiondb_ldap.so.0"])[0]
+# Dovecot's LDAP passdb driver (package dovecot-ldap). Without it the auth process dies at
+# start and every login is "Auth process broken", which reads like a Dovecot failure.
+DOVECOT_LDAP_DRIVER = "/usr/lib/dovecot/modules/auth/libauthdb_ldap.so"
 SYSTEMS = ["mailswitch", "perdition", "dovecot"]
 ENDPOINTS = ["imap", "pop3", "imaps", "pop3s"]
 BASE_PORTS = {
@@ -574,6 +577,8 @@ service imap-urlauth-login {{
 
 
 def start_dovecot(state, peer_dir, offset):
+    if not os.path.exists(DOVECOT_LDAP_DRIVER):
+        raise PeerError("%s missing: apt-get install dovecot-ldap (scripts/install-deps --bench)" % DOVECOT_LDAP_DRIVER)
     d = os.path.join(peer_dir, "dovecot")
     for sub in ("run", "state"):
         os.makedirs(os.path.join(d, sub), exist_ok=True)

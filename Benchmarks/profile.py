@@ -7,9 +7,10 @@
 A bench lab (scripts/lab.py, port offset 300: slapd with 2,000 users, Dovecot stores on
 127.0.0.2/127.0.0.3). Per round and per binary (this build, and each --baseline-binary given,
 interleaved; more than one is named by its file name), a fresh mailswitch with a warm route cache (Benchmarks/moves.py's "warm"
-configuration: one login per user first), then plain IMAP logins by the C load generator:
-  c1   one login at a time for --seconds
-  c32  32 at a time for --seconds
+configuration: one login per user first), then plain logins by the C load generator:
+  c1        IMAP, one login at a time for --seconds
+  c32       IMAP, 32 at a time for --seconds
+  pop3 c32  POP3 (USER/PASS; the stores offer XCLIENT), 32 at a time for --seconds
   noop one logged-in session sending NOOPs for --seconds: the round trip's p50, beside the
        same window straight to the stores (once per round), so its overhead over direct
   fetch one session fetching a 20 MB message over and over for --seconds, plain and implicit
@@ -46,6 +47,8 @@ WARM = dict(moves.CONFIGS)["warm"]
 FIGURES = ["cpu_user_ms", "cpu_sys_ms", "cpu_ms", "context_switches", "syscalls", "read_sources", "write_sources",
            "timer_sources", "suspends", "resumes", "logins_per_s", "p50_us"]
 FETCH_FIGURES = ["mb_per_s", "cpu_s_per_gb", "context_switches_per_mb"]
+# The login windows: (scenario, protocol, concurrency).
+LOGIN_WINDOWS = [("c1", "imap", 1), ("c32", "imap", 32), ("pop3 c32", "pop3", 32)]
 
 
 def task_switches(pid):
@@ -76,7 +79,7 @@ def event_sources(binary, config):
     return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line)}
 
 
-def measure(options, binary, proxy, users_path, concurrency):
+def measure(options, binary, proxy, users_path, concurrency, protocol="imap"):
     pid = proxy.pid
     perf = None
     if shutil.which("perf"):
@@ -84,7 +87,7 @@ def measure(options, binary, proxy, users_path, concurrency):
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         time.sleep(0.3)
     before = (cpu_split(pid), task_switches(pid), event_sources(binary, proxy.config))
-    result = bench.run_loadgen(options.loadgen, ["login", "--protocol", "imap", "--concurrency", str(concurrency),
+    result = bench.run_loadgen(options.loadgen, ["login", "--protocol", protocol, "--concurrency", str(concurrency),
                                                  "--duration", str(options.seconds), "--warmup", "0",
                                                  "--users", users_path], timeout=options.seconds + 120)
     after = (cpu_split(pid), task_switches(pid), event_sources(binary, proxy.config))
@@ -96,8 +99,8 @@ def measure(options, binary, proxy, users_path, concurrency):
         syscalls = int(match.group(1)) if match else None
     if not proxy.alive():
         # A zombie's /proc still reads: without this check its figures would pass for a run.
-        raise moves.BenchError("mailswitch exited during the c%d window (status %s):\n%s"
-                               % (concurrency, proxy.process.poll(), peers.tail(proxy.log_path)))
+        raise moves.BenchError("mailswitch exited during the %s c%d window (status %s):\n%s"
+                               % (protocol, concurrency, proxy.process.poll(), peers.tail(proxy.log_path)))
     logins = result.get("ok", 0) + (result.get("uncounted") or {}).get("ok", 0)
     if not logins:
         raise moves.BenchError("no logins (mailswitch %s): %s\n%s" % (
@@ -146,7 +149,7 @@ def fetch_window(options, users_path, pid=None, tls_args=()):
 
 def markdown(report):
     out = ["# mailswitch: where a login's CPU goes", "",
-           "`%s` — %s; %s; %d rounds of %s s windows, plain IMAP, warm route cache." % (
+           "`%s` — %s; %s; %d rounds of %s s windows, plain IMAP (and POP3 at c32), warm route cache." % (
                report["command"], report["date"], report["machine"], report["rounds"], report["seconds"]), ""]
     if report.get("errors"):
         out += ["**Errors:** " + "; ".join(report["errors"]), ""]
@@ -224,6 +227,7 @@ def main():
         state, options.loadgen, users, via_proxy = moves.login_lab(run, lab_dir, work)
         direct = bench.users_file(work, "direct", users, lambda user, store: state["stores"][store]["imap"])
         via_proxy_tls = bench.users_file(work, "mailswitch-imaps", users, lambda user, store: moves.LISTEN["imaps"])
+        via_proxy_pop3 = bench.users_file(work, "mailswitch-pop3", users, lambda user, store: moves.LISTEN["pop3"])
         tls_args = ["--tls", "--cafile", state["tls"]["ca"], "--servername", peers.server_name(state, "mailswitch")]
         for round_ in range(1, options.rounds + 1):
             report["noop"].append({"round": round_, "binary": "direct", "p50_us": noop_p50(options, direct)})
@@ -235,12 +239,13 @@ def main():
                     proxy.wait_feed()
                     bench.run_loadgen(options.loadgen, ["login", "--protocol", "imap", "--concurrency", "32",
                                                         "--count", str(len(users)), "--users", via_proxy], timeout=120)
-                    for concurrency in (1, 32):
-                        row = measure(options, path, proxy, via_proxy, concurrency)
-                        row.update({"round": round_, "binary": label, "scenario": "c%d" % concurrency})
+                    for scenario, protocol, concurrency in LOGIN_WINDOWS:
+                        row = measure(options, path, proxy, via_proxy_pop3 if protocol == "pop3" else via_proxy,
+                                      concurrency, protocol)
+                        row.update({"round": round_, "binary": label, "scenario": scenario})
                         report["runs"].append(row)
-                        moves.say("  c%d: %.3f ms CPU, %.1f switches, %s syscalls, sources r/w/t %.2f/%.2f/%.2f per login"
-                                  % (concurrency, row["cpu_ms"], row["context_switches"], row["syscalls"],
+                        moves.say("  %s: %.3f ms CPU, %.1f switches, %s syscalls, sources r/w/t %.2f/%.2f/%.2f per login"
+                                  % (scenario, row["cpu_ms"], row["context_switches"], row["syscalls"],
                                      row["read_sources"], row["write_sources"], row["timer_sources"]))
                     report["noop"].append({"round": round_, "binary": label, "p50_us": noop_p50(options, via_proxy)})
                     for leg, users_path, extra in (("plain", via_proxy, []), ("tls", via_proxy_tls, tls_args)):
@@ -251,7 +256,7 @@ def main():
                     proxy.stop()
         summary = {}
         for label, _, _ in systems:
-            for scenario in ("c1", "c32"):
+            for scenario, _, _ in LOGIN_WINDOWS:
                 rows = [r for r in report["runs"] if r["binary"] == label and r["scenario"] == scenario]
                 summary["%s|%s" % (label, scenario)] = {k: moves.spread([r.get(k) for r in rows]) for k in FIGURES}
         report["summary"] = {tuple(k.split("|")): v for k, v in summary.items()}

@@ -1,6 +1,13 @@
 /// Logs in to a POP3 backend on the client's behalf: greeting, XCLIENT when the store
 /// offers it (Dovecot does to trusted peers), then USER/PASS, or AUTH PLAIN when the
 /// credentials cannot travel on a command line (authorization identity, CR, LF, NUL).
+///
+/// To a store whose greeting offers XCLIENT, XCLIENT and the first login command (USER, or
+/// AUTH PLAIN) go in one write, as Dovecot's own proxy sends them: `[XCLIENT]` in a greeting
+/// is Dovecot's, and Dovecot takes pipelined commands in order (it advertises PIPELINING,
+/// RFC 2449), so its answers come back in order and the login saves a round trip. PASS still
+/// waits for USER's answer: sending it early too was measured (`scripts/bench profile`, POP3
+/// at c32) and saved no CPU or system calls. To any other store, each command waits.
 public struct POP3BackendLogin: Sendable {
     public enum TLSMode: Sendable, Equatable { case none, startTLS }
 
@@ -15,6 +22,8 @@ public struct POP3BackendLogin: Sendable {
     private let tls: TLSMode
     private var phase: Phase = .greeting
     private var offersXCLIENT = false
+    /// Where the login goes once the store has said OK to XCLIENT (its command is already sent).
+    private var phaseAfterXCLIENT: Phase = .user
     private var input: LineBuffer
 
     public init(credentials: Credentials, client: ClientEndpoint?, tls: TLSMode = .none,
@@ -86,7 +95,8 @@ public struct POP3BackendLogin: Sendable {
             return [.startTLS]
         case .xclient:
             guard ok else { return [fail(.temporary, "backend refused XCLIENT: \(string(text))")] }
-            return login()
+            phase = phaseAfterXCLIENT
+            return []
         case .user:
             guard ok else { return [refusal(text)] }
             phase = .pass
@@ -112,22 +122,23 @@ public struct POP3BackendLogin: Sendable {
     }
 
     private mutating func afterGreeting() -> [BackendAction] {
+        let (loginPhase, command) = loginCommand()
         if offersXCLIENT, let client {
             phase = .xclient
-            return [.send(line("XCLIENT ADDR=\(client.remoteAddress) PORT=\(client.remotePort) SESSION=\(client.sessionID) TTL=\(client.ttl)"))]
+            phaseAfterXCLIENT = loginPhase
+            return [.send(line("XCLIENT ADDR=\(client.remoteAddress) PORT=\(client.remotePort) SESSION=\(client.sessionID) TTL=\(client.ttl)") + command)]
         }
-        return login()
+        phase = loginPhase
+        return [.send(command)]
     }
 
-    private mutating func login() -> [BackendAction] {
+    private func loginCommand() -> (Phase, [UInt8]) {
         let unsafe: (UInt8) -> Bool = { $0 == .cr || $0 == .lf || $0 == 0 }
         let user = Array(credentials.username.utf8)
         if credentials.authorizationID.isEmpty && !user.contains(where: unsafe) && !user.contains(.space)
             && !credentials.password.contains(where: unsafe) {
-            phase = .user
-            return [.send(Array("USER ".utf8) + user + Array("\r\n".utf8))]
+            return (.user, Array("USER ".utf8) + user + Array("\r\n".utf8))
         }
-        phase = .auth
-        return [.send(Array("AUTH PLAIN ".utf8) + SASL.encodePlain(credentials) + Array("\r\n".utf8))]
+        return (.auth, Array("AUTH PLAIN ".utf8) + SASL.encodePlain(credentials) + Array("\r\n".utf8))
     }
 }

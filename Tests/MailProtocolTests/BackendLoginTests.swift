@@ -72,10 +72,33 @@ final class POP3BackendLoginTests: XCTestCase {
         XCTAssertEqual(machine.receive([UInt8]("+OK Logged in.\r\n")), [.accepted(BackendLoginSuccess(capabilities: nil, text: "Logged in."))])
     }
 
-    func testXCLIENTWhenOffered() {
+    func testXCLIENTWhenOfferedGoesInOneWriteWithTheLoginCommand() {
         var machine = POP3BackendLogin(credentials: Credentials(username: "bob", password: [UInt8]("pw")), client: endpoint)
-        XCTAssertEqual(text(machine.receive([UInt8]("+OK [XCLIENT] Dovecot ready.\r\n"))), "XCLIENT ADDR=192.0.2.7 PORT=50000 SESSION=s1 TTL=5\r\n")
-        XCTAssertEqual(text(machine.receive([UInt8]("+OK\r\n"))), "USER bob\r\n")
+        XCTAssertEqual(machine.receive([UInt8]("+OK [XCLIENT] Dovecot ready.\r\n")),
+                       [.send([UInt8]("XCLIENT ADDR=192.0.2.7 PORT=50000 SESSION=s1 TTL=5\r\nUSER bob\r\n"))])
+        XCTAssertEqual(machine.receive([UInt8]("+OK\r\n")), [])
+        XCTAssertEqual(text(machine.receive([UInt8]("+OK\r\n"))), "PASS pw\r\n")
+        XCTAssertEqual(machine.receive([UInt8]("+OK Logged in.\r\n")), [.accepted(BackendLoginSuccess(capabilities: nil, text: "Logged in."))])
+
+        // Both pipelined answers in one read, then a refused password: the login's refusal.
+        var refused = POP3BackendLogin(credentials: Credentials(username: "bob", password: [UInt8]("pw")), client: endpoint)
+        _ = refused.receive([UInt8]("+OK [XCLIENT] Dovecot ready.\r\n"))
+        XCTAssertEqual(text(refused.receive([UInt8]("+OK\r\n+OK\r\n"))), "PASS pw\r\n")
+        XCTAssertEqual(refused.receive([UInt8]("-ERR [AUTH] Authentication failed.\r\n")),
+                       [.rejected(.authenticationFailed, reason: "backend refused the login: [AUTH] Authentication failed.")])
+
+        // Both answers in one read, and AUTH PLAIN in place of USER.
+        var auth = POP3BackendLogin(credentials: Credentials(authorizationID: "bob", username: "admin", password: [UInt8]("pw")), client: endpoint)
+        let plain = "AUTH PLAIN " + String(decoding: Base64.encode([UInt8]("bob\0admin\0pw")), as: UTF8.self) + "\r\n"
+        XCTAssertEqual(text(auth.receive([UInt8]("+OK [XCLIENT] ready\r\n"))), "XCLIENT ADDR=192.0.2.7 PORT=50000 SESSION=s1 TTL=5\r\n" + plain)
+        XCTAssertEqual(auth.receive([UInt8]("+OK\r\n+OK Logged in.\r\n")), [.accepted(BackendLoginSuccess(capabilities: nil, text: "Logged in."))])
+    }
+
+    func testARefusedXCLIENTEndsTheAttemptAsTemporaryWhateverTheLoginAnswer() {
+        var machine = POP3BackendLogin(credentials: Credentials(username: "bob", password: [UInt8]("pw")), client: endpoint)
+        _ = machine.receive([UInt8]("+OK [XCLIENT] Dovecot ready.\r\n"))
+        XCTAssertEqual(machine.receive([UInt8]("-ERR You are not from trusted IP\r\n+OK\r\n")),
+                       [.rejected(.temporary, reason: "backend refused XCLIENT: You are not from trusted IP")])
     }
 
     func testAuthPlainWhenCredentialsCannotTravelOnALine() {
