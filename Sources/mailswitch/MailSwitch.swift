@@ -59,6 +59,11 @@ struct Serve: ParsableCommand {
     func run() throws {
         let (configuration, tls) = try options.loadWithTLS()
         let level = Logger.Level(rawValue: configuration.logLevel) ?? .info
+        // With TZ unset, glibc stats /etc/localtime for every log line's timestamp (two system
+        // calls per login at the info level). Naming the same file fixes the zone at start-up;
+        // a TZ given by the operator stays. Set before any thread exists: setenv is not
+        // thread-safe.
+        setenv("TZ", ":/etc/localtime", 0)
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = level

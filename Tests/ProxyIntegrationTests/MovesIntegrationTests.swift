@@ -45,6 +45,10 @@ extension ProxyIntegrationTests {
         XCTAssertEqual(listed.first?["listener"] as? String, "127.0.0.1:1143", listing.stdout)
         XCTAssertTrue((listed.first?["client"] as? String)?.hasPrefix("127.0.0.1:") ?? false, listing.stdout)
         XCTAssertGreaterThan(listed.first?["bytes_out"] as? Int ?? 0, 0, listing.stdout)
+        // Session ids: 15 characters of the 32-letter alphabet (no l, o, 0, 1).
+        let id = listed.first?["id"] as? String ?? ""
+        XCTAssertEqual(id.count, 15, listing.stdout)
+        XCTAssertTrue(id.allSatisfy { "abcdefghijkmnpqrstuvwxyz23456789".contains($0) }, listing.stdout)
 
         try flip(["user0003"], "new")
         let flipped = Date().timeIntervalSince1970
