@@ -52,8 +52,10 @@ let package = Package(
                           swiftSettings: strict),
 
         .testTarget(name: "MailProtocolTests", dependencies: ["MailProtocol"], swiftSettings: strict),
-        .testTarget(name: "RoutingTests", dependencies: ["Routing"], swiftSettings: strict),
+        .testTarget(name: "RoutingTests", dependencies: ["Routing", "MailProtocol"], swiftSettings: strict),
         .testTarget(name: "EventLoopTests", dependencies: ["EventLoop"], swiftSettings: strict),
+        .testTarget(name: "ProxyTests", dependencies: ["Proxy", "Routing", "MailProtocol", "EventLoop"],
+                    swiftSettings: strict),
         .testTarget(name: "ProxyIntegrationTests", dependencies: ["mailswitch"], swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]

@@ -74,3 +74,12 @@ public enum DescriptorLimit {
         return UInt64(limit.rlim_cur)
     }
 }
+
+extension SystemError {
+    /// Whether a failed connect says the host itself is dead (refused, unreachable, timed out,
+    /// reset), so new logins should skip it. Running out of descriptors or local ports is our
+    /// own trouble and says nothing about the host.
+    public var saysHostIsDown: Bool {
+        [ECONNREFUSED, ETIMEDOUT, EHOSTUNREACH, ENETUNREACH, ECONNRESET].contains(errno)
+    }
+}

@@ -33,3 +33,56 @@ extension POP3PreLogin: PreLoginMachine {
 
 extension IMAPBackendLogin: BackendLoginMachine {}
 extension POP3BackendLogin: BackendLoginMachine {}
+
+extension BackendAction {
+    /// The actions of one batch in the order the driver carries them out. A refusal in the
+    /// same batch as a STARTTLS (plaintext the store sent after its answer to STARTTLS: the
+    /// injection class of CVE-2011-0411) wins: no handshake is started for a login that is
+    /// already refused, and what was to be sent before it still goes.
+    public static func effective(_ actions: [BackendAction]) -> [BackendAction] {
+        guard actions.contains(where: { if case .rejected = $0 { return true } else { return false } }) else {
+            return actions
+        }
+        return actions.filter { $0 != .startTLS }
+    }
+}
+
+/// What a read-only session's command filter does to each direction's bytes: commands that
+/// would change the mailbox are answered here and never reach the store.
+public protocol ReadOnlySessionFilter: Sendable {
+    mutating func fromClient(_ bytes: UnsafeRawBufferPointer) -> (toStore: [UInt8], toClient: [UInt8])
+    /// `toStore`: what the filter still owes the store (the rest of a literal it held back).
+    mutating func fromStore(_ bytes: UnsafeRawBufferPointer) -> (toClient: [UInt8], toStore: [UInt8])
+}
+
+extension IMAPReadOnlyFilter: ReadOnlySessionFilter {
+    public mutating func fromClient(_ bytes: UnsafeRawBufferPointer) -> (toStore: [UInt8], toClient: [UInt8]) {
+        let output: Output = fromClient(bytes)
+        return (output.toStore, output.toClient)
+    }
+
+    public mutating func fromStore(_ bytes: UnsafeRawBufferPointer) -> (toClient: [UInt8], toStore: [UInt8]) {
+        let output: Output = fromStore(bytes)
+        return (output.toClient, output.toStore)
+    }
+}
+
+extension POP3ReadOnlyFilter: ReadOnlySessionFilter {
+    /// POP3 has no literals: nothing is ever held for the store.
+    public mutating func fromStore(_ bytes: UnsafeRawBufferPointer) -> (toClient: [UInt8], toStore: [UInt8]) {
+        let toClient: [UInt8] = fromStore(bytes)
+        return (toClient, [])
+    }
+}
+
+/// Where a store's stream of responses stands, seen as it passes to the client, so that a
+/// goodbye can be put between two responses and never inside one.
+public protocol ResponseFraming: Sendable {
+    mutating func consume(_ bytes: UnsafeRawBufferPointer)
+    /// Bytes of a literal still to come: they may pass without being looked at.
+    var literalRemaining: Int { get }
+    mutating func skipLiteral(_ count: Int)
+    var isAtResponseBoundary: Bool { get }
+}
+
+extension IMAPResponseFraming: ResponseFraming {}

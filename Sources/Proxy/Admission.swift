@@ -40,9 +40,7 @@ final class Admission: Sendable {
     var openConnections: Int { connections.withLock { $0.total } }
 
     func admitBackend(_ backend: Backend, now: Double) -> BackendBudget.Refusal? {
-        let refusal = backends.withLock { $0.admit(backend, now: now) }
-        if let refusal { ProxyMetrics.limitReached(.init(refusal)) }
-        return refusal
+        backends.withLock { $0.admit(backend, now: now) }
     }
 
     func releaseBackend(named name: String) {
@@ -52,12 +50,10 @@ final class Admission: Sendable {
     /// Whether failed logins refuse this attempt; the settings are the running configuration's.
     func checkLogin(address: String, user: String, settings: AuthFailureTracker.Settings,
                     now: Double) -> AuthFailureTracker.Refusal? {
-        let refusal = failures.withLock { tracker in
+        failures.withLock { tracker in
             if tracker.settings != settings { tracker.settings = settings }
             return tracker.check(address: address, user: user, now: now)
         }
-        if let refusal { ProxyMetrics.limitReached(.init(refusal)) }
-        return refusal
     }
 
     func loginFailed(address: String, user: String, now: Double) {

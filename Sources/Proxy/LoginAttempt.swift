@@ -1,11 +1,9 @@
-import EventLoop
 import MailProtocol
-import TLS
+import Routing
 
 /// What one login needs from the client's command to the store's verdict: the credentials,
-/// the way to the store and the store-side login machine. The session drops it when the
-/// verdict is in, either way, so a session relaying for days holds none of it (and no
-/// password).
+/// the route the gate admitted and the store leg. The session drops it when the verdict is
+/// in, either way, so a session relaying for days holds none of it (and no password).
 ///
 /// Confined to its session's loop, like the session.
 final class LoginAttempt {
@@ -14,25 +12,15 @@ final class LoginAttempt {
     /// `auth_failure_delay` after it.
     let startedAt: Double
     /// Proxy hops the login may still take (`x-proxy-ttl` sent on).
-    var hopsLeft = ClientEndpoint.defaultTTL
-    /// Backend address (as text) -> the configured host name it came from, for TLS verification.
-    var backendNames: [String: String] = [:]
-    var connector: Connector?
-    /// Covers the store's TLS handshake, greeting and login verdict.
-    var backendTimer: LoopTimer?
-    var backendMachine: (any BackendLoginMachine)?
-    var backendTLS: TLSTransport?
+    let hopsLeft: Int
+    var route: LoginRoute?
+    var store: StoreLeg?
 
-    init(request: LoginRequest, startedAt: Double) {
+    init(request: LoginRequest, startedAt: Double, hopsLeft: Int) {
         self.request = request
         self.startedAt = startedAt
+        self.hopsLeft = hopsLeft
     }
 
-    /// Stops what is still under way (a connect, the verdict's deadline).
-    func cancel() {
-        backendTimer?.cancel()
-        backendTimer = nil
-        connector?.cancel()
-        connector = nil
-    }
+    var user: String { request.credentials.mailboxUser }
 }

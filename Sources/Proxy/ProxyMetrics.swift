@@ -112,6 +112,15 @@ public enum ProxyMetrics {
             case .backendRefused: self = .refused
             }
         }
+
+        init(_ refusal: LoginRefusal) {
+            switch refusal.outcome {
+            case .failure: self.init(refusal.failure)
+            case .limited: self = .limited
+            case .held: self = .held
+            case .timeout: self = .timeout
+            }
+        }
     }
 
     /// Which limit refused a connection or a login (`mailswitch_limit_refusals_total`).
@@ -157,6 +166,14 @@ public enum ProxyMetrics {
             switch refusal {
             case .address: self = .authFailuresPerIP
             case .user: self = .authFailuresPerUser
+            }
+        }
+
+        init(_ limit: LoginLimit) {
+            switch limit {
+            case .failedLogins(let refusal): self.init(refusal)
+            case .sessionsPerUser: self = .maxSessionsPerUser
+            case .store(let refusal): self.init(refusal)
             }
         }
     }

@@ -8,15 +8,7 @@ import Synchronization
 /// once per user however many logins wait for it; while the directory is down, answers up to
 /// `stale_ttl` old stand in.
 public final class Router: Sendable {
-    public struct Answer: Sendable, Equatable {
-        public var result: DirectoryResult
-        public var source: RouteSource
-
-        public init(result: DirectoryResult, source: RouteSource) {
-            self.result = result
-            self.source = source
-        }
-    }
+    public typealias Answer = RouteAnswer
 
     public typealias Completion = @Sendable (Answer) -> Void
 

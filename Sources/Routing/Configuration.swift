@@ -4,9 +4,9 @@ import MailProtocol
 public enum MailService: String, Sendable, CaseIterable {
     case imap, pop3
 
-    public var standardPort: Int { self == .imap ? 143 : 110 }
+    public var standardPort: Int { descriptor.standardPort }
     /// RFC 8314: IMAP and POP3 over implicit TLS.
-    public var implicitTLSPort: Int { self == .imap ? 993 : 995 }
+    public var implicitTLSPort: Int { descriptor.implicitTLSPort }
 }
 
 public enum ListenerTLS: String, Sendable, CaseIterable { case none, starttls, implicit }

@@ -34,3 +34,13 @@ public struct ConnectionBudget: Sendable {
 
     public func connections(from address: String) -> Int { perAddress[address, default: 0] }
 }
+
+extension ConnectionBudget.Refusal {
+    /// What the refused client is told, in its protocol's temporary goodbye.
+    public var clientText: String {
+        switch self {
+        case .maxConnections: return "Too many connections, try again later."
+        case .maxConnectionsPerIP: return "Too many connections from your address."
+        }
+    }
+}

@@ -56,3 +56,14 @@ public struct NetworkPrefix: Sendable, Hashable, CustomStringConvertible {
                          low: low & (UInt64.max << (128 - max(length, 64))))
     }
 }
+
+extension NetworkPrefix {
+    /// What per-address limits and failure counters count a client as: its IPv4 address (a
+    /// mapped one as IPv4), or its IPv6 /64, one subscriber's network (counting single IPv6
+    /// addresses would give an attacker 2^64 fresh ones). Text that is no address stays as is.
+    public static func limitKey(for client: String) -> String {
+        guard let address = IPAddress(client), !address.isIPv4 else { return client }
+        if let v4 = address.unmappedIPv4 { return v4.description }
+        return NetworkPrefix(address: address, length: 64)?.description ?? client
+    }
+}

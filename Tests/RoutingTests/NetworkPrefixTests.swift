@@ -109,4 +109,14 @@ final class NetworkPrefixTests: XCTestCase {
         XCTAssertTrue(host.contains(address("::ffff:192.0.2.7")))
         XCTAssertTrue(try XCTUnwrap(NetworkPrefix("::ffff:192.0.2.7")).contains(address("192.0.2.7")))
     }
+
+    func testLimitsCountIPv4ByAddressAndIPv6ByItsSlash64() {
+        XCTAssertEqual(NetworkPrefix.limitKey(for: "192.0.2.7"), "192.0.2.7")
+        XCTAssertEqual(NetworkPrefix.limitKey(for: "::ffff:192.0.2.7"), "192.0.2.7", "a mapped address is its IPv4 client")
+        XCTAssertEqual(NetworkPrefix.limitKey(for: "2001:db8:1:2:aaaa::1"), "2001:db8:1:2::/64")
+        XCTAssertEqual(NetworkPrefix.limitKey(for: "2001:db8:1:2:bbbb::9"), NetworkPrefix.limitKey(for: "2001:db8:1:2::5"),
+                       "one subscriber's network is one key")
+        XCTAssertNotEqual(NetworkPrefix.limitKey(for: "2001:db8:1:3::1"), NetworkPrefix.limitKey(for: "2001:db8:1:2::1"))
+        XCTAssertEqual(NetworkPrefix.limitKey(for: "not an address"), "not an address")
+    }
 }

@@ -1,0 +1,59 @@
+import Routing
+
+/// What one session owes the books every session shares: the connection it counts against
+/// `max_connections(_per_ip)`, the store slot it holds, its registry entry and its share of
+/// the metrics. Everything taken is given back once, at `close`. A value inside its session;
+/// confined to the session's loop.
+struct SessionBooks {
+    var metrics = SessionMetrics()
+    /// The address the connection was counted under, once admitted.
+    private var admittedAddress: String?
+    /// The store whose session slot and login token the session holds (`max_sessions`).
+    private var storeSlot: String?
+
+    /// Counts the connection and registers the session, or says which limit refused it (the
+    /// session is then not counted anywhere).
+    mutating func open(_ entry: SessionRegistry.Entry, control: any SessionControl, address: String,
+                       listener: ListenerConfiguration, context: ServiceContext) -> ConnectionBudget.Refusal? {
+        if let refusal = context.admission.admitConnection(address, limits: context.configuration.limits) { return refusal }
+        admittedAddress = address
+        context.registry.register(entry, control: control)
+        metrics.opened(listener)
+        return nil
+    }
+
+    mutating func holdStoreSlot(_ name: String) {
+        storeSlot = name
+    }
+
+    mutating func releaseStoreSlot(_ context: ServiceContext) {
+        guard let name = storeSlot else { return }
+        storeSlot = nil
+        context.admission.releaseBackend(named: name)
+    }
+
+    /// The login ended without a store: the entry goes back to where it was before it.
+    func loginEnded(_ id: String, _ context: ServiceContext) {
+        context.registry.update(id) {
+            $0.phase = .preLogin; $0.user = nil; $0.backend = nil; $0.backendHost = nil; $0.target = nil; $0.dn = nil
+        }
+    }
+
+    mutating func close(_ id: String, reason: ProxyMetrics.EndReason, _ context: ServiceContext) {
+        metrics.closed(reason)
+        releaseStoreSlot(context)
+        if let address = admittedAddress {
+            admittedAddress = nil
+            context.admission.releaseConnection(address)
+        }
+        context.registry.remove(id)
+    }
+}
+
+extension SessionRegistry.Entry {
+    /// A session just accepted: before its login.
+    init(id: String, listener: ListenerConfiguration, client: String, startedAt: Double) {
+        self.init(id: id, service: listener.service.rawValue, listener: listener.address.description, client: client, tls: nil,
+                  user: nil, backend: nil, backendHost: nil, phase: .preLogin, startedAt: startedAt, target: nil, dn: nil)
+    }
+}
