@@ -202,8 +202,8 @@ def tear_down(lab_dir, work, say=say):
 def running(report, work, lab_dir, also=(), tell=None):
     """The body of a run: its failures (the lab's, a process's, an interruption, and the `also`
     exception types) become lines of report["errors"] instead of tracebacks (said too, with
-    `tell`: a script's say), and tear_down always follows, taking the lab down if the body set `lab_up` on what
-    this yields or the lab wrote its lab.json."""
+    `tell`: a script's say), and tear_down always follows, taking the lab down if the body set
+    `lab_up` on what this yields or the lab wrote its lab.json."""
     frame = types.SimpleNamespace(lab_up=False)
     try:
         yield frame
@@ -642,6 +642,24 @@ def write_results(out, name, report, text, unicode=False, newline=False):
     with open(md, "w") as f:
         f.write(text)
     return md, js
+
+
+def finish(out, name, report, started, failures_of, markdown, tell, summarize=None):
+    """The end of a run that lists its own failures (moves.py, readonly.py): the time since
+    `started` (time.monotonic()), the load average, `summarize(report)`, the failures (every
+    error of the run among them); the report written and printed once the machine was read.
+    Returns the exit status (1 when there are failures)."""
+    report["elapsed_s"] = round(time.monotonic() - started, 1)
+    report["loadavg_at_end"] = loadavg()
+    if summarize:
+        summarize(report)
+    report["failures"] = failures_of(report)
+    if "machine" in report:
+        text = markdown(report)
+        md, js = write_results(out, name, report, text, unicode=True, newline=True)
+        tell("wrote %s and %s (%.0f s)" % (md, js, report["elapsed_s"]))
+        print(text)
+    return 1 if report["failures"] else 0
 
 
 def write_report(out, name, report, text):

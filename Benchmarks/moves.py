@@ -689,6 +689,23 @@ def goals(report):
     return rows
 
 
+RATIO_ROWS = [   # part A's ratios in the report: (label, key of ratios_a)
+    ("warm / cold, proxy CPU per login", "warm_over_cold_proxy_cpu"),
+    ("cold / cold feed off, proxy CPU per login (the feed's cost)", "cold_over_cold_off_proxy_cpu"),
+    ("warm / cold, slapd CPU per login", "warm_over_cold_slapd_cpu"),
+    ("warm / direct, logins/s", "warm_over_direct_logins"),
+    ("cold / direct, logins/s", "cold_over_direct_logins"),
+    ("warm / cold, logins/s", "warm_over_cold_logins"),
+    ("cold / cold feed off, logins/s", "cold_over_cold_off_logins"),
+    ("warm / warm metrics off, proxy CPU per login (what metrics cost)", "warm_over_metrics_off_proxy_cpu"),
+    ("warm / warm metrics off, logins/s", "warm_over_metrics_off_logins"),
+    ("warm / warm metrics off, p50 login latency", "warm_over_metrics_off_p50"),
+    ("warm / before, proxy CPU per login", "warm_over_before_proxy_cpu"),
+    ("cold / before, proxy CPU per login", "cold_over_before_proxy_cpu"),
+    ("warm / before, logins/s", "warm_over_before_logins"),
+]
+
+
 def markdown(report):
     m = report["machine"]
     out = ["# mailswitch: login cost of the route cache and the change feed; time from ldapmodify to sessions ended",
@@ -726,21 +743,9 @@ def markdown(report):
                 cell(r, "slapd_cpu_ms_per_login", "%.4f"), cell(r, "loadgen_cpu_util", "%.2f"),
                 cell(r, "other_cpu_cores", "%.2f"), r["errors"]))
         rt = a["ratios"]
-        ratio_text = benchlib.ratio_text
-        out += ["", "| ratio (of the medians) | value |", "|---|---|",
-                "| warm / cold, proxy CPU per login | %s |" % ratio_text(rt["warm_over_cold_proxy_cpu"]),
-                "| cold / cold feed off, proxy CPU per login (the feed's cost) | %s |" % ratio_text(rt["cold_over_cold_off_proxy_cpu"]),
-                "| warm / cold, slapd CPU per login | %s |" % ratio_text(rt["warm_over_cold_slapd_cpu"]),
-                "| warm / direct, logins/s | %s |" % ratio_text(rt["warm_over_direct_logins"]),
-                "| cold / direct, logins/s | %s |" % ratio_text(rt["cold_over_direct_logins"]),
-                "| warm / cold, logins/s | %s |" % ratio_text(rt["warm_over_cold_logins"]),
-                "| cold / cold feed off, logins/s | %s |" % ratio_text(rt["cold_over_cold_off_logins"]),
-                "| warm / warm metrics off, proxy CPU per login (what metrics cost) | %s |" % ratio_text(rt["warm_over_metrics_off_proxy_cpu"]),
-                "| warm / warm metrics off, logins/s | %s |" % ratio_text(rt["warm_over_metrics_off_logins"]),
-                "| warm / warm metrics off, p50 login latency | %s |" % ratio_text(rt["warm_over_metrics_off_p50"]),
-                "| warm / before, proxy CPU per login | %s |" % ratio_text(rt["warm_over_before_proxy_cpu"]),
-                "| cold / before, proxy CPU per login | %s |" % ratio_text(rt["cold_over_before_proxy_cpu"]),
-                "| warm / before, logins/s | %s |" % ratio_text(rt["warm_over_before_logins"]), "",
+        out += ["", "| ratio (of the medians) | value |", "|---|---|"]
+        out += ["| %s | %s |" % (label, benchlib.ratio_text(rt[key])) for label, key in RATIO_ROWS]
+        out += ["",
                 "Per run, CPU = utime+stime of the process (/proc) before and after the load generator, ÷ every "
                 "login it made (the 1 s warm-up included). Loadgen CPU: the generator's share of one core in "
                 "the window. Other CPU: cores used meanwhile by everything but mailswitch, slapd, the stores and "
@@ -890,16 +895,7 @@ def main():
         if "b" in parts:
             os.makedirs(options.out, exist_ok=True)
             part_b(options, binary, state, work, lab_dir, report)
-    report["elapsed_s"] = round(time.monotonic() - start, 1)
-    report["loadavg_at_end"] = loadavg()
-    report["failures"] = failures_of(report)
-    if "machine" in report:
-        text = markdown(report)
-        md, js = benchlib.write_results(options.out, "moves", report, text, unicode=True, newline=True)
-        say("wrote %s and %s (%.0f s)" % (md, js, report["elapsed_s"]))
-        print(text)
-    # failures_of holds every error of the run too
-    return 1 if report["failures"] else 0
+    return benchlib.finish(options.out, "moves", report, start, failures_of, markdown, say)
 
 
 if __name__ == "__main__":

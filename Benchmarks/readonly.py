@@ -747,22 +747,15 @@ def main():
         report["machine"] = benchlib.machine_facts(binary)
         benchlib.check_free(LISTEN)
         run(options, binary, work, lab_dir, report)
-    report["elapsed_s"] = round(time.monotonic() - start, 1)
-    report["loadavg_at_end"] = loadavg()
-    plan = windows(options)
-    rows = report.get("rows") or []
-    report["summary"] = summarize(rows, plan)
-    report["ratios"] = ratios(rows, report["summary"], plan)
-    report["goals"] = goals(report)
-    report["checks"] = checks_of(report)
-    report["failures"] = failures_of(report)
-    if "machine" in report:
-        text = markdown(report)
-        md, js = benchlib.write_results(options.out, "readonly", report, text, unicode=True, newline=True)
-        say("wrote %s and %s (%.0f s)" % (md, js, report["elapsed_s"]))
-        print(text)
-    # failures_of holds every error of the run too
-    return 1 if report["failures"] else 0
+
+    def summarize_run(report):
+        plan = windows(options)
+        rows = report.get("rows") or []
+        report["summary"] = summarize(rows, plan)
+        report["ratios"] = ratios(rows, report["summary"], plan)
+        report["goals"] = goals(report)
+        report["checks"] = checks_of(report)
+    return benchlib.finish(options.out, "readonly", report, start, failures_of, markdown, say, summarize_run)
 
 
 if __name__ == "__main__":
