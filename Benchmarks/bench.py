@@ -30,35 +30,19 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "Benchmarks"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib  # noqa: E402  (Benchmarks/benchlib.py: the lab, the load generator, the run)
 import peers  # noqa: E402  (Benchmarks/peers.py: the systems under test)
+from benchlib import (REPO, SYNTHETIC_STORE, USERS, BenchError, build_loadgen, errors_of, lab,  # noqa: E402
+                      run_loadgen, users_file)
 
-LAB = os.path.join(REPO, "scripts", "lab.py")
-LOADGEN_SOURCE = os.path.join(REPO, "Benchmarks", "loadgen", "loadgen.c")
-SYNTHETIC_STORE = os.path.join(REPO, "Tests", "Fixtures", "synthetic_store.py")
-PORT_OFFSET = 300
-USERS = 2000
-
-
-def say(message):
-    print("bench: " + message, file=sys.stderr, flush=True)
-
-
-class BenchError(Exception):
-    pass
-
-
-class Interrupted(Exception):
-    """A signal ended the run: not caught per scenario, only by the teardown."""
+say = benchlib.sayer("bench", clock=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -82,34 +66,6 @@ def pss_kib(roots):
 
 # ---------------------------------------------------------------------------------------------
 # the load generator
-
-def build_loadgen(work):
-    binary = os.path.join(work, "loadgen")
-    subprocess.run(["gcc", "-O2", "-Wall", "-o", binary, LOADGEN_SOURCE, "-lssl", "-lcrypto"], check=True, timeout=300)
-    return binary
-
-
-def users_file(work, name, users, endpoint_for):
-    """One line per user: user, password, expected store, where to connect for this user."""
-    path = os.path.join(work, "users-%s.tsv" % name)
-    with open(path, "w", encoding="utf-8") as f:
-        for user, store, password in users:
-            f.write("%s\t%s\t%s\t%s\n" % (user, password, store, endpoint_for(user, store)))
-    return path
-
-
-def run_loadgen(binary, arguments, timeout):
-    result = subprocess.run([binary] + arguments, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, timeout=timeout)
-    try:
-        report = json.loads(result.stdout)
-        if report.get("error_total") or (report.get("uncounted") or {}).get("errors"):
-            report["diagnostics"] = result.stderr[-2000:]
-        return report
-    except ValueError:
-        raise BenchError("loadgen %s: no JSON (status %d): %s" % (" ".join(arguments), result.returncode,
-                                                                  result.stderr[-2000:]))
-
 
 # ---------------------------------------------------------------------------------------------
 # scenarios
@@ -259,12 +215,6 @@ def idle_session_limit(requested):
     return max(1, min(requested, (hard - 200) // 2))
 
 
-def errors_of(result):
-    """Every failed operation, the warm-up's included, plus idle sessions that never opened."""
-    return (sum((result.get("errors") or {}).values()) + (result.get("uncounted") or {}).get("errors", 0)
-            + result.get("sessions_err", 0))
-
-
 # ---------------------------------------------------------------------------------------------
 # report
 
@@ -400,26 +350,6 @@ def summarize(scenario):
 
 # ---------------------------------------------------------------------------------------------
 
-def machine():
-    memory = ""
-    try:
-        with open("/proc/meminfo") as f:
-            memory = "%.0f GiB" % (int(f.readline().split()[1]) / 1024 / 1024)
-    except OSError:
-        pass
-    return "%d cores, %s, %s %s, Python %s" % (os.cpu_count() or 0, memory, platform.system(), platform.release(),
-                                              platform.python_version())
-
-
-def lab(command, directory, extra_env=None):
-    env = dict(os.environ, MAILSWITCH_LAB_PORT_OFFSET=str(PORT_OFFSET), MAILSWITCH_LAB_USERS=str(USERS),
-               MAILSWITCH_LAB_BENCH="1", **(extra_env or {}))
-    result = subprocess.run([sys.executable, LAB] + command + ["--dir", directory], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=180)
-    if result.returncode != 0:
-        raise BenchError("lab.py %s: %s" % (" ".join(command), result.stdout[-3000:]))
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--systems", default="direct,mailswitch,perdition,dovecot")
@@ -431,19 +361,14 @@ def main():
                         help="comma-separated words; run only the scenarios whose name contains one (e.g. login,idle)")
     options = parser.parse_args()
     systems = [s for s in options.systems.split(",") if s]
-    work = tempfile.mkdtemp(prefix="mailswitch-bench-")
-    os.chmod(work, 0o755)   # the stores' unprivileged auth processes read the lab's passwd files
+    work = benchlib.work_dir("bench")   # 0755: the stores' unprivileged auth processes read the lab's passwd files
     lab_dir = os.path.join(work, "lab")
     peer_dir = os.path.join(work, "peers")
     report = {"command": "scripts/bench " + " ".join(sys.argv[1:]), "date": datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M UTC"),
-              "machine": machine(), "systems": systems, "scenarios": [], "failed": False}
+              "machine": benchlib.machine_line(), "systems": systems, "scenarios": [], "failed": False}
     # A backstop: a run never outlives an hour. SIGALRM, SIGTERM and SIGINT raise, so the
     # `finally` below still stops everything the run started.
-    def interrupted(signum, _frame):
-        raise Interrupted("stopped by signal %d" % signum)
-    for signum in (signal.SIGALRM, signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, interrupted)
-    signal.alarm(3600)
+    benchlib.catch_signals(3600, "stopped by signal %d")
     try:
         say("lab with %d users in %s" % (USERS, lab_dir))
         lab(["up"], lab_dir)
@@ -483,17 +408,13 @@ def main():
     finally:
         try:
             peers.down(peer_dir)
-        except Exception as error:  # keep tearing down
+        except (Exception, benchlib.Interrupted) as error:  # keep tearing down
             say("peers down: %s" % error)
         try:
             lab(["down"], lab_dir)
         except BenchError as error:
             say(str(error))
-    os.makedirs(options.out, exist_ok=True)
-    with open(os.path.join(options.out, "bench.json"), "w") as f:
-        json.dump(report, f, indent=2)
-    with open(os.path.join(options.out, "bench.md"), "w") as f:
-        f.write(markdown(report))
+    benchlib.write_results(options.out, "bench", report, markdown(report))
     say("results in %s/bench.md%s" % (options.out, " (FAILED: errors)" if report["failed"] else ""))
     shutil.rmtree(work, ignore_errors=True)
     return 1 if report["failed"] else 0

@@ -22,7 +22,7 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-import moves  # noqa: E402  (write_report)
+import benchlib  # noqa: E402  (write_report)
 
 SOURCE = os.path.join(HERE, "hangup_race", "race.swift")
 SHIM = os.path.join(ROOT, "Sources", "CMailSwitchShims", "epoll_hangup.c")
@@ -112,7 +112,7 @@ def main():
         report["errors"].append("%s: %s" % (type(error).__name__, error))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return moves.write_report(options.out, "hangup-race", report, markdown(report))
+    return benchlib.write_report(options.out, "hangup-race", report, markdown(report))
 
 
 if __name__ == "__main__":

@@ -33,8 +33,6 @@ Everything runs on 127.0.0.1; every wait is bounded (overall --timeout, default 
 import argparse
 import asyncio
 import collections
-import datetime
-import json
 import os
 import random
 import resource
@@ -46,10 +44,11 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib  # noqa: E402  (Benchmarks/benchlib.py: the checks, /proc, the report)
+from benchlib import REPO, BenchError  # noqa: E402
 from lab import wait_until  # noqa: E402  (scripts/lab.py)
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BINARY = os.path.abspath(os.environ.get("MAILSWITCH_BINARY") or os.path.join(REPO, ".build", "release", "mailswitch"))
 LAB = os.path.join(REPO, "scripts", "lab.py")
 EXAMPLE_CONFIG = os.path.join(REPO, "config", "mailswitch.example.yaml")
@@ -67,27 +66,15 @@ SAMPLES = 5
 SAMPLE_SPAN = 2.0
 
 
-class BenchError(Exception):
-    pass
-
-
 class OverallTimeout(BaseException):
     pass
 
 
-def say(message):
-    print("[idle-memory %s] %s" % (time.strftime("%H:%M:%S"), message), file=sys.stderr, flush=True)
+say = benchlib.sayer("idle-memory")
 
 
 # ---------------------------------------------------------------------------------------------
 # processes, ports, /proc
-
-def raise_nofile():
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)
-
 
 def listening_ports():
     """Ports with a TCP socket in LISTEN state (IPv4 and IPv6), from /proc/net/tcp{,6}."""
@@ -106,15 +93,8 @@ def listening_ports():
 
 
 def proc_status(pid):
-    out = {}
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile", "RssShmem", "VmSize"):
-                out[key + "_kib"] = int(value.split()[0])
-            elif key == "Threads":
-                out["threads"] = int(value)
-    return out
+    return benchlib.proc_status(pid, ("VmRSS", "VmHWM", "RssAnon", "RssFile", "RssShmem", "VmSize"), fds=False,
+                                missing_ok=False)
 
 
 def fd_kinds(pid):
@@ -142,24 +122,6 @@ def snapshot(pid):
     s["fds"] = sum(kinds.values())
     s["fd_kinds"] = kinds
     return s
-
-
-def stop_process(proc, name, timeout=15.0):
-    """SIGTERM, bounded wait, SIGKILL. Returns the exit status (None if it never was ours)."""
-    if proc is None:
-        return None
-    if proc.poll() is None:
-        try:
-            proc.send_signal(signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            say("%s (pid %d) ignored SIGTERM for %.0f s: SIGKILL" % (name, proc.pid, timeout))
-            proc.kill()
-            proc.wait(5)
-    return proc.returncode
 
 
 def tail(path, lines=40):
@@ -426,7 +388,7 @@ def run_mode(mode, n, concurrency, config, lab_dir, log_path, deadline, started)
             loop.close()
     finally:
         crashed = proc.poll() is not None
-        status = stop_process(proc, "mailswitch[%s]" % mode)
+        status = benchlib.stop_process(proc, "mailswitch[%s]" % mode, 15.0, say)
         result["exited_before_stop"] = crashed
         result["exit_status"] = status
         lines = [l.rstrip("\n") for l in tail(log_path, 200)]
@@ -445,21 +407,13 @@ def machine():
         mem_total = int(next(l for l in out.splitlines() if l.startswith("Mem:")).split()[1])
     except Exception:
         pass
-    try:
-        commit = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], stdout=subprocess.PIPE,
-                                stderr=subprocess.DEVNULL, text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--", "Sources", "Package.swift"],
-                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, timeout=10).stdout.strip()
-    except Exception:
-        commit, dirty = None, ""
-    st = os.stat(BINARY)
+    commit, modified = benchlib.git_state()
     return {"nproc": os.cpu_count(), "mem_total_gib": mem_total, "kernel": os.uname().release,
-            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+            "date": benchlib.utc(time.time(), "%Y-%m-%d %H:%M:%S UTC"),
             "nofile": list(resource.getrlimit(resource.RLIMIT_NOFILE)),
             "python": sys.version.split()[0], "client_openssl": ssl.OPENSSL_VERSION,
-            "git_commit": commit, "sources_modified": bool(dirty),
-            "binary": BINARY, "binary_mtime": datetime.datetime.fromtimestamp(
-                st.st_mtime, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")}
+            "git_commit": commit, "sources_modified": modified,
+            "binary": BINARY, "binary_mtime": benchlib.utc(os.stat(BINARY).st_mtime, "%Y-%m-%d %H:%M:%S UTC")}
 
 
 def markdown(report):
@@ -535,11 +489,9 @@ def main():
     modes = [m for m in options.modes.split(",") if m]
     if any(m not in PORTS for m in modes) or not modes:
         parser.error("--modes: plain and/or tls")
-    if os.geteuid() != 0:
-        sys.exit("idle_memory.py: run as root (scripts/lab.py needs it)")
-    if not os.access(BINARY, os.X_OK):
-        sys.exit("idle_memory.py: %s not found (build it first; this script never builds)" % BINARY)
-    soft, hard = raise_nofile()
+    benchlib.require_root("idle_memory.py")
+    benchlib.require_binary("idle_memory.py", BINARY, "%s not found (build it first; this script never builds)")
+    soft, hard = benchlib.raise_nofile()
     need = 2 * options.sessions + 300
     if hard != resource.RLIM_INFINITY and need > hard:
         sys.exit("idle_memory.py: %d sessions need about %d descriptors in mailswitch, RLIMIT_NOFILE is %d"
@@ -606,13 +558,8 @@ def main():
             report["tls_over_plain"] = round(ok["tls"]["kib_per_session"] / ok["plain"]["kib_per_session"], 3)
         report["machine"] = machine()
         report["elapsed_seconds"] = round(time.monotonic() - start, 1)
-        with open(os.path.join(options.out, "idle-memory.json"), "w") as f:
-            json.dump(report, f, indent=2)
-            f.write("\n")
-        with open(os.path.join(options.out, "idle-memory.md"), "w") as f:
-            f.write(markdown(report))
-        say("wrote %s and %s" % (os.path.join(options.out, "idle-memory.json"),
-                                 os.path.join(options.out, "idle-memory.md")))
+        md, js = benchlib.write_results(options.out, "idle-memory", report, markdown(report), newline=True)
+        say("wrote %s and %s" % (js, md))
         print(markdown(report))
         if any(r.get("errors") or r.get("noop_failures") or r.get("exited_before_stop") for r in report["runs"]):
             exit_code = 1
@@ -622,7 +569,7 @@ def main():
     finally:
         signal.alarm(0)
         for name, proc in reversed(started):
-            stop_process(proc, name)
+            benchlib.stop_process(proc, name, 15.0, say)
         if lab_up:
             subprocess.run([sys.executable, LAB, "down", "--dir", lab_dir], stdin=subprocess.DEVNULL,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)

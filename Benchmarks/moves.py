@@ -58,47 +58,32 @@ bounded; everything started is stopped at the end, on SIGINT/SIGTERM and after -
 """
 import argparse
 import asyncio
-import contextlib
-import datetime
-import json
 import os
-import platform
 import random
 import re
 import resource
 import select
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-import types
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "Benchmarks"))
-sys.path.insert(0, os.path.join(REPO, "scripts"))
-import bench  # noqa: E402  (Benchmarks/bench.py: the lab, the load generator)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib  # noqa: E402  (Benchmarks/benchlib.py: the lab, the load generator, mailswitch, the run)
 import peers  # noqa: E402  (Benchmarks/peers.py: the bench configuration, processes, CPU)
-from lab import wait_until  # noqa: E402  (scripts/lab.py)
+from benchlib import (LISTEN, REPO, STARTED, SYNTHETIC_STORE, BenchError, Mailswitch,  # noqa: E402
+                      cpu, errors_of, fmt, log_summary, loadavg, proc_status, say, spread, stop)
 
-DEFAULT_BINARY = os.path.join(REPO, ".build-bench", "release", "mailswitch")
-SYNTHETIC_STORE = os.path.join(REPO, "Tests", "Fixtures", "synthetic_store.py")
-# mailswitch's listeners: clear of the tests (1143.., 3389, 10143.., 20143.., 9243..9543), the
-# demo (1143, 1110, 1993, 1995) and the bench lab (offset 300: 3689, 10443.., 4443.., 5443..,
-# 6443.., 30443..).
-LISTEN = {"imap": "127.0.0.1:1443", "pop3": "127.0.0.1:1410",
-          "imaps": "127.0.0.1:2293", "pop3s": "127.0.0.1:2295"}
 CONCURRENCY = 32
 # Part A's configurations: directory/routing keys set in the bench configuration.
 CONFIGS = [
-    ("warm", {"cache_ttl": '"60s"', "negative_cache_ttl": '"10s"', "change_feed": "sync"}),
+    ("warm", benchlib.WARM),
     ("cold", {"cache_ttl": '"1ms"', "negative_cache_ttl": '"1ms"', "change_feed": "sync"}),
     ("cold, feed off", {"cache_ttl": '"1ms"', "negative_cache_ttl": '"1ms"', "change_feed": "off"}),
     # What recording metrics costs (issue 11: within 3 %): "warm" without the metrics block, so
     # that every swift-metrics handle is the no-op one.
-    ("warm, metrics off", {"cache_ttl": '"60s"', "negative_cache_ttl": '"10s"', "change_feed": "sync", "metrics": None}),
+    ("warm, metrics off", dict(benchlib.WARM, metrics=None)),
 ]
 BASELINE = "before"
 CONFIG_NOTES = {
@@ -109,23 +94,11 @@ CONFIG_NOTES = {
     "direct": "the stores themselves (Dovecot)",
 }
 # Part B: the defaults of config/mailswitch.example.yaml, written out.
-MOVE_SETTINGS = {"cache_ttl": '"60s"', "negative_cache_ttl": '"10s"', "change_feed": "sync",
-                 "disconnect_burst": "100", "max_disconnect_delay": '"10s"'}
+MOVE_SETTINGS = dict(benchlib.WARM, disconnect_burst="100", max_disconnect_delay='"10s"')
 SINGLE_USER_INDEX = 2          # user0003: never in the big batch (see moved_indices)
 STEP_TIMEOUT = 15.0            # connect, greeting, login reply, NOOP reply
-FEED_TIMEOUT = 20.0            # for "change feed synchronized" after start
-SYNC_LINE = "change feed synchronized"
 EPISODE_RE = re.compile(r"route changes: ended (\d+) sessions over ([0-9.]+)s \((\d+) at once, (\d+) spread\)")
 NOOP_SAMPLE = 100
-
-
-class BenchError(Exception):
-    pass
-
-
-class Interrupted(KeyboardInterrupt):
-    """SIGINT/SIGTERM/the overall timeout. A KeyboardInterrupt, so that asyncio passes it on
-    (it swallows other exceptions raised in callbacks) and the teardown runs."""
 
 
 def slug(name):
@@ -133,275 +106,11 @@ def slug(name):
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
-def say(message):
-    print("[moves %s] %s" % (time.strftime("%H:%M:%S"), message), file=sys.stderr, flush=True)
-
-
-STARTED = []    # (name, Popen) of what this script started and must stop
-
-
-def forget(process):
-    STARTED[:] = [(n, p) for n, p in STARTED if p is not process]
-
-
-def stop(name, process, timeout=10.0):
-    """SIGTERM, bounded wait, SIGKILL; for the children started here without peers.spawn."""
-    if process.poll() is None:
-        try:
-            process.terminate()
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            say("%s (pid %d) ignored SIGTERM for %.0f s: SIGKILL" % (name, process.pid, timeout))
-            process.kill()
-            process.wait(5)
-    forget(process)
-
-
-# ---------------------------------------------------------------------------------------------
-# /proc
-
-def tear_down(lab_dir, work):
-    """The end of a run (this one, the profile and the replica benchmarks): stops everything in
-    STARTED, takes the lab in `lab_dir` down (None: it was never brought up) and removes
-    `work`. Nothing may interrupt it but a second signal's default (SIGINT: none)."""
-    signal.alarm(0)
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, signal.SIG_IGN)
-    for name, process in reversed(list(STARTED)):
-        try:
-            if name.startswith("mailswitch"):
-                peers.terminate(process.pid)
-                forget(process)
-            else:
-                stop(name, process)
-        except Exception as error:   # noqa: BLE001 - keep tearing down
-            say("stopping %s: %s" % (name, error))
-    if lab_dir:
-        try:
-            bench.lab(["down"], lab_dir)
-        except Exception as error:   # noqa: BLE001
-            say("lab down: %s" % error)
-    shutil.rmtree(work, ignore_errors=True)
-
-
-def begin_run(name, timeout):
-    """The start the profile, relays, soak and replica runs share: sbin on PATH, SIGINT, SIGTERM
-    and the overall `timeout` raised as Interrupted, a fresh work directory. Returns it and the
-    report's common fields."""
-    os.environ["PATH"] = os.environ.get("PATH", "/usr/bin:/bin") + ":/usr/sbin:/sbin"
-
-    def interrupted(signum, _frame):
-        raise Interrupted("signal %d" % signum)
-    for signum in (signal.SIGALRM, signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, interrupted)
-    signal.alarm(int(timeout))
-    work = tempfile.mkdtemp(prefix="mailswitch-%s-" % name)
-    os.chmod(work, 0o755)
-    report = {"command": " ".join(["scripts/bench", name] + sys.argv[1:]),
-              "date": datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M UTC"), "machine": bench.machine(),
-              "errors": []}
-    return work, report
-
-
-@contextlib.contextmanager
-def running(report, work, lab_dir, also=()):
-    """The body of a run begun by begin_run: its failures (the lab's, a process's, an
-    interruption, and the `also` exception types) become lines of report["errors"] instead of
-    tracebacks, and tear_down always follows, taking the lab down if the body set
-    `lab_up` on what this yields."""
-    frame = types.SimpleNamespace(lab_up=False)
-    try:
-        yield frame
-    except (BenchError, bench.BenchError, peers.PeerError, subprocess.SubprocessError, OSError) + tuple(also) as error:
-        report["errors"].append("%s: %s" % (type(error).__name__, error))
-    except Interrupted as error:
-        report["errors"].append("interrupted: %s" % error)
-    finally:
-        tear_down(lab_dir if frame.lab_up else None, work)
-
-def login_lab(run, lab_dir, work):
-    """The bench lab up (marked on `run`, so the teardown takes it down), the load generator
-    built, and a users file pointing every user at mailswitch's IMAP listener. Returns
-    (state, loadgen, users, users_path)."""
-    run.lab_up = True
-    bench.lab(["up"], lab_dir)
-    state = peers.load_lab(lab_dir)
-    loadgen = bench.build_loadgen(work)
-    users = peers.bench_users(state)
-    return state, loadgen, users, bench.users_file(work, "mailswitch", users, lambda user, store: LISTEN["imap"])
-
-def write_report(out, name, report, text):
-    """DIR/NAME.json and DIR/NAME.md, the text printed too; the exit status of a run (1 when
-    the report holds errors). Shared by the moves, profile, replica and hang-up race runs."""
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, name + ".json"), "w") as f:
-        json.dump(report, f, indent=2)
-    with open(os.path.join(out, name + ".md"), "w") as f:
-        f.write(text)
-    print(text)
-    return 1 if report["errors"] else 0
-
-def loadavg():
-    try:
-        with open("/proc/loadavg") as f:
-            return [float(x) for x in f.read().split()[:3]]
-    except OSError:
-        return None
-
-
-def busy_seconds():
-    """CPU seconds the whole machine spent in user, nice and system mode (/proc/stat)."""
-    with open("/proc/stat") as f:
-        fields = f.readline().split()
-    return sum(int(x) for x in fields[1:4]) / os.sysconf("SC_CLK_TCK")
-
-
-def proc_status(pid):
-    out = {}
-    try:
-        with open("/proc/%d/status" % pid) as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key in ("VmRSS", "VmHWM", "RssAnon"):
-                    out[key + "_kib"] = int(value.split()[0])
-                elif key == "Threads":
-                    out["threads"] = int(value)
-        out["fds"] = len(os.listdir("/proc/%d/fd" % pid))
-    except OSError:
-        pass
-    return out
-
-
-def cpu(pid):
-    """CPU seconds of one process (all its threads), children excluded: mailswitch and slapd
-    fork nothing."""
-    return peers.cpu_seconds([pid])
-
-
-class LogTail:
-    """Reads a growing log file from where it last stopped."""
-
-    def __init__(self, path):
-        self.path = path
-        self.offset = 0
-        self.text = ""
-
-    def read(self):
-        try:
-            with open(self.path, "rb") as f:
-                f.seek(self.offset)
-                data = f.read()
-        except OSError:
-            return ""
-        self.offset += len(data)
-        new = data.decode("utf-8", "replace")
-        self.text += new
-        return new
-
-
-def log_summary(path, limit=40):
-    """Lines per level and the notice-or-worse lines (the first `limit`)."""
-    levels, notable = {}, []
-    try:
-        with open(path, errors="replace") as f:
-            for line in f:
-                match = re.search(r"\b(trace|debug|info|notice|warning|error|critical)\b", line)
-                level = match.group(1) if match else "other"
-                levels[level] = levels.get(level, 0) + 1
-                if level in ("notice", "warning", "error", "critical", "other") and len(notable) < limit:
-                    notable.append(line.rstrip("\n")[:400])
-    except OSError:
-        pass
-    return {"lines_by_level": levels, "notable": notable}
-
-
-# ---------------------------------------------------------------------------------------------
-# mailswitch
-
-def configure(text, settings):
-    """Sets `  key: value` (directory and routing keys are indented two spaces) once each; a
-    value None removes the top-level block `key:` instead."""
-    for key, value in settings.items():
-        if value is None:
-            text, n = re.subn(r"^%s:\n(?:  .*\n)*" % re.escape(key), "", text, flags=re.M)
-            if n != 1:
-                raise BenchError("configuration: block %r found %d times" % (key, n))
-            continue
-        text, n = re.subn(r"^  %s: .*$" % re.escape(key), lambda m: "  %s: %s" % (key, value), text, flags=re.M)
-        if n != 1:
-            raise BenchError("configuration: %r found %d times" % (key, n))
-    return text
-
-
-class Mailswitch:
-    """One fresh `mailswitch serve` with the bench configuration plus `settings`."""
-
-    def __init__(self, binary, state, work, label, settings, example=peers.EXAMPLE_CONFIG, arguments=()):
-        self.label = label
-        d = os.path.join(work, "mailswitch-" + re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-"))
-        os.makedirs(d, exist_ok=True)
-        self.config = os.path.join(d, "mailswitch.yaml")
-        with open(self.config, "w") as f:
-            f.write(configure(peers.mailswitch_config(state, LISTEN, example), settings))
-        check = subprocess.run([binary, "check-config", "--config", self.config], stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True, timeout=60)
-        if check.returncode != 0:
-            raise BenchError("mailswitch check-config %s failed:\n%s" % (self.config, check.stdout[-3000:]))
-        for address in LISTEN.values():
-            if peers.listening(address) or not peers.port_bindable(address):
-                raise BenchError("%s is in use (another run?)" % address)
-        self.log_path = os.path.join(d, "mailswitch.log")
-        self.log = LogTail(self.log_path)
-        # peers.spawn: own session, soft descriptor limit raised to the hard one.
-        self.process = peers.spawn([binary, "serve", "--config", self.config] + list(arguments), self.log_path)
-        STARTED.append(("mailswitch (%s)" % label, self.process))
-        self.pid = self.process.pid
-        try:
-            peers.wait_listening("mailswitch (%s)" % label, [self.process], list(LISTEN.values()), self.log_path)
-        except peers.PeerError as error:
-            self.stop()
-            raise BenchError(str(error))
-
-    def wait_feed(self, timeout=FEED_TIMEOUT):
-        """Seconds until the log says the change feed is synchronized (the cache is emptied
-        then), or raises."""
-        start = time.monotonic()
-
-        def synchronized_or_gone():
-            self.log.read()
-            return self.process.poll() is not None or SYNC_LINE in self.log.text
-        if not wait_until(synchronized_or_gone, timeout, 0.05):
-            raise BenchError("mailswitch (%s): no %r in its log within %.0f s:\n%s"
-                             % (self.label, SYNC_LINE, timeout, peers.tail(self.log_path)))
-        if self.process.poll() is not None:
-            raise BenchError("mailswitch (%s) exited (status %s):\n%s"
-                             % (self.label, self.process.returncode, peers.tail(self.log_path)))
-        return round(time.monotonic() - start, 3)
-
-    def alive(self):
-        return self.process.poll() is None
-
-    def stop(self):
-        """Stops it; returns (exited before we stopped it, exit status)."""
-        crashed = self.process.poll() is not None
-        peers.terminate(self.pid)
-        try:
-            self.process.wait(5)
-        except subprocess.TimeoutExpired:
-            pass
-        forget(self.process)
-        return crashed, self.process.returncode
-
-
 # ---------------------------------------------------------------------------------------------
 # A. login cost
 
 def loadgen_run(loadgen, arguments, users_path, seconds):
-    return bench.run_loadgen(loadgen, arguments + ["--users", users_path], timeout=seconds + 180)
-
-
-def errors_of(result):
-    return bench.errors_of(result)
+    return benchlib.run_loadgen(loadgen, arguments + ["--users", users_path], timeout=seconds + 180)
 
 
 def measure_logins(loadgen, users_path, seconds, proxy_pid, slapd_pid, store_pids):
@@ -410,11 +119,11 @@ def measure_logins(loadgen, users_path, seconds, proxy_pid, slapd_pid, store_pid
     mailswitch, slapd, the stores and the load generator), which says whether something
     outside the benchmark (a build, the tests) took CPU from it."""
     ours = [p for p in [proxy_pid, slapd_pid] + store_pids if p]
-    before = (cpu(proxy_pid) if proxy_pid else None, cpu(slapd_pid), peers.cpu_seconds(ours), busy_seconds(),
+    before = (cpu(proxy_pid) if proxy_pid else None, cpu(slapd_pid), peers.cpu_seconds(ours), benchlib.busy_seconds(),
               time.monotonic())
     result = loadgen_run(loadgen, ["login", "--protocol", "imap", "--concurrency", str(CONCURRENCY),
                                    "--duration", str(seconds), "--warmup", "1"], users_path, seconds)
-    after = (cpu(proxy_pid) if proxy_pid else None, cpu(slapd_pid), peers.cpu_seconds(ours), busy_seconds(),
+    after = (cpu(proxy_pid) if proxy_pid else None, cpu(slapd_pid), peers.cpu_seconds(ours), benchlib.busy_seconds(),
              time.monotonic())
     other = (after[3] - before[3]) - (after[2] - before[2]) - (result.get("self_cpu_s") or 0)
     operations = result.get("ok", 0) + (result.get("uncounted") or {}).get("ok", 0)
@@ -433,8 +142,8 @@ def measure_logins(loadgen, users_path, seconds, proxy_pid, slapd_pid, store_pid
 
 def part_a(options, binary, state, work, loadgen, slapd_pid, report):
     users = peers.bench_users(state)
-    via_proxy = bench.users_file(work, "mailswitch", users, lambda user, store: LISTEN["imap"])
-    direct = bench.users_file(work, "direct", users, peers.endpoint_for(None, state, "direct", "imap"))
+    via_proxy = benchlib.users_file(work, "mailswitch", users, lambda user, store: LISTEN["imap"])
+    direct = benchlib.users_file(work, "direct", users, peers.endpoint_for(None, state, "direct", "imap"))
     runs = []
     report["a"] = {"seconds": options.seconds, "concurrency": CONCURRENCY, "rounds": options.rounds,
                    "users": len(users), "runs": runs}
@@ -493,13 +202,6 @@ def part_a(options, binary, state, work, loadgen, slapd_pid, report):
 
 FIGURES_A = ["logins_per_s", "p50_us", "p99_us", "proxy_cpu_ms_per_login", "slapd_cpu_ms_per_login", "loadgen_cpu_util",
              "other_cpu_cores"]
-
-
-def spread(values):
-    values = [v for v in values if v is not None]
-    if not values:
-        return None
-    return {"median": round(statistics.median(values), 4), "min": min(values), "max": max(values), "n": len(values)}
 
 
 def summarize_a(runs, systems):
@@ -910,7 +612,7 @@ async def part_b_sessions(options, proxy, state, report_b):
 def start_synthetic_stores(state, lab_dir):
     """The lab's Dovecot stores stopped, synthetic ones on their addresses and IMAP port."""
     for name in ("legacy", "new"):
-        bench.lab(["stop-store", name], lab_dir)
+        benchlib.lab(["stop-store", name], lab_dir)
     for name in ("legacy", "new"):
         host, port = state["stores"][name]["imap"].rsplit(":", 1)
         process = subprocess.Popen([sys.executable, SYNTHETIC_STORE, port, "--host", host, "--name", name],
@@ -945,17 +647,8 @@ def part_b(options, binary, state, work, lab_dir, report):
 # ---------------------------------------------------------------------------------------------
 # report
 
-def fmt(value, form="%.0f"):
-    return "—" if value is None else form % value
-
-
 def cell(summary, figure, form):
-    s = summary.get(figure) if summary else None
-    if not s:
-        return "—"
-    if s["n"] == 1 or s["min"] == s["max"]:
-        return form % s["median"]
-    return "%s (%s–%s)" % (form % s["median"], form % s["min"], form % s["max"])
+    return benchlib.median_range(summary.get(figure) if summary else None, form, collapse=True)
 
 
 def goals(report):
@@ -996,14 +689,28 @@ def goals(report):
     return rows
 
 
+RATIO_ROWS = [   # part A's ratios in the report: (label, key of ratios_a)
+    ("warm / cold, proxy CPU per login", "warm_over_cold_proxy_cpu"),
+    ("cold / cold feed off, proxy CPU per login (the feed's cost)", "cold_over_cold_off_proxy_cpu"),
+    ("warm / cold, slapd CPU per login", "warm_over_cold_slapd_cpu"),
+    ("warm / direct, logins/s", "warm_over_direct_logins"),
+    ("cold / direct, logins/s", "cold_over_direct_logins"),
+    ("warm / cold, logins/s", "warm_over_cold_logins"),
+    ("cold / cold feed off, logins/s", "cold_over_cold_off_logins"),
+    ("warm / warm metrics off, proxy CPU per login (what metrics cost)", "warm_over_metrics_off_proxy_cpu"),
+    ("warm / warm metrics off, logins/s", "warm_over_metrics_off_logins"),
+    ("warm / warm metrics off, p50 login latency", "warm_over_metrics_off_p50"),
+    ("warm / before, proxy CPU per login", "warm_over_before_proxy_cpu"),
+    ("cold / before, proxy CPU per login", "cold_over_before_proxy_cpu"),
+    ("warm / before, logins/s", "warm_over_before_logins"),
+]
+
+
 def markdown(report):
     m = report["machine"]
     out = ["# mailswitch: login cost of the route cache and the change feed; time from ldapmodify to sessions ended",
            "",
-           "`%s` — %s. Machine: %s cores, %s GiB, %s, Python %s; binary %s (built %s; git %s%s)." % (
-               report["command"], m["date"], m["nproc"], m["mem_gib"], m["kernel"], m["python"],
-               os.path.relpath(m["binary"], REPO) if m["binary"].startswith(REPO) else m["binary"],
-               m["binary_mtime"], m["git_commit"], ", Sources/ modified" if m["sources_modified"] else ""),
+           "`%s` — %s. %s." % (report["command"], m["date"], benchlib.machine_text(m)),
            ""]
     o = report["options"]
     ran = ["a bench lab (slapd with 2,000 users on 127.0.0.1:3689, port offset 300)"]
@@ -1036,26 +743,9 @@ def markdown(report):
                 cell(r, "slapd_cpu_ms_per_login", "%.4f"), cell(r, "loadgen_cpu_util", "%.2f"),
                 cell(r, "other_cpu_cores", "%.2f"), r["errors"]))
         rt = a["ratios"]
-
-        def ratio_text(entry):
-            if not entry or entry["of_medians"] is None:
-                return "—"
-            per = entry["per_round"]
-            return "%.3f (per round %s)" % (entry["of_medians"], ", ".join("%.3f" % v for v in per)) if per else "%.3f" % entry["of_medians"]
-        out += ["", "| ratio (of the medians) | value |", "|---|---|",
-                "| warm / cold, proxy CPU per login | %s |" % ratio_text(rt["warm_over_cold_proxy_cpu"]),
-                "| cold / cold feed off, proxy CPU per login (the feed's cost) | %s |" % ratio_text(rt["cold_over_cold_off_proxy_cpu"]),
-                "| warm / cold, slapd CPU per login | %s |" % ratio_text(rt["warm_over_cold_slapd_cpu"]),
-                "| warm / direct, logins/s | %s |" % ratio_text(rt["warm_over_direct_logins"]),
-                "| cold / direct, logins/s | %s |" % ratio_text(rt["cold_over_direct_logins"]),
-                "| warm / cold, logins/s | %s |" % ratio_text(rt["warm_over_cold_logins"]),
-                "| cold / cold feed off, logins/s | %s |" % ratio_text(rt["cold_over_cold_off_logins"]),
-                "| warm / warm metrics off, proxy CPU per login (what metrics cost) | %s |" % ratio_text(rt["warm_over_metrics_off_proxy_cpu"]),
-                "| warm / warm metrics off, logins/s | %s |" % ratio_text(rt["warm_over_metrics_off_logins"]),
-                "| warm / warm metrics off, p50 login latency | %s |" % ratio_text(rt["warm_over_metrics_off_p50"]),
-                "| warm / before, proxy CPU per login | %s |" % ratio_text(rt["warm_over_before_proxy_cpu"]),
-                "| cold / before, proxy CPU per login | %s |" % ratio_text(rt["cold_over_before_proxy_cpu"]),
-                "| warm / before, logins/s | %s |" % ratio_text(rt["warm_over_before_logins"]), "",
+        out += ["", "| ratio (of the medians) | value |", "|---|---|"]
+        out += ["| %s | %s |" % (label, benchlib.ratio_text(rt[key])) for label, key in RATIO_ROWS]
+        out += ["",
                 "Per run, CPU = utime+stime of the process (/proc) before and after the load generator, ÷ every "
                 "login it made (the 1 s warm-up included). Loadgen CPU: the generator's share of one core in "
                 "the window. Other CPU: cores used meanwhile by everything but mailswitch, slapd, the stores and "
@@ -1126,23 +816,6 @@ def markdown(report):
     return "\n".join(out)
 
 
-def machine(binary):
-    try:
-        commit = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], stdout=subprocess.PIPE,
-                                stderr=subprocess.DEVNULL, text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--", "Sources", "Package.swift"],
-                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, timeout=10).stdout.strip()
-    except Exception:   # noqa: BLE001 - informative only
-        commit, dirty = None, ""
-    with open("/proc/meminfo") as f:
-        mem = int(f.readline().split()[1]) / 1024 / 1024
-    return {"nproc": os.cpu_count(), "mem_gib": round(mem), "kernel": "%s %s" % (platform.system(), platform.release()),
-            "python": platform.python_version(), "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "nofile": list(resource.getrlimit(resource.RLIMIT_NOFILE)), "binary": binary,
-            "binary_mtime": datetime.datetime.fromtimestamp(os.stat(binary).st_mtime, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "git_commit": commit, "sources_modified": bool(dirty), "loadavg_at_start": loadavg()}
-
-
 def failures_of(report):
     failures = []
     a = report.get("a") or {}
@@ -1192,81 +865,37 @@ def main():
     if not chosen or set(chosen) - set(known):
         parser.error("--configs: some of %s" % ",".join(known))
     options.configs = [known[c] for c in chosen]
-    if os.geteuid() != 0:
-        sys.exit("moves.py: run as root (scripts/lab.py needs it)")
-    binary = os.path.abspath(os.environ.get("MAILSWITCH_BINARY") or DEFAULT_BINARY)
-    if not os.access(binary, os.X_OK):
-        sys.exit("moves.py: no mailswitch binary at %s (swift build -c release --scratch-path .build-bench, "
-                 "or set MAILSWITCH_BINARY)" % binary)
-    os.environ["PATH"] = os.environ.get("PATH", "/usr/bin:/bin") + ":/usr/sbin:/sbin"
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    benchlib.require_root("moves.py")
+    binary = benchlib.mailswitch_binary()
+    benchlib.require_binary("moves.py", binary)
+    benchlib.sbin_on_path()
+    _, hard = benchlib.raise_nofile()
     if "b" in parts and hard != resource.RLIM_INFINITY and 2 * options.sessions + 400 > hard:
         sys.exit("moves.py: %d sessions need about %d descriptors in mailswitch; RLIMIT_NOFILE is %d"
                  % (options.sessions, 2 * options.sessions + 400, hard))
-
-    def interrupted(signum, _frame):
-        raise Interrupted("signal %d%s" % (signum, " (overall timeout of %.0f s)" % options.timeout
-                                           if signum == signal.SIGALRM else ""))
-    for signum in (signal.SIGALRM, signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, interrupted)
-    signal.alarm(int(options.timeout))
+    benchlib.catch_signals(options.timeout, on_alarm=" (overall timeout of %.0f s)" % options.timeout)
 
     start = time.monotonic()
-    work = tempfile.mkdtemp(prefix="mailswitch-moves-")
-    os.chmod(work, 0o755)    # the stores' unprivileged processes read the lab's files
+    work = benchlib.work_dir("moves")
     lab_dir = os.path.join(work, "lab")
     report = {"command": " ".join(["scripts/bench", "moves"] + sys.argv[1:]),
               "options": {"seconds": options.seconds, "rounds": options.rounds, "sessions": options.sessions,
                           "moved_users": options.moved_users, "parts": sorted(parts), "quick": options.quick,
                           "configs": options.configs},
               "listeners": LISTEN, "errors": []}
-    lab_up = False
-    exit_code = 0
-    try:
-        report["machine"] = machine(binary)
-        busy = [a for a in LISTEN.values() if peers.listening(a)]
-        if busy:
-            raise BenchError("already listening: %s (another run?)" % ", ".join(busy))
-        say("lab with %d users in %s (port offset %d)" % (bench.USERS, lab_dir, bench.PORT_OFFSET))
-        lab_up = True
-        bench.lab(["up"], lab_dir)
-        state = peers.load_lab(lab_dir)
+    with benchlib.running(report, work, lab_dir, tell=say) as run:
+        report["machine"] = benchlib.machine_facts(binary)
+        benchlib.check_free(LISTEN)
+        say("lab with %d users in %s (port offset %d)" % (benchlib.USERS, lab_dir, benchlib.PORT_OFFSET))
+        state = benchlib.lab_up(run, lab_dir)
         slapd_pid = state["pids"]["slapd"]
         if "a" in parts:
-            loadgen = bench.build_loadgen(work)
+            loadgen = benchlib.build_loadgen(work)
             part_a(options, binary, state, work, loadgen, slapd_pid, report)
         if "b" in parts:
             os.makedirs(options.out, exist_ok=True)
             part_b(options, binary, state, work, lab_dir, report)
-    except (BenchError, peers.PeerError, subprocess.TimeoutExpired, subprocess.CalledProcessError, OSError) as error:
-        say("failed: %s" % error)
-        report["errors"].append("%s: %s" % (type(error).__name__, error))
-        exit_code = 1
-    except Interrupted as error:
-        say("interrupted: %s" % error)
-        report["errors"].append("interrupted: %s" % error)
-        exit_code = 1
-    finally:
-        tear_down(lab_dir if lab_up else None, work)
-    report["elapsed_s"] = round(time.monotonic() - start, 1)
-    report["loadavg_at_end"] = loadavg()
-    report["failures"] = failures_of(report)
-    if report["failures"]:
-        exit_code = 1
-    if "machine" in report:
-        os.makedirs(options.out, exist_ok=True)
-        with open(os.path.join(options.out, "moves.json"), "w") as f:
-            json.dump(report, f, indent=2, ensure_ascii=False)
-            f.write("\n")
-        text = markdown(report)
-        with open(os.path.join(options.out, "moves.md"), "w") as f:
-            f.write(text)
-        say("wrote %s and %s (%.0f s)" % (os.path.join(options.out, "moves.md"), os.path.join(options.out, "moves.json"),
-                                          report["elapsed_s"]))
-        print(text)
-    return exit_code
+    return benchlib.finish(options.out, "moves", report, start, failures_of, markdown, say)
 
 
 if __name__ == "__main__":

@@ -29,21 +29,13 @@ Writes DIR/profile.md and DIR/profile.json (default DIR: results/). Loopback onl
 """
 import argparse
 import os
-import re
-import shutil
-import signal
-import subprocess
 import sys
-import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "Benchmarks"))
-sys.path.insert(0, os.path.join(REPO, "scripts"))
-import bench  # noqa: E402
-import moves  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib  # noqa: E402  (Benchmarks/benchlib.py: the lab, the load generator, mailswitch, the run)
 import peers  # noqa: E402
+from benchlib import LISTEN, REPO, WARM, BenchError, cpu, say, spread, task_switches  # noqa: E402
 
-WARM = dict(moves.CONFIGS)["warm"]
 FIGURES = ["cpu_user_ms", "cpu_sys_ms", "cpu_ms", "context_switches", "syscalls", "read_sources", "write_sources",
            "timer_sources", "suspends", "resumes", "logins_per_s", "p50_us"]
 FETCH_FIGURES = ["mb_per_s", "cpu_s_per_gb", "context_switches_per_mb"]
@@ -51,98 +43,30 @@ FETCH_FIGURES = ["mb_per_s", "cpu_s_per_gb", "context_switches_per_mb"]
 LOGIN_WINDOWS = [("c1", "imap", 1), ("c32", "imap", 32), ("pop3 c32", "pop3", 32)]
 
 
-def task_switches(pid):
-    total = 0
-    for task in os.listdir("/proc/%d/task" % pid):
-        try:
-            with open("/proc/%d/task/%s/status" % (pid, task)) as f:
-                for line in f:
-                    if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
-                        total += int(line.split()[1])
-        except OSError:
-            pass
-    return total
-
-
-def cpu_split(pid):
-    """(user, system) CPU seconds of the process."""
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return int(fields[11]) / ticks, int(fields[12]) / ticks
-
-
-def event_sources(binary, config):
-    result = subprocess.run([binary, "status", "--config", config], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, timeout=30)
-    line = next((l for l in result.stdout.splitlines() if l.startswith("event sources:")), "")
-    return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line)}
-
-
-def measure(options, binary, proxy, users_path, concurrency, protocol="imap"):
-    pid = proxy.pid
-    perf = None
-    if shutil.which("perf"):
-        perf = subprocess.Popen(["perf", "stat", "-x", ",", "-e", "raw_syscalls:sys_enter", "-p", str(pid)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        time.sleep(0.3)
-    before = (cpu_split(pid), task_switches(pid), event_sources(binary, proxy.config))
-    result = bench.run_loadgen(options.loadgen, ["login", "--protocol", protocol, "--concurrency", str(concurrency),
-                                                 "--duration", str(options.seconds), "--warmup", "0",
-                                                 "--users", users_path], timeout=options.seconds + 120)
-    after = (cpu_split(pid), task_switches(pid), event_sources(binary, proxy.config))
-    syscalls = None
-    if perf:
-        perf.send_signal(signal.SIGINT)
-        _, err = perf.communicate(timeout=10)
-        match = re.search(r"^(\d+),,raw_syscalls:sys_enter", err, re.M)
-        syscalls = int(match.group(1)) if match else None
-    if not proxy.alive():
-        # A zombie's /proc still reads: without this check its figures would pass for a run.
-        raise moves.BenchError("mailswitch exited during the %s c%d window (status %s):\n%s"
-                               % (protocol, concurrency, proxy.process.poll(), peers.tail(proxy.log_path)))
-    logins = result.get("ok", 0) + (result.get("uncounted") or {}).get("ok", 0)
-    if not logins:
-        raise moves.BenchError("no logins (mailswitch %s): %s\n%s" % (
-            "running" if proxy.alive() else "exited with %s" % proxy.process.returncode,
-            {k: result.get(k) for k in ("errors", "diagnostics")}, peers.tail(proxy.log_path)))
-    row = {"logins": logins, "errors": bench.errors_of(result), "logins_per_s": result.get("rate_per_s"),
-           "p50_us": (result.get("latency_us") or {}).get("p50"),
-           "cpu_user_ms": 1000.0 * (after[0][0] - before[0][0]) / logins,
-           "cpu_sys_ms": 1000.0 * (after[0][1] - before[0][1]) / logins,
-           "context_switches": (after[1] - before[1]) / logins,
-           # perf counted from before the first login to after the last, status calls included
-           "syscalls": syscalls / logins if syscalls is not None else None}
-    row["cpu_ms"] = row["cpu_user_ms"] + row["cpu_sys_ms"]
-    for key in ("read_sources", "write_sources", "timer_sources", "suspends", "resumes"):
-        row[key] = (after[2].get(key, 0) - before[2].get(key, 0)) / logins
-    return row
-
-
 def noop_p50(options, users_path):
     """The NOOP round trip's p50 (µs) of one session for --seconds."""
-    result = bench.run_loadgen(options.loadgen, ["noop", "--protocol", "imap", "--concurrency", "1", "--duration",
+    result = benchlib.run_loadgen(options.loadgen, ["noop", "--protocol", "imap", "--concurrency", "1", "--duration",
                                                  str(options.seconds), "--warmup", "1", "--users", users_path],
                                timeout=options.seconds + 120)
-    if bench.errors_of(result):
-        raise moves.BenchError("NOOP window with errors: %s" % {k: result.get(k) for k in ("errors", "diagnostics")})
+    if benchlib.errors_of(result):
+        raise BenchError("NOOP window with errors: %s" % {k: result.get(k) for k in ("errors", "diagnostics")})
     return (result.get("rtt_us") or {}).get("p50")
 
 
 def fetch_window(options, users_path, pid=None, tls_args=()):
     """FETCH of a 20 MB message by one session for --seconds: MB/s, and with `pid` the
     process's CPU seconds and thread wake-ups per GB and per MB moved."""
-    before = (moves.cpu(pid), task_switches(pid)) if pid else None
-    result = bench.run_loadgen(options.loadgen, ["fetch", "--protocol", "imap", "--append-size", "20000000",
+    before = (cpu(pid), task_switches(pid)) if pid else None
+    result = benchlib.run_loadgen(options.loadgen, ["fetch", "--protocol", "imap", "--append-size", "20000000",
                                                  "--duration", str(options.seconds), "--warmup", "1",
                                                  "--users", users_path] + list(tls_args),
                                timeout=options.seconds + 180)
-    if bench.errors_of(result):
-        raise moves.BenchError("FETCH window with errors: %s" % {k: result.get(k) for k in ("errors", "diagnostics")})
+    if benchlib.errors_of(result):
+        raise BenchError("FETCH window with errors: %s" % {k: result.get(k) for k in ("errors", "diagnostics")})
     row = {"mb_per_s": result.get("mb_per_s")}
     moved = result.get("bytes") or 0
     if pid and moved:
-        row["cpu_s_per_gb"] = (moves.cpu(pid) - before[0]) / (moved / 1e9)
+        row["cpu_s_per_gb"] = (cpu(pid) - before[0]) / (moved / 1e9)
         row["context_switches_per_mb"] = (task_switches(pid) - before[1]) / (moved / 1e6)
     return row
 
@@ -159,10 +83,7 @@ def markdown(report):
             "|" + "---|" * len(header)]
 
     def cell(s, key, form):
-        v = s.get(key)
-        if not v:
-            return "—"
-        return (form % v["median"]) + " (" + (form % v["min"]) + "–" + (form % v["max"]) + ")"
+        return benchlib.median_range(s.get(key), form)
     for (label, scenario), s in sorted(report["summary"].items()):
         src = "/".join("%.2f" % s[k]["median"] if s.get(k) else "—" for k in ("read_sources", "write_sources", "timer_sources"))
         sr = "/".join("%.2f" % s[k]["median"] if s.get(k) else "—" for k in ("suspends", "resumes"))
@@ -186,16 +107,12 @@ def markdown(report):
         out += ["FETCH of a 20 MB message by one session (plain towards the store), median (min–max) over the rounds:",
                 "", "| binary | client leg | MB/s | × direct | CPU s/GB | wake-ups per MB |", "|---|---|---|---|---|---|"]
         direct = (fetch.get("direct|plain") or {}).get("mb_per_s")
-
-        def fcell(s, key, form):
-            v = s.get(key)
-            return "—" if not v else (form % v["median"]) + " (" + (form % v["min"]) + "–" + (form % v["max"]) + ")"
         for key, s in fetch.items():
             label, leg = key.split("|")
             ratio = "%.2f" % (s["mb_per_s"]["median"] / direct["median"]) if direct and s.get("mb_per_s") else "—"
-            out.append("| %s | %s | %s | %s | %s | %s |" % (label, leg, fcell(s, "mb_per_s", "%.0f"), ratio,
-                                                          fcell(s, "cpu_s_per_gb", "%.2f"),
-                                                          fcell(s, "context_switches_per_mb", "%.1f")))
+            out.append("| %s | %s | %s | %s | %s | %s |" % (label, leg, cell(s, "mb_per_s", "%.0f"), ratio,
+                                                          cell(s, "cpu_s_per_gb", "%.2f"),
+                                                          cell(s, "context_switches_per_mb", "%.1f")))
         out.append("")
     return "\n".join(out)
 
@@ -209,9 +126,8 @@ def main():
     parser.add_argument("--out", default=os.path.join(REPO, "results"))
     parser.add_argument("--timeout", type=float, default=1800)
     options = parser.parse_args()
-    if os.geteuid() != 0:
-        sys.exit("profile.py: run as root (scripts/lab.py needs it)")
-    binary = os.path.abspath(os.environ.get("MAILSWITCH_BINARY") or moves.DEFAULT_BINARY)
+    benchlib.require_root("profile.py")
+    binary = benchlib.mailswitch_binary()
     baselines = [os.path.abspath(path) for path in options.baseline_binary]
     binaries = [("this", binary)] + [("baseline" if len(baselines) == 1 else os.path.basename(path), path)
                                      for path in baselines]
@@ -219,57 +135,57 @@ def main():
     loop_counts = [int(n) for n in options.loops.split(",") if n.strip()]
     systems = [(label + (" loops=%d" % n if loop_counts else ""), path, ["--loops", str(n)] if loop_counts else [])
                for label, path in binaries for n in (loop_counts or [None])]
-    work, report = moves.begin_run("profile", options.timeout)
+    work, report = benchlib.begin_run("profile", options.timeout)
     lab_dir = os.path.join(work, "lab")
     report.update({"rounds": options.rounds, "seconds": options.seconds, "runs": [], "noop": [], "fetch": [],
                    "summary": {}})
-    with moves.running(report, work, lab_dir) as run:
-        state, options.loadgen, users, via_proxy = moves.login_lab(run, lab_dir, work)
-        direct = bench.users_file(work, "direct", users, lambda user, store: state["stores"][store]["imap"])
-        via_proxy_tls = bench.users_file(work, "mailswitch-imaps", users, lambda user, store: moves.LISTEN["imaps"])
-        via_proxy_pop3 = bench.users_file(work, "mailswitch-pop3", users, lambda user, store: moves.LISTEN["pop3"])
+    with benchlib.running(report, work, lab_dir) as run:
+        state, options.loadgen, users, via_proxy = benchlib.login_lab(run, lab_dir, work)
+        direct = benchlib.users_file(work, "direct", users, lambda user, store: state["stores"][store]["imap"])
+        via_proxy_tls = benchlib.users_file(work, "mailswitch-imaps", users, lambda user, store: LISTEN["imaps"])
+        via_proxy_pop3 = benchlib.users_file(work, "mailswitch-pop3", users, lambda user, store: LISTEN["pop3"])
         tls_args = ["--tls", "--cafile", state["tls"]["ca"], "--servername", peers.server_name(state, "mailswitch")]
         for round_ in range(1, options.rounds + 1):
             report["noop"].append({"round": round_, "binary": "direct", "p50_us": noop_p50(options, direct)})
             report["fetch"].append(dict(fetch_window(options, direct), round=round_, binary="direct", leg="plain"))
             for label, path, arguments in systems:
-                moves.say("round %d/%d: %s" % (round_, options.rounds, label))
-                proxy = moves.Mailswitch(path, state, work, "%s r%d" % (label, round_), WARM, arguments=arguments)
+                say("round %d/%d: %s" % (round_, options.rounds, label))
+                proxy = benchlib.Mailswitch(path, state, work, "%s r%d" % (label, round_), WARM, arguments=arguments)
                 try:
                     proxy.wait_feed()
-                    bench.run_loadgen(options.loadgen, ["login", "--protocol", "imap", "--concurrency", "32",
+                    benchlib.run_loadgen(options.loadgen, ["login", "--protocol", "imap", "--concurrency", "32",
                                                         "--count", str(len(users)), "--users", via_proxy], timeout=120)
                     for scenario, protocol, concurrency in LOGIN_WINDOWS:
-                        row = measure(options, path, proxy, via_proxy_pop3 if protocol == "pop3" else via_proxy,
+                        row = benchlib.login_window(options, path, proxy, via_proxy_pop3 if protocol == "pop3" else via_proxy,
                                       concurrency, protocol)
                         row.update({"round": round_, "binary": label, "scenario": scenario})
                         report["runs"].append(row)
-                        moves.say("  %s: %.3f ms CPU, %.1f switches, %s syscalls, sources r/w/t %.2f/%.2f/%.2f per login"
+                        say("  %s: %.3f ms CPU, %.1f switches, %s syscalls, sources r/w/t %.2f/%.2f/%.2f per login"
                                   % (scenario, row["cpu_ms"], row["context_switches"], row["syscalls"],
                                      row["read_sources"], row["write_sources"], row["timer_sources"]))
                     report["noop"].append({"round": round_, "binary": label, "p50_us": noop_p50(options, via_proxy)})
                     for leg, users_path, extra in (("plain", via_proxy, []), ("tls", via_proxy_tls, tls_args)):
                         row = fetch_window(options, users_path, proxy.pid, extra)
                         report["fetch"].append(dict(row, round=round_, binary=label, leg=leg))
-                        moves.say("  fetch %s: %.0f MB/s, %.2f s CPU/GB" % (leg, row["mb_per_s"], row["cpu_s_per_gb"]))
+                        say("  fetch %s: %.0f MB/s, %.2f s CPU/GB" % (leg, row["mb_per_s"], row["cpu_s_per_gb"]))
                 finally:
                     proxy.stop()
         summary = {}
         for label, _, _ in systems:
             for scenario, _, _ in LOGIN_WINDOWS:
                 rows = [r for r in report["runs"] if r["binary"] == label and r["scenario"] == scenario]
-                summary["%s|%s" % (label, scenario)] = {k: moves.spread([r.get(k) for r in rows]) for k in FIGURES}
+                summary["%s|%s" % (label, scenario)] = {k: spread([r.get(k) for r in rows]) for k in FIGURES}
         report["summary"] = {tuple(k.split("|")): v for k, v in summary.items()}
-        report["noop_summary"] = {label: moves.spread([r["p50_us"] for r in report["noop"] if r["binary"] == label])
+        report["noop_summary"] = {label: spread([r["p50_us"] for r in report["noop"] if r["binary"] == label])
                                   for label in ["direct"] + [label for label, _, _ in systems]}
         report["fetch_summary"] = {}
         for label, leg in [("direct", "plain")] + [(label, leg) for label, _, _ in systems for leg in ("plain", "tls")]:
             rows = [r for r in report["fetch"] if r["binary"] == label and r["leg"] == leg]
-            report["fetch_summary"]["%s|%s" % (label, leg)] = {k: moves.spread([r.get(k) for r in rows])
+            report["fetch_summary"]["%s|%s" % (label, leg)] = {k: spread([r.get(k) for r in rows])
                                                               for k in FETCH_FIGURES}
     text = markdown(report)
     report["summary"] = {"%s %s" % k: v for k, v in report["summary"].items()}
-    return moves.write_report(options.out, "profile", report, text)
+    return benchlib.write_report(options.out, "profile", report, text)
 
 
 if __name__ == "__main__":

@@ -62,22 +62,16 @@ import json
 import os
 import re
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "Benchmarks"))
-sys.path.insert(0, os.path.join(REPO, "scripts"))
-import bench  # noqa: E402  (Benchmarks/bench.py: the lab, the load generator)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib  # noqa: E402  (Benchmarks/benchlib.py: the lab, the load generator, mailswitch, the run)
 import peers  # noqa: E402  (Benchmarks/peers.py: the bench configuration, processes, CPU)
-from moves import LogTail, busy_seconds, configure, loadavg, log_summary, machine  # noqa: E402
+from benchlib import REPO, BenchError, busy_seconds, loadavg, log_summary, ratio_text  # noqa: E402
 from lab import wait_until  # noqa: E402  (scripts/lab.py)
 
-DEFAULT_BINARY = os.path.join(REPO, ".build-bench", "release", "mailswitch")
 # mailswitch's listeners: clear of the tests (1143.., 3389, 3393, 10143.., 20143.., 9243..9643),
 # the demo (1143, 1110, 1993, 1995), the bench lab (offset 300: 3689, 10443.., 4443.., 5443..,
 # 6443.., 30443..) and moves.py (1443, 1410, 2293, 2295).
@@ -87,8 +81,6 @@ USER = "user0001"
 MESSAGE_SIZE = 20000000
 READ_ONLY_WORD = "moving-ro"            # routing.read_only_values of the example configuration
 WARMUP = 0.5
-FEED_TIMEOUT = 20.0                     # for "change feed synchronized" after the start
-SYNC_LINE = "change feed synchronized"
 FLIP_TIMEOUT = 15.0                     # from a flip's return until the session behaves as wanted
 CHECK_TIMEOUT = 10.0                    # imaplib, per step
 LOG_TIMEOUT = 5.0                       # for a window's "session ended" line
@@ -101,86 +93,30 @@ QUIET_SAMPLE = 0.5                      # seconds per sample of the machine's CP
 MODES = ["direct", "normal", "read-only"]
 
 
-class BenchError(Exception):
-    pass
-
-
-class Interrupted(Exception):
-    """SIGINT/SIGTERM/the overall timeout: caught only by main, whose teardown then runs."""
-
-
-def say(message):
-    print("[readonly %s] %s" % (time.strftime("%H:%M:%S"), message), file=sys.stderr, flush=True)
-
-
-STARTED = []    # (name, Popen) of what this script started and must stop
-
-
 # ---------------------------------------------------------------------------------------------
 # mailswitch
 
-class Mailswitch:
+say = benchlib.sayer("readonly")
+
+
+def check_read_only_values(text):
+    if not re.search(r'^  read_only_values: \[.*"%s".*\]' % READ_ONLY_WORD, text, re.M):
+        raise BenchError("the bench configuration has no routing.read_only_values with %r" % READ_ONLY_WORD)
+
+
+class Mailswitch(benchlib.Mailswitch):
     """One `mailswitch serve` with the bench configuration, log level info, for the whole run."""
 
     def __init__(self, binary, state, work):
-        d = os.path.join(work, "mailswitch")
-        os.makedirs(d, exist_ok=True)
-        self.config = os.path.join(d, "mailswitch.yaml")
-        text = configure(peers.mailswitch_config(state, LISTEN), {"level": "info", "change_feed": "auto"})
-        if not re.search(r'^  read_only_values: \[.*"%s".*\]' % READ_ONLY_WORD, text, re.M):
-            raise BenchError("the bench configuration has no routing.read_only_values with %r" % READ_ONLY_WORD)
-        with open(self.config, "w") as f:
-            f.write(text)
-        check = subprocess.run([binary, "check-config", "--config", self.config], stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True, timeout=60)
-        if check.returncode != 0:
-            raise BenchError("mailswitch check-config %s failed:\n%s" % (self.config, check.stdout[-3000:]))
-        for address in LISTEN.values():
-            if peers.listening(address) or not peers.port_bindable(address):
-                raise BenchError("%s is in use (another run?)" % address)
-        self.log_path = os.path.join(d, "mailswitch.log")
-        self.log = LogTail(self.log_path)
-        self.process = peers.spawn([binary, "serve", "--config", self.config], self.log_path)
-        STARTED.append(("mailswitch", self.process))
-        self.pid = self.process.pid
-        try:
-            peers.wait_listening("mailswitch", [self.process], list(LISTEN.values()), self.log_path)
-        except peers.PeerError as error:
-            self.stop()
-            raise BenchError(str(error))
+        super().__init__(binary, state, work, None, {"level": "info", "change_feed": "auto"}, listen=LISTEN,
+                         check=check_read_only_values)
 
     def wait_feed(self):
         start = time.monotonic()
-
-        def synchronized_or_gone():
-            self.log.read()
-            return self.process.poll() is not None or SYNC_LINE in self.log.text
-        if not wait_until(synchronized_or_gone, FEED_TIMEOUT, 0.05) or self.process.poll() is not None:
+        if not self.synchronized(benchlib.FEED_TIMEOUT) or self.process.poll() is not None:
             raise BenchError("mailswitch: no %r in its log within %.0f s (or it exited):\n%s"
-                             % (SYNC_LINE, FEED_TIMEOUT, peers.tail(self.log_path)))
+                             % (benchlib.SYNC_LINE, benchlib.FEED_TIMEOUT, peers.tail(self.log_path)))
         return round(time.monotonic() - start, 3)
-
-    def alive(self):
-        return self.process.poll() is None
-
-    def mark(self):
-        self.log.read()
-        return len(self.log.text)
-
-    def lines_since(self, mark):
-        self.log.read()
-        return self.log.text[mark:].splitlines()
-
-    def stop(self):
-        """Stops it; returns (exited before we stopped it, exit status)."""
-        crashed = self.process.poll() is not None
-        peers.terminate(self.pid)
-        try:
-            self.process.wait(5)
-        except subprocess.TimeoutExpired:
-            pass
-        STARTED[:] = [(n, p) for n, p in STARTED if p is not self.process]
-        return crashed, self.process.returncode
 
 
 def metadata(line):
@@ -251,7 +187,7 @@ class Modes:
         record = {"mode": mode, "value": self.values[mode]}
         if mode != self.current:
             started = time.monotonic()
-            bench.lab(["flip", self.user, self.values[mode]], self.lab_dir)
+            benchlib.lab(["flip", self.user, self.values[mode]], self.lab_dir)
             returned = time.monotonic()
             record["ldapmodify_s"] = round(returned - started, 3)
             self.current = mode
@@ -323,10 +259,10 @@ def measure(ctx, system, kind, leg, seconds):
     mark = proxy.mark()
     before = (peers.cpu_seconds([proxy.pid]), peers.cpu_seconds([store_pid]), peers.cpu_seconds(ours), busy_seconds(),
               time.monotonic())
-    result = bench.run_loadgen(ctx["loadgen"], args, timeout=seconds + 180)
+    result = benchlib.run_loadgen(ctx["loadgen"], args, timeout=seconds + 180)
     after = (peers.cpu_seconds([proxy.pid]), peers.cpu_seconds([store_pid]), peers.cpu_seconds(ours), busy_seconds(),
              time.monotonic())
-    row = {"system": system, "kind": kind, "leg": leg, "errors": bench.errors_of(result),
+    row = {"system": system, "kind": kind, "leg": leg, "errors": benchlib.errors_of(result),
            "loadgen_cpu_util": result.get("window_cpu_util"), "loadavg_before": ctx.get("loadavg")}
     other = (after[3] - before[3]) - (after[2] - before[2]) - (result.get("self_cpu_s") or 0)
     row["other_cpu_cores"] = round(max(0.0, other) / (after[4] - before[4]), 3)
@@ -427,11 +363,10 @@ def windows(options):
 
 
 def run(options, binary, work, lab_dir, report):
-    say("lab with %d users in %s (port offset %d)" % (bench.USERS, lab_dir, bench.PORT_OFFSET))
-    bench.lab(["up"], lab_dir)
-    report["lab_up"] = True
+    say("lab with %d users in %s (port offset %d)" % (benchlib.USERS, lab_dir, benchlib.PORT_OFFSET))
+    benchlib.lab(["up"], lab_dir)     # the teardown takes it down once its lab.json is there
     state = peers.load_lab(lab_dir)
-    loadgen = bench.build_loadgen(work)
+    loadgen = benchlib.build_loadgen(work)
     users = {u: (store, password) for u, store, password in peers.bench_users(state)}
     if USER not in users:
         raise BenchError("%s is not among the lab's bench users" % USER)
@@ -440,11 +375,11 @@ def run(options, binary, work, lab_dir, report):
     entry = [(USER, store, password)]
     ctx = {"state": state, "loadgen": loadgen, "slapd_pid": state["pids"]["slapd"], "store_pid": state["pids"][store],
            "store_pids": [state["pids"][n] for n in ("legacy", "new") if state["pids"].get(n)],
-           "users": {("proxy", "imap"): bench.users_file(work, "proxy-imap", entry, lambda u, s: LISTEN["imap"]),
-                     ("proxy", "imaps"): bench.users_file(work, "proxy-imaps", entry, lambda u, s: LISTEN["imaps"]),
-                     ("direct", "imap"): bench.users_file(work, "direct-imap", entry,
+           "users": {("proxy", "imap"): benchlib.users_file(work, "proxy-imap", entry, lambda u, s: LISTEN["imap"]),
+                     ("proxy", "imaps"): benchlib.users_file(work, "proxy-imaps", entry, lambda u, s: LISTEN["imaps"]),
+                     ("direct", "imap"): benchlib.users_file(work, "direct-imap", entry,
                                                           peers.endpoint_for(None, state, "direct", "imap")),
-                     ("direct", "imaps"): bench.users_file(work, "direct-imaps", entry,
+                     ("direct", "imaps"): benchlib.users_file(work, "direct-imaps", entry,
                                                            peers.endpoint_for(None, state, "direct", "imaps"))}}
     report["user"] = {"name": USER, "store": store, "store_address": store_host,
                       "read_only_value": "%s:%s" % (READ_ONLY_WORD, store_host)}
@@ -457,12 +392,12 @@ def run(options, binary, work, lab_dir, report):
         report["mailswitch"]["feed_sync_s"] = proxy.wait_feed()
         # The message, appended once while the user is not held (APPEND is refused read-only).
         say("appending one %d-byte message for %s through mailswitch (not held)" % (MESSAGE_SIZE, USER))
-        appended = bench.run_loadgen(loadgen, ["fetch", "--protocol", "imap", "--concurrency", "1", "--append-size",
+        appended = benchlib.run_loadgen(loadgen, ["fetch", "--protocol", "imap", "--concurrency", "1", "--append-size",
                                                str(MESSAGE_SIZE), "--count", "1", "--users",
                                                ctx["users"][("proxy", "imap")]], timeout=180)
         report["append"] = {"appended": appended.get("appended"), "message": appended.get("message"),
-                            "message_size": appended.get("message_size"), "errors": bench.errors_of(appended)}
-        if not appended.get("appended") or appended.get("message_size") != MESSAGE_SIZE or bench.errors_of(appended) \
+                            "message_size": appended.get("message_size"), "errors": benchlib.errors_of(appended)}
+        if not appended.get("appended") or appended.get("message_size") != MESSAGE_SIZE or benchlib.errors_of(appended) \
                 or not appended.get("message"):
             raise BenchError("the APPEND of the 20 MB message failed: %s" % json.dumps(appended)[:2000])
         ctx["message"] = appended["message"]
@@ -541,12 +476,7 @@ FIGURES = {"fetch": ["mb_per_s", "fetch_p50_ms", "proxy_cpu_s_per_gb", "store_cp
 
 
 def spread(values):
-    values = [v for v in values if v is not None]
-    if not values:
-        return None
-    median = statistics.median(values)
-    return {"median": round(median, 4), "min": min(values), "max": max(values), "n": len(values),
-            "range_pct": round(100.0 * (max(values) - min(values)) / median, 1) if median else None}
+    return benchlib.spread(values, range_pct=True)
 
 
 def summarize(rows, plan):
@@ -618,35 +548,16 @@ def goals(report):
 # ---------------------------------------------------------------------------------------------
 # report
 
-def fmt(value, form="%.0f"):
-    return "—" if value is None else form % value
-
-
 def cell(summary, key, figure, form):
-    s = (summary.get(key) or {}).get(figure)
-    if not s:
-        return "—"
-    if s["n"] == 1 or s["min"] == s["max"]:
-        return form % s["median"]
-    return "%s (%s–%s)" % (form % s["median"], form % s["min"], form % s["max"])
-
-
-def ratio_text(entry):
-    if not entry or entry["of_medians"] is None:
-        return "—"
-    per = entry["per_round"]
-    return "%.3f (per round %s)" % (entry["of_medians"], ", ".join("%.3f" % v for v in per)) if per else "%.3f" % entry["of_medians"]
+    return benchlib.median_range((summary.get(key) or {}).get(figure), form, collapse=True)
 
 
 def markdown(report):
     m = report["machine"]
     o = report["options"]
     out = ["# mailswitch: what a read-only hold costs a session (FETCH, NOOP, CPU; normal vs read-only)", "",
-           "`%s` — %s. Machine: %s cores, %s GiB, %s, Python %s; binary %s (built %s; git %s%s). "
-           "Load average before the run: %s." % (
-               report["command"], m["date"], m["nproc"], m["mem_gib"], m["kernel"], m["python"],
-               os.path.relpath(m["binary"], REPO) if m["binary"].startswith(REPO) else m["binary"],
-               m["binary_mtime"], m["git_commit"], ", Sources/ modified" if m["sources_modified"] else "",
+           "`%s` — %s. %s. Load average before the run: %s." % (
+               report["command"], m["date"], benchlib.machine_text(m),
                "/".join("%.2f" % x for x in m.get("loadavg_at_start") or []) or "?"), ""]
     u = report.get("user") or {}
     out += ["What ran: a bench lab (slapd with 2,000 users on 127.0.0.1:3689, Dovecot stores on 127.0.0.2/.3, "
@@ -817,24 +728,14 @@ def main():
         options.quiet_budget = 20.0 if options.quick else 30.0
     if options.rounds < 1 or options.seconds <= 0 or options.noop_seconds <= 0 or options.retries < 0:
         parser.error("--rounds, --seconds and --noop-seconds must be positive, --retries at least 0")
-    if os.geteuid() != 0:
-        sys.exit("readonly.py: run as root (scripts/lab.py needs it)")
-    binary = os.path.abspath(os.environ.get("MAILSWITCH_BINARY") or DEFAULT_BINARY)
-    if not os.access(binary, os.X_OK):
-        sys.exit("readonly.py: no mailswitch binary at %s (swift build -c release --scratch-path .build-bench, "
-                 "or set MAILSWITCH_BINARY)" % binary)
-    os.environ["PATH"] = os.environ.get("PATH", "/usr/bin:/bin") + ":/usr/sbin:/sbin"
-
-    def interrupted(signum, _frame):
-        raise Interrupted("signal %d%s" % (signum, " (overall timeout of %.0f s)" % options.timeout
-                                           if signum == signal.SIGALRM else ""))
-    for signum in (signal.SIGALRM, signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, interrupted)
-    signal.alarm(int(options.timeout))
+    benchlib.require_root("readonly.py")
+    binary = benchlib.mailswitch_binary()
+    benchlib.require_binary("readonly.py", binary)
+    benchlib.sbin_on_path()
+    benchlib.catch_signals(options.timeout, on_alarm=" (overall timeout of %.0f s)" % options.timeout)
 
     start = time.monotonic()
-    work = tempfile.mkdtemp(prefix="mailswitch-readonly-")
-    os.chmod(work, 0o755)    # the stores' unprivileged processes read the lab's files
+    work = benchlib.work_dir("readonly")
     lab_dir = os.path.join(work, "lab")
     report = {"command": " ".join(["scripts/bench", "readonly"] + sys.argv[1:]),
               "options": {"seconds": options.seconds, "noop_seconds": options.noop_seconds, "warmup_s": WARMUP,
@@ -842,62 +743,19 @@ def main():
                           "retries": options.retries, "contended_cores": CONTENDED, "quiet_wait_s": options.quiet_wait,
                           "quiet_budget_s": options.quiet_budget},
               "listeners": LISTEN, "errors": []}
-    exit_code = 0
-    try:
-        report["machine"] = machine(binary)
-        busy = [a for a in LISTEN.values() if peers.listening(a)]
-        if busy:
-            raise BenchError("already listening: %s (another run?)" % ", ".join(busy))
+    with benchlib.running(report, work, lab_dir, tell=say):
+        report["machine"] = benchlib.machine_facts(binary)
+        benchlib.check_free(LISTEN)
         run(options, binary, work, lab_dir, report)
-    except (BenchError, bench.BenchError, peers.PeerError, subprocess.TimeoutExpired, subprocess.CalledProcessError,
-            OSError) as error:
-        say("failed: %s" % error)
-        report["errors"].append("%s: %s" % (type(error).__name__, error))
-        exit_code = 1
-    except Interrupted as error:
-        say("interrupted: %s" % error)
-        report["errors"].append("interrupted: %s" % error)
-        exit_code = 1
-    finally:
-        # Nothing may interrupt the teardown but a second signal's default (SIGINT: none).
-        signal.alarm(0)
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, signal.SIG_IGN)
-        for name, process in reversed(list(STARTED)):
-            try:
-                peers.terminate(process.pid)
-            except Exception as error:   # noqa: BLE001 - keep tearing down
-                say("stopping %s: %s" % (name, error))
-        if report.get("lab_up") or os.path.exists(os.path.join(lab_dir, "lab.json")):
-            try:
-                bench.lab(["down"], lab_dir)
-            except Exception as error:   # noqa: BLE001
-                say("lab down: %s" % error)
-        report.pop("lab_up", None)
-        shutil.rmtree(work, ignore_errors=True)
-    report["elapsed_s"] = round(time.monotonic() - start, 1)
-    report["loadavg_at_end"] = loadavg()
-    plan = windows(options)
-    rows = report.get("rows") or []
-    report["summary"] = summarize(rows, plan)
-    report["ratios"] = ratios(rows, report["summary"], plan)
-    report["goals"] = goals(report)
-    report["checks"] = checks_of(report)
-    report["failures"] = failures_of(report)
-    if report["failures"]:
-        exit_code = 1
-    if "machine" in report:
-        os.makedirs(options.out, exist_ok=True)
-        with open(os.path.join(options.out, "readonly.json"), "w") as f:
-            json.dump(report, f, indent=2, ensure_ascii=False)
-            f.write("\n")
-        text = markdown(report)
-        with open(os.path.join(options.out, "readonly.md"), "w") as f:
-            f.write(text)
-        say("wrote %s and %s (%.0f s)" % (os.path.join(options.out, "readonly.md"),
-                                          os.path.join(options.out, "readonly.json"), report["elapsed_s"]))
-        print(text)
-    return exit_code
+
+    def summarize_run(report):
+        plan = windows(options)
+        rows = report.get("rows") or []
+        report["summary"] = summarize(rows, plan)
+        report["ratios"] = ratios(rows, report["summary"], plan)
+        report["goals"] = goals(report)
+        report["checks"] = checks_of(report)
+    return benchlib.finish(options.out, "readonly", report, start, failures_of, markdown, say, summarize_run)
 
 
 if __name__ == "__main__":

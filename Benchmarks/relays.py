@@ -21,14 +21,11 @@ import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.join(REPO, "scripts"))
-import bench  # noqa: E402
-import moves  # noqa: E402
+import benchlib  # noqa: E402  (Benchmarks/benchlib.py: the lab, the load generator, mailswitch, the run)
 import peers  # noqa: E402
+from benchlib import LISTEN, REPO, STARTED, WARM, BenchError, say, spread  # noqa: E402
 
-WARM = dict(moves.CONFIGS)["warm"]
 SYSTEMS = ["direct", "mailswitch", "dispatch-relay", "epoll-relay", "epoll-splice-relay"]
 RELAY_BASE_PORT = {"dispatch-relay": 7100, "epoll-relay": 7200, "epoll-splice-relay": 7300}
 RELAY_ENDPOINT_PORT = {"imap": 43, "pop3": 10}           # + 50 for the second store
@@ -72,20 +69,20 @@ def start_relay(system, argv, state, work):
     addresses = [m.split("=")[0] for m in mappings]
     for address in addresses:
         if peers.listening(address) or not peers.port_bindable(address):
-            raise moves.BenchError("%s (for %s) is in use" % (address, system))
+            raise BenchError("%s (for %s) is in use" % (address, system))
     log_path = os.path.join(work, system + ".log")
     process = peers.spawn(argv + mappings, log_path)
-    moves.STARTED.append((system, process))
+    STARTED.append((system, process))
     peers.wait_listening(system, [process], addresses, log_path)
     return process, {store: index for index, store in enumerate(stores)}
 
 
 def measure(loadgen, arguments, kind, users_path, pid, seconds):
-    before = moves.cpu(pid) if pid else 0.0
-    result = bench.run_loadgen(loadgen, arguments + ["--users", users_path], timeout=seconds + 180)
-    cpu = moves.cpu(pid) - before if pid else None
+    before = benchlib.cpu(pid) if pid else 0.0
+    result = benchlib.run_loadgen(loadgen, arguments + ["--users", users_path], timeout=seconds + 180)
+    cpu = benchlib.cpu(pid) - before if pid else None
     operations = result.get("ok", 0) + (result.get("uncounted") or {}).get("ok", 0)
-    row = {"errors": bench.errors_of(result)}
+    row = {"errors": benchlib.errors_of(result)}
     if kind == "login":
         row["per_s"] = result.get("rate_per_s")
         row["cpu_ms_per_login"] = 1000.0 * cpu / operations if cpu is not None and operations else None
@@ -119,10 +116,7 @@ def markdown(report):
         direct = (report["summary"].get(name, {}).get("direct") or {}).get(figures[0][1])
         for system in report["systems"]:
             s = report["summary"].get(name, {}).get(system) or {}
-            cells = []
-            for _, key, form in figures:
-                v = s.get(key)
-                cells.append("—" if not v else (form % v["median"]) + " (" + (form % v["min"]) + "–" + (form % v["max"]) + ")")
+            cells = [benchlib.median_range(s.get(key), form) for _, key, form in figures]
             first = s.get(figures[0][1])
             ratio = "%.2f" % (first["median"] / direct["median"]) if first and direct and direct["median"] else "—"
             out.append("| %s | %s | %s | %d |" % (system, " | ".join(cells), ratio, s.get("errors", 0)))
@@ -140,23 +134,20 @@ def main():
     parser.add_argument("--out", default=os.path.join(REPO, "results"))
     parser.add_argument("--timeout", type=float, default=3600)
     options = parser.parse_args()
-    if os.geteuid() != 0:
-        sys.exit("relays.py: run as root (scripts/lab.py needs it)")
+    benchlib.require_root("relays.py")
     systems = options.systems.split(",")
     unknown = [s for s in systems if s not in SYSTEMS]
     if unknown:
         sys.exit("unknown systems %s (known: %s)" % (", ".join(unknown), ", ".join(SYSTEMS)))
-    binary = os.path.abspath(os.environ.get("MAILSWITCH_BINARY") or moves.DEFAULT_BINARY)
-    work, report = moves.begin_run("relays", options.timeout)
+    binary = benchlib.mailswitch_binary()
+    work, report = benchlib.begin_run("relays", options.timeout)
     lab_dir = os.path.join(work, "lab")
     report.update({"rounds": options.rounds, "seconds": options.seconds, "systems": systems, "runs": [],
                    "summary": {}})
-    with moves.running(report, work, lab_dir, (KeyError,)) as run:
+    with benchlib.running(report, work, lab_dir, (KeyError,)) as run:
         relays = build_relays(work)
-        loadgen = bench.build_loadgen(work)
-        run.lab_up = True
-        bench.lab(["up"], lab_dir)
-        state = peers.load_lab(lab_dir)
+        loadgen = benchlib.build_loadgen(work)
+        state = benchlib.lab_up(run, lab_dir)
         users = peers.bench_users(state)
         pids, users_files = {}, {}
         for system in systems:
@@ -164,23 +155,23 @@ def main():
                 if system == "direct":
                     where = lambda user, store, e=endpoint: state["stores"][store][e]
                 elif system == "mailswitch":
-                    where = lambda user, store, e=endpoint: moves.LISTEN[e]
+                    where = lambda user, store, e=endpoint: LISTEN[e]
                 else:
                     where = None
                 if where:
-                    users_files[(system, endpoint)] = bench.users_file(work, "%s-%s" % (system, endpoint), users, where)
+                    users_files[(system, endpoint)] = benchlib.users_file(work, "%s-%s" % (system, endpoint), users, where)
             if system == "mailswitch":
-                proxy = moves.Mailswitch(binary, state, work, "relays", WARM)
+                proxy = benchlib.Mailswitch(binary, state, work, "relays", WARM)
                 proxy.wait_feed()
                 # Every user once, so the route cache is warm as in production.
-                bench.run_loadgen(loadgen, ["login", "--protocol", "imap", "--concurrency", "32", "--count",
+                benchlib.run_loadgen(loadgen, ["login", "--protocol", "imap", "--concurrency", "32", "--count",
                                             str(len(users)), "--users", users_files[(system, "imap")]], timeout=120)
                 pids[system] = proxy.pid
             elif system != "direct":
                 process, index = start_relay(system, relays[system], state, work)
                 pids[system] = process.pid
                 for endpoint in RELAY_ENDPOINT_PORT:
-                    users_files[(system, endpoint)] = bench.users_file(
+                    users_files[(system, endpoint)] = benchlib.users_file(
                         work, "%s-%s" % (system, endpoint), users,
                         lambda user, store, e=endpoint, s=system: relay_address(s, index[store], e))
         for round_ in range(1, options.rounds + 1):
@@ -190,18 +181,18 @@ def main():
                                   options.seconds)
                     row.update({"round": round_, "scenario": name, "system": system})
                     report["runs"].append(row)
-                    moves.say("round %d %s %s: %s" % (round_, name, system,
+                    say("round %d %s %s: %s" % (round_, name, system,
                                                       {k: v for k, v in row.items() if k not in ("round", "scenario", "system")}))
         for name, _, kind, _ in scenarios(options.seconds):
             report["summary"][name] = {}
             for system in systems:
                 rows = [r for r in report["runs"] if r["scenario"] == name and r["system"] == system]
-                entry = {key: moves.spread([r.get(key) for r in rows]) for _, key, _ in FIGURES[kind]}
+                entry = {key: spread([r.get(key) for r in rows]) for _, key, _ in FIGURES[kind]}
                 entry["errors"] = sum(r["errors"] for r in rows)
                 report["summary"][name][system] = entry
                 if entry["errors"]:
                     report["errors"].append("%s on %s: %d errors" % (name, system, entry["errors"]))
-    return moves.write_report(options.out, "relays", report, markdown(report))
+    return benchlib.write_report(options.out, "relays", report, markdown(report))
 
 
 if __name__ == "__main__":

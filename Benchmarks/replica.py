@@ -24,22 +24,19 @@ import re
 import sys
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "Benchmarks"))
-sys.path.insert(0, os.path.join(REPO, "scripts"))
-import bench  # noqa: E402  (the lab)
-import moves  # noqa: E402  (a fresh mailswitch with settings, its log, teardown)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib  # noqa: E402  (the lab, a fresh mailswitch with settings, its log, teardown)
 import peers  # noqa: E402
-from lab import wait_until  # noqa: E402
+from benchlib import LISTEN, REPO, WARM, BenchError, cpu, say, spread  # noqa: E402
+from lab import wait_until  # noqa: E402  (scripts/lab.py)
 
 REPLICA_RE = re.compile(r"directory replica: (\d+) entries")
-SETTINGS = {"cache_ttl": '"60s"', "negative_cache_ttl": '"10s"', "change_feed": "sync",
-            "filter": '"(uid=%u)"'}   # the replica needs an equality filter; both runs use it
+SETTINGS = dict(WARM, filter='"(uid=%u)"')   # the replica needs an equality filter; both runs use it
 DOWN_LOGINS = 20
 
 
 def rss_kib(pid):
-    return moves.proc_status(pid).get("VmRSS_kib")
+    return benchlib.proc_status(pid).get("VmRSS_kib")
 
 
 def settle(pid, seconds=1.0):
@@ -50,25 +47,25 @@ def settle(pid, seconds=1.0):
 
 def one_round(options, binary, state, work, round_):
     row = {"round": round_}
-    plain = moves.Mailswitch(binary, state, work, "plain r%d" % round_, dict(SETTINGS, replica="false"))
+    plain = benchlib.Mailswitch(binary, state, work, "plain r%d" % round_, dict(SETTINGS, replica="false"))
     try:
         row["plain_feed_sync_s"] = plain.wait_feed(timeout=options.sync_timeout)
         row["plain_rss_kib"] = settle(plain.pid)
     finally:
         plain.stop()
     started = time.monotonic()
-    replica = moves.Mailswitch(binary, state, work, "replica r%d" % round_, dict(SETTINGS, replica="true"))
+    replica = benchlib.Mailswitch(binary, state, work, "replica r%d" % round_, dict(SETTINGS, replica="true"))
     try:
         def built():
             replica.log.read()
             return replica.process.poll() is not None or REPLICA_RE.search(replica.log.text)
         if not wait_until(built, options.sync_timeout, 0.05) or replica.process.poll() is not None:
-            raise moves.BenchError("no 'directory replica' line within %.0f s:\n%s"
+            raise BenchError("no 'directory replica' line within %.0f s:\n%s"
                                    % (options.sync_timeout, peers.tail(replica.log_path)))
         row["replica_ready_s"] = round(time.monotonic() - started, 2)
         row["entries"] = int(REPLICA_RE.search(replica.log.text).group(1))
         row["replica_rss_kib"] = settle(replica.pid)
-        row["replica_cpu_s"] = round(moves.cpu(replica.pid), 2)
+        row["replica_cpu_s"] = round(cpu(replica.pid), 2)
         if round_ == 1:
             row["ldap_down"] = logins_with_ldap_down(options, state, work)
     finally:
@@ -79,15 +76,15 @@ def one_round(options, binary, state, work, round_):
 
 def logins_with_ldap_down(options, state, work):
     """slapd stopped: users never looked up before still log in (from the replica)."""
-    bench.lab(["stop-slapd"], options.lab_dir)
+    benchlib.lab(["stop-slapd"], options.lab_dir)
     try:
         users = peers.bench_users(state)[-DOWN_LOGINS:]
-        path = bench.users_file(work, "ldap-down", users, lambda user, store: moves.LISTEN["imap"])
-        result = bench.run_loadgen(options.loadgen, ["login", "--protocol", "imap", "--concurrency", "4",
+        path = benchlib.users_file(work, "ldap-down", users, lambda user, store: LISTEN["imap"])
+        result = benchlib.run_loadgen(options.loadgen, ["login", "--protocol", "imap", "--concurrency", "4",
                                                      "--count", str(len(users)), "--users", path], timeout=60)
-        return {"users": len(users), "ok": result.get("ok"), "errors": bench.errors_of(result)}
+        return {"users": len(users), "ok": result.get("ok"), "errors": benchlib.errors_of(result)}
     finally:
-        bench.lab(["start-slapd"], options.lab_dir)
+        benchlib.lab(["start-slapd"], options.lab_dir)
 
 
 def markdown(report):
@@ -122,35 +119,32 @@ def main():
     parser.add_argument("--sync-timeout", type=float, default=300)
     parser.add_argument("--timeout", type=float, default=1800)
     options = parser.parse_args()
-    if os.geteuid() != 0:
-        sys.exit("replica.py: run as root (scripts/lab.py needs it)")
-    binary = os.path.abspath(os.environ.get("MAILSWITCH_BINARY") or moves.DEFAULT_BINARY)
-    bench.USERS = options.users
-    work, report = moves.begin_run("replica", options.timeout)
+    benchlib.require_root("replica.py")
+    binary = benchlib.mailswitch_binary()
+    benchlib.USERS = options.users
+    work, report = benchlib.begin_run("replica", options.timeout)
     options.lab_dir = os.path.join(work, "lab")
     report.update({"users": options.users, "rounds": options.rounds, "rounds_data": []})
-    with moves.running(report, work, options.lab_dir, (KeyError,)) as run:
-        moves.say("lab with %d users (slapadd)" % options.users)
-        run.lab_up = True
+    with benchlib.running(report, work, options.lab_dir, (KeyError,)) as run:
+        say("lab with %d users (slapadd)" % options.users)
         started = time.monotonic()
-        bench.lab(["up"], options.lab_dir)
+        state = benchlib.lab_up(run, options.lab_dir)
         report["lab_up_s"] = round(time.monotonic() - started, 1)
-        state = peers.load_lab(options.lab_dir)
-        options.loadgen = bench.build_loadgen(work)
+        options.loadgen = benchlib.build_loadgen(work)
         for round_ in range(1, options.rounds + 1):
-            moves.say("round %d/%d" % (round_, options.rounds))
+            say("round %d/%d" % (round_, options.rounds))
             row = one_round(options, binary, state, work, round_)
-            moves.say("  %s" % row)
+            say("  %s" % row)
             report["rounds_data"].append(row)
         rows = report["rounds_data"]
         report["summary"] = {
-            "replica_ready_s": moves.spread([r["replica_ready_s"] for r in rows]),
-            "replica_cpu_s": moves.spread([r["replica_cpu_s"] for r in rows]),
-            "plain_rss_mib": moves.spread([r["plain_rss_kib"] / 1024 for r in rows]),
-            "replica_rss_mib": moves.spread([r["replica_rss_kib"] / 1024 for r in rows]),
-            "bytes_per_entry": moves.spread([r["bytes_per_entry"] for r in rows]),
+            "replica_ready_s": spread([r["replica_ready_s"] for r in rows]),
+            "replica_cpu_s": spread([r["replica_cpu_s"] for r in rows]),
+            "plain_rss_mib": spread([r["plain_rss_kib"] / 1024 for r in rows]),
+            "replica_rss_mib": spread([r["replica_rss_kib"] / 1024 for r in rows]),
+            "bytes_per_entry": spread([r["bytes_per_entry"] for r in rows]),
         }
-    return moves.write_report(options.out, "replica", report, markdown(report))
+    return benchlib.write_report(options.out, "replica", report, markdown(report))
 
 
 if __name__ == "__main__":

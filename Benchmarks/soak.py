@@ -18,31 +18,27 @@ import subprocess
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
-sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.join(REPO, "scripts"))
-import bench  # noqa: E402
-import moves  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib  # noqa: E402  (Benchmarks/benchlib.py: the lab, mailswitch, the login windows, the run)
 import peers  # noqa: E402
-import profile  # noqa: E402  (Benchmarks/profile.py: the login windows and their figures)
+from benchlib import REPO, WARM, BenchError, say  # noqa: E402
 
 
 def cycle(options, label, binary, state, work, number, users, via, record):
-    proxy = moves.Mailswitch(binary, state, work, "%s %d" % (label, number), profile.WARM)
+    proxy = benchlib.Mailswitch(binary, state, work, "%s %d" % (label, number), WARM)
     phase = "start"
     try:
         proxy.wait_feed()
         phase = "warm pass"
-        bench.run_loadgen(options.loadgen, ["login", "--protocol", "imap", "--concurrency", "32",
+        benchlib.run_loadgen(options.loadgen, ["login", "--protocol", "imap", "--concurrency", "32",
                                             "--count", str(len(users)), "--users", via], timeout=120)
         for concurrency in (1, 32):
             phase = "c%d window" % concurrency
-            row = profile.measure(options, binary, proxy, via, concurrency)
+            row = benchlib.login_window(options, binary, proxy, via, concurrency)
             record["windows"] += 1
             record["logins"] += row["logins"]
             record["errors"] += row["errors"]
-    except (moves.BenchError, bench.BenchError, subprocess.SubprocessError) as error:
+    except (BenchError, subprocess.SubprocessError) as error:
         record["faults"].append({"cycle": number, "phase": phase, "what": str(error)[:1500]})
     finally:
         died, status = proxy.stop()
@@ -50,7 +46,7 @@ def cycle(options, label, binary, state, work, number, users, via, record):
         if died or status not in (0, -signal.SIGTERM):
             record["deaths"].append({"cycle": number, "phase": phase, "status": status,
                                      "log": peers.tail(proxy.log_path)[-1500:]})
-            moves.say("%s cycle %d: mailswitch died in the %s (status %s)" % (label, number, phase, status))
+            say("%s cycle %d: mailswitch died in the %s (status %s)" % (label, number, phase, status))
 
 
 def markdown(report):
@@ -76,30 +72,29 @@ def main():
     parser.add_argument("--baseline-binary")
     parser.add_argument("--out", default=os.path.join(REPO, "results"))
     options = parser.parse_args()
-    if os.geteuid() != 0:
-        sys.exit("soak.py: run as root (scripts/lab.py needs it)")
-    binary = os.path.abspath(os.environ.get("MAILSWITCH_BINARY") or moves.DEFAULT_BINARY)
+    benchlib.require_root("soak.py")
+    binary = benchlib.mailswitch_binary()
     builds = [("this", binary)] + ([("baseline", os.path.abspath(options.baseline_binary))]
                                    if options.baseline_binary else [])
-    work, report = moves.begin_run("soak", options.minutes * 60 + 600)
+    work, report = benchlib.begin_run("soak", options.minutes * 60 + 600)
     lab_dir = os.path.join(work, "lab")
     report.update({"seconds": options.seconds,
                    "builds": {label: {"cycles": 0, "windows": 0, "logins": 0, "errors": 0, "deaths": [], "faults": []}
                               for label, _ in builds}})
-    with moves.running(report, work, lab_dir) as run:
-        state, options.loadgen, users, via = moves.login_lab(run, lab_dir, work)
+    with benchlib.running(report, work, lab_dir) as run:
+        state, options.loadgen, users, via = benchlib.login_lab(run, lab_dir, work)
         end = time.monotonic() + options.minutes * 60
         number = 0
         while time.monotonic() < end:
             number += 1
             for label, path in builds:
                 cycle(options, label, path, state, work, number, users, via, report["builds"][label])
-            moves.say("cycle %d: %s" % (number, ", ".join("%s %d deaths" % (label, len(r["deaths"]))
+            say("cycle %d: %s" % (number, ", ".join("%s %d deaths" % (label, len(r["deaths"]))
                                                           for label, r in report["builds"].items())))
         for label, r in report["builds"].items():
             if r["deaths"]:
                 report["errors"].append("%s: mailswitch died %d times in %d cycles" % (label, len(r["deaths"]), r["cycles"]))
-    return moves.write_report(options.out, "soak", report, markdown(report))
+    return benchlib.write_report(options.out, "soak", report, markdown(report))
 
 
 if __name__ == "__main__":
