@@ -76,8 +76,9 @@ def sayer(tag, clock=True):
     return say
 
 
-# The scripts that share the lab's run (begin_run) have always said "[moves ...]".
-say = sayer("moves")
+# Progress lines carry the running script's name ("[profile 12:00:01] ..."), whichever
+# script imports this.
+say = sayer(os.path.splitext(os.path.basename(sys.argv[0]))[0].replace("_", "-") or "bench")
 
 
 # ---------------------------------------------------------------------------------------------
