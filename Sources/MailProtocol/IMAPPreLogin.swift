@@ -4,22 +4,7 @@
 /// A pure value: bytes in, actions out. Once the backend accepts the login the proxy stops
 /// parsing; whatever the client pipelined after its login command is handed back untouched.
 public struct IMAPPreLogin: Sendable {
-    public struct Configuration: Sendable, Equatable {
-        public var greetingText: String
-        /// The listener offers STARTTLS (tls: starttls) and the connection is not yet encrypted.
-        public var offersStartTLS: Bool
-        /// LOGIN/AUTHENTICATE allowed before TLS (false gives LOGINDISABLED, RFC 9051 §6.2.3).
-        public var allowsPlaintextLogin: Bool
-        public var limits: ProtocolLimits
-
-        public init(greetingText: String = "mailswitch ready.", offersStartTLS: Bool = false,
-                    allowsPlaintextLogin: Bool = true, limits: ProtocolLimits = ProtocolLimits()) {
-            self.greetingText = greetingText
-            self.offersStartTLS = offersStartTLS
-            self.allowsPlaintextLogin = allowsPlaintextLogin
-            self.limits = limits
-        }
-    }
+    public typealias Configuration = PreLoginConfiguration
 
     private enum Phase: Sendable, Equatable {
         case commands

@@ -15,6 +15,25 @@ public protocol PreLoginMachine: Sendable {
     var limitReached: ProtocolLimit? { get }
 }
 
+/// How a listener runs its client-facing machine, whatever the protocol.
+public struct PreLoginConfiguration: Sendable, Equatable {
+    public var greetingText: String
+    /// The listener offers STARTTLS (STLS) and the connection is not yet encrypted.
+    public var offersStartTLS: Bool
+    /// A login allowed before TLS (false gives IMAP's LOGINDISABLED, RFC 9051 §6.2.3, and
+    /// POP3 without USER and SASL in CAPA).
+    public var allowsPlaintextLogin: Bool
+    public var limits: ProtocolLimits
+
+    public init(greetingText: String = "mailswitch ready.", offersStartTLS: Bool = false,
+                allowsPlaintextLogin: Bool = true, limits: ProtocolLimits = ProtocolLimits()) {
+        self.greetingText = greetingText
+        self.offersStartTLS = offersStartTLS
+        self.allowsPlaintextLogin = allowsPlaintextLogin
+        self.limits = limits
+    }
+}
+
 /// What the driver needs from a backend-facing login state machine.
 public protocol BackendLoginMachine: Sendable {
     mutating func receive<C: Collection>(_ bytes: C) -> [BackendAction] where C.Element == UInt8

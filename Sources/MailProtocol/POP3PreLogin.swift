@@ -2,20 +2,7 @@
 /// RFC 5034 AUTH, RFC 2595 STLS): greeting, CAPA, USER/PASS, AUTH PLAIN/LOGIN, STLS, QUIT.
 /// A pure value like `IMAPPreLogin`, with the same contract.
 public struct POP3PreLogin: Sendable {
-    public struct Configuration: Sendable, Equatable {
-        public var greetingText: String
-        public var offersStartTLS: Bool
-        public var allowsPlaintextLogin: Bool
-        public var limits: ProtocolLimits
-
-        public init(greetingText: String = "mailswitch ready.", offersStartTLS: Bool = false,
-                    allowsPlaintextLogin: Bool = true, limits: ProtocolLimits = ProtocolLimits()) {
-            self.greetingText = greetingText
-            self.offersStartTLS = offersStartTLS
-            self.allowsPlaintextLogin = allowsPlaintextLogin
-            self.limits = limits
-        }
-    }
+    public typealias Configuration = PreLoginConfiguration
 
     private enum Phase: Sendable, Equatable {
         case commands

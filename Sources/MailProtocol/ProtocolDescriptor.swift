@@ -4,22 +4,6 @@
 /// switches on the protocol, so a new protocol is one more descriptor plus its pure machines
 /// (nginx's mail module is built the same way: one `ngx_mail_protocol_t` per protocol).
 public struct ProtocolDescriptor: Sendable {
-    /// How a listener runs the client-facing machine.
-    public struct PreLoginSettings: Sendable, Equatable {
-        public var offersStartTLS: Bool
-        public var allowsPlaintextLogin: Bool
-        public var limits: ProtocolLimits
-        /// The connection is already TLS (an implicit-TLS listener).
-        public var secure: Bool
-
-        public init(offersStartTLS: Bool, allowsPlaintextLogin: Bool, limits: ProtocolLimits, secure: Bool) {
-            self.offersStartTLS = offersStartTLS
-            self.allowsPlaintextLogin = allowsPlaintextLogin
-            self.limits = limits
-            self.secure = secure
-        }
-    }
-
     /// What the store-facing machine replays.
     public struct BackendLoginSettings: Sendable, Equatable {
         public var credentials: Credentials
@@ -44,7 +28,8 @@ public struct ProtocolDescriptor: Sendable {
     public let implicitTLSPort: Int
     /// The protocol's ALPN identifier (RFC 7301's registry), offered to clients.
     public let alpn: String
-    public let makePreLogin: @Sendable (PreLoginSettings) -> any PreLoginMachine
+    /// The client-facing machine; `secure`: the connection is already TLS (implicit TLS).
+    public let makePreLogin: @Sendable (PreLoginConfiguration, _ secure: Bool) -> any PreLoginMachine
     public let makeBackendLogin: @Sendable (BackendLoginSettings) -> any BackendLoginMachine
     /// The command filter of a read-only session; refused commands are answered with the text.
     public let makeReadOnlyFilter: @Sendable (_ message: String, ProtocolLimits) -> any ReadOnlySessionFilter
@@ -56,7 +41,7 @@ public struct ProtocolDescriptor: Sendable {
     public let relayGoodbye: (@Sendable (_ text: String) -> [UInt8])?
 
     public init(name: String, standardPort: Int, implicitTLSPort: Int, alpn: String,
-                makePreLogin: @escaping @Sendable (PreLoginSettings) -> any PreLoginMachine,
+                makePreLogin: @escaping @Sendable (PreLoginConfiguration, Bool) -> any PreLoginMachine,
                 makeBackendLogin: @escaping @Sendable (BackendLoginSettings) -> any BackendLoginMachine,
                 makeReadOnlyFilter: @escaping @Sendable (String, ProtocolLimits) -> any ReadOnlySessionFilter,
                 makeResponseFraming: (@Sendable () -> any ResponseFraming)?,
@@ -77,12 +62,7 @@ extension ProtocolDescriptor {
     /// IMAP4rev1/rev2 (RFC 3501, RFC 9051).
     public static let imap = ProtocolDescriptor(
         name: "imap", standardPort: 143, implicitTLSPort: 993, alpn: "imap",
-        makePreLogin: { settings in
-            IMAPPreLogin(configuration: .init(offersStartTLS: settings.offersStartTLS,
-                                              allowsPlaintextLogin: settings.allowsPlaintextLogin,
-                                              limits: settings.limits),
-                         secure: settings.secure)
-        },
+        makePreLogin: { configuration, secure in IMAPPreLogin(configuration: configuration, secure: secure) },
         makeBackendLogin: { settings in
             IMAPBackendLogin(credentials: settings.credentials, client: settings.client,
                              tls: settings.startTLS ? .startTLS : .none, limits: settings.limits)
@@ -95,12 +75,7 @@ extension ProtocolDescriptor {
     /// POP3 (RFC 1939, RFC 2449, RFC 5034).
     public static let pop3 = ProtocolDescriptor(
         name: "pop3", standardPort: 110, implicitTLSPort: 995, alpn: "pop3",
-        makePreLogin: { settings in
-            POP3PreLogin(configuration: .init(offersStartTLS: settings.offersStartTLS,
-                                              allowsPlaintextLogin: settings.allowsPlaintextLogin,
-                                              limits: settings.limits),
-                         secure: settings.secure)
-        },
+        makePreLogin: { configuration, secure in POP3PreLogin(configuration: configuration, secure: secure) },
         makeBackendLogin: { settings in
             POP3BackendLogin(credentials: settings.credentials, client: settings.client,
                              tls: settings.startTLS ? .startTLS : .none, limits: settings.limits)

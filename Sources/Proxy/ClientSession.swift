@@ -31,9 +31,6 @@ final class ClientSession: SessionControl, @unchecked Sendable {
     private var front: ClientFront?
     /// From the login command to the verdict.
     private var attempt: LoginAttempt?
-    /// Which login of this connection a directory answer belongs to: a login refused while its
-    /// lookup was out (a kick) must not have that answer applied to the client's next login.
-    private var loginGeneration = 0
     private var loginTimer: LoopTimer?
     private var refusalTimer: LoopTimer?
     /// Once the store accepted the login.
@@ -56,19 +53,14 @@ final class ClientSession: SessionControl, @unchecked Sendable {
         self.context = context
         fields = SessionLog(client: "\(peer)")
         let limits = context.configuration.limits.protocolLimits
-        let machine = listener.service.descriptor.makePreLogin(.init(
-            offersStartTLS: listener.tls == .starttls, allowsPlaintextLogin: !listener.requireTLS, limits: limits,
-            secure: listener.tls == .implicit))
+        let machine = listener.service.descriptor.makePreLogin(
+            .init(offersStartTLS: listener.tls == .starttls, allowsPlaintextLogin: !listener.requireTLS, limits: limits),
+            listener.tls == .implicit)
         front = ClientFront(connection: client, peer: peer, machine: machine, tls: context.tls.servers[listener.service],
                             backlogLimit: limits.lineLength * 2, events: self)
     }
 
     private var descriptor: ProtocolDescriptor { listener.service.descriptor }
-
-    private var gate: LoginGate {
-        LoginGate(routing: context.configuration.routing, maxSessionsPerUser: context.configuration.limits.maxSessionsPerUser,
-                  service: listener.service)
-    }
 
     /// Per-address limits and failure counters count the client by this.
     private var limitKey: String { NetworkPrefix.limitKey(for: front?.address ?? "") }
@@ -119,74 +111,25 @@ final class ClientSession: SessionControl, @unchecked Sendable {
     // MARK: - Login: the gate's verdicts
 
     func clientAsksLogin(_ request: LoginRequest) {
+        guard let front else { return }
         phase = .loggingIn
-        loginGeneration += 1
-        books.releaseStoreSlot(context)   // never two at once
-        let now = Router.now()
-        let attempt = LoginAttempt(request: request, startedAt: now, hopsLeft: LoginGate.hopsLeft(after: request.proxyTTL) ?? 0)
+        let attempt = LoginAttempt(request: request, startedAt: Router.now(), loop: loop, context: context,
+                                   service: listener.service, client: (front, id), events: self)
         self.attempt = attempt
         fields.user = LogText.escaped(attempt.user)
-        context.registry.update(id) { $0.user = attempt.user; $0.phase = .loggingIn }
-        follow(gate.begin(request, address: limitKey, now: now, ledger: context))
-    }
-
-    private func follow(_ verdict: LoginVerdict) {
-        switch verdict {
-        case .refuse(let refusal): refuse(refusal)
-        case .lookUp: lookUp()
-        case .admit(let route): admitted(route)
-        }
-    }
-
-    private func lookUp() {
-        guard let user = attempt?.user else { return }
-        // A cached route answers here and now, on this loop; a miss comes back through onLoop.
-        let generation = loginGeneration
-        if let answer = context.router.route(user, completion: { [self] answer in
-            onLoop { session in if session.loginGeneration == generation { session.routed(answer) } }
-        }) {
-            routed(answer)
-        }
-    }
-
-    private func routed(_ answer: RouteAnswer) {
-        guard phase == .loggingIn, let attempt else { return }
-        let verdict = gate.routed(answer, user: attempt.user, now: Router.now(), ledger: context)
-        if case .admit(let route) = verdict, route.readOnlyMessage == nil, case .stale(let age) = answer.source {
-            log(.notice, "directory unavailable: using a cached route \(Int(age))s old")
-        }
-        follow(verdict)
-    }
-
-    private func admitted(_ route: LoginRoute) {
-        guard let attempt, let front else { return }
-        if route.holdsStoreSlot { books.holdStoreSlot(route.backend.name) }
-        context.registry.update(id) { $0.target = route.target; $0.dn = route.dn }
-        log(route.readOnlyMessage == nil ? .debug : .info, "route: \(route.why)")
-        attempt.route = route
-        let client = StoreLeg.Client(address: front.address, port: front.port, connectedTo: front.connectedTo,
-                                     socket: self.client.fd, sessionID: id, hopsLeft: attempt.hopsLeft)
-        let store = StoreLeg(loop: loop, context: context, descriptor: descriptor, route: route,
-                             credentials: attempt.request.credentials, client: client, events: self)
-        attempt.store = store
-        store.start()
+        books.loginBegan(id, user: attempt.user, context)
+        attempt.start(address: limitKey)
     }
 
     /// Refuses the login: at once, or `auth_failure_delay` after the login command arrived.
     private func refuse(_ refusal: LoginRefusal) {
         guard phase == .loggingIn else { return }
-        ProxyMetrics.login(.init(refusal))
-        if let limit = refusal.limit { ProxyMetrics.limitReached(.init(limit)) }
         log(.notice, "login refused: \(refusal.reason)", metadata: ["method": "\(attempt?.request.method ?? "?")"])
-        attempt?.store?.cancel()
-        books.releaseStoreSlot(context)
-        if refusal.countsAsFailedLogin, let user = attempt?.user {
-            context.admission.loginFailed(address: limitKey, user: user, now: Router.now())
-        }
+        attempt?.cancel()
+        books.loginRefused(refusal, id, user: attempt?.user, address: limitKey, now: Router.now(), context)
         let loginStartedAt = attempt?.startedAt ?? Router.now()
         attempt = nil
         fields.user = nil
-        books.loginEnded(id, context)
         guard let wait = refusal.answerDelay(loginStartedAt: loginStartedAt, now: Router.now(),
                                              authFailureDelay: context.configuration.limits.authFailureDelaySeconds) else {
             return answerRefusal(refusal.failure)
@@ -213,9 +156,7 @@ final class ClientSession: SessionControl, @unchecked Sendable {
         let readOnly = attempt.route?.readOnlyMessage
         log(.info, "login ok", metadata: SessionLog.loginOK(route, method: attempt.request.method,
                                                           storeTLS: accepted.backendTLS?.summary, readOnly: readOnly != nil))
-        context.admission.loginSucceeded(address: limitKey, user: attempt.user, now: Router.now())
-        books.metrics.loggedIn(backend: route.backend)
-        context.registry.update(id) { $0.phase = .relaying }
+        books.loginAccepted(id, user: attempt.user, address: limitKey, backend: route.backend, now: Router.now(), context)
         // What only the login needed goes now, not at the end of a session that may last days.
         self.attempt = nil
         front.handOver()
@@ -293,7 +234,7 @@ final class ClientSession: SessionControl, @unchecked Sendable {
             relayed.relay.stop()   // closes both legs and calls relayEnded
             return
         }
-        attempt?.store?.cancel()
+        attempt?.cancel()
         client.close()
         finish()
     }
@@ -356,20 +297,13 @@ extension ClientSession: ClientFrontEvents {
     }
 }
 
-extension ClientSession: StoreLegEvents {
-    func storeConnected(backend: String, host: String) {
+extension ClientSession: LoginAttemptEvents {
+    func loginConnected(backend: String, host: String) {
         route = (backend, host)
         context.registry.update(id) { $0.backend = backend; $0.backendHost = host }
     }
 
-    func storeAnswered(_ outcome: StoreLeg.Outcome) {
-        switch outcome {
-        case .refused(let refusal): refuse(refusal)
-        case .accepted(let accepted): self.accepted(accepted)
-        }
-    }
-
-    func storeWarning(_ message: String) {
-        log(.warning, "\(message)")
-    }
+    func loginRefused(_ refusal: LoginRefusal) { refuse(refusal) }
+    func loginAccepted(_ accepted: StoreLeg.Accepted) { self.accepted(accepted) }
+    func loginNote(_ level: Logger.Level, _ message: String) { log(level, "\(message)") }
 }

@@ -1,26 +1,115 @@
+import EventLoop
+import Logging
 import MailProtocol
 import Routing
 
-/// What one login needs from the client's command to the store's verdict: the credentials,
-/// the route the gate admitted and the store leg. The session drops it when the verdict is
-/// in, either way, so a session relaying for days holds none of it (and no password).
+/// What a login under way tells its session.
+protocol LoginAttemptEvents: AnyObject {
+    func loginConnected(backend: String, host: String)
+    func loginRefused(_ refusal: LoginRefusal)
+    func loginAccepted(_ accepted: StoreLeg.Accepted)
+    func loginNote(_ level: Logger.Level, _ message: String)
+}
+
+/// One login from the client's command to the verdict: the gate's verdicts, the route cache
+/// or the directory in between, and the store leg once admitted. The session makes one per
+/// login command and drops it at the verdict, either way, so a session relaying for days
+/// holds none of it (and no password); an answer that comes back for a cancelled attempt (a
+/// login refused while its lookup was out) finds it cancelled and is dropped.
 ///
-/// Confined to its session's loop, like the session.
-final class LoginAttempt {
+/// `@unchecked Sendable`: confined to its session's loop; the route cache's answer hops there.
+final class LoginAttempt: StoreLegEvents, @unchecked Sendable {
     let request: LoginRequest
     /// When the login command arrived (monotonic seconds): a failure is answered
     /// `auth_failure_delay` after it.
     let startedAt: Double
-    /// Proxy hops the login may still take (`x-proxy-ttl` sent on).
-    let hopsLeft: Int
-    var route: LoginRoute?
-    var store: StoreLeg?
+    /// The route the gate admitted.
+    private(set) var route: LoginRoute?
+    private let loop: EventLoop
+    private let context: ServiceContext
+    private let gate: LoginGate
+    private let descriptor: ProtocolDescriptor
+    private let client: StoreLeg.Client
+    private unowned let events: any LoginAttemptEvents
+    private var store: StoreLeg?
+    private var cancelled = false
 
-    init(request: LoginRequest, startedAt: Double, hopsLeft: Int) {
+    init(request: LoginRequest, startedAt: Double, loop: EventLoop, context: ServiceContext, service: MailService,
+         client: (ClientFront, sessionID: String), events: any LoginAttemptEvents) {
         self.request = request
         self.startedAt = startedAt
-        self.hopsLeft = hopsLeft
+        self.loop = loop
+        self.context = context
+        gate = LoginGate(routing: context.configuration.routing,
+                         maxSessionsPerUser: context.configuration.limits.maxSessionsPerUser, service: service)
+        descriptor = service.descriptor
+        self.client = StoreLeg.Client(client.0, sessionID: client.sessionID,
+                                      hopsLeft: LoginGate.hopsLeft(after: request.proxyTTL) ?? 0)
+        self.events = events
     }
 
     var user: String { request.credentials.mailboxUser }
+
+    /// Asks the gate; `address` is what limits count the client as.
+    func start(address: String) {
+        follow(gate.begin(request, address: address, now: startedAt, ledger: context))
+    }
+
+    /// Stops whatever is under way; nothing is reported after this.
+    func cancel() {
+        cancelled = true
+        store?.cancel()
+        store = nil
+    }
+
+    private func follow(_ verdict: LoginVerdict) {
+        switch verdict {
+        case .refuse(let refusal): events.loginRefused(refusal)
+        case .lookUp: lookUp()
+        case .admit(let route): admitted(route)
+        }
+    }
+
+    private func lookUp() {
+        // A cached route answers here and now, on this loop; a miss comes back on any queue.
+        if let answer = context.router.route(user, completion: { [weak self] answer in
+            guard let self else { return }
+            loop.execute { if !self.cancelled { self.routed(answer) } }
+        }) {
+            routed(answer)
+        }
+    }
+
+    private func routed(_ answer: RouteAnswer) {
+        let verdict = gate.routed(answer, user: user, now: Router.now(), ledger: context)
+        if case .admit(let route) = verdict, route.readOnlyMessage == nil, case .stale(let age) = answer.source {
+            events.loginNote(.notice, "directory unavailable: using a cached route \(Int(age))s old")
+        }
+        follow(verdict)
+    }
+
+    private func admitted(_ route: LoginRoute) {
+        self.route = route
+        events.loginNote(route.readOnlyMessage == nil ? .debug : .info, "route: \(route.why)")
+        let store = StoreLeg(loop: loop, context: context, descriptor: descriptor, route: route,
+                             credentials: request.credentials, client: client, events: self)
+        self.store = store
+        store.start()
+    }
+
+    func storeConnected(backend: String, host: String) {
+        events.loginConnected(backend: backend, host: host)
+    }
+
+    func storeAnswered(_ outcome: StoreLeg.Outcome) {
+        store = nil
+        switch outcome {
+        case .refused(let refusal): events.loginRefused(refusal)
+        case .accepted(let accepted): events.loginAccepted(accepted)
+        }
+    }
+
+    func storeWarning(_ message: String) {
+        events.loginNote(.warning, message)
+    }
 }

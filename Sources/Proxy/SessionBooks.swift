@@ -1,3 +1,4 @@
+import MailProtocol
 import Routing
 
 /// What one session owes the books every session shares: the connection it counts against
@@ -32,11 +33,29 @@ struct SessionBooks {
         context.admission.releaseBackend(named: name)
     }
 
-    /// The login ended without a store: the entry goes back to where it was before it.
-    func loginEnded(_ id: String, _ context: ServiceContext) {
+    mutating func loginBegan(_ id: String, user: String, _ context: ServiceContext) {
+        releaseStoreSlot(context)   // never two at once
+        context.registry.update(id) { $0.user = user; $0.phase = .loggingIn }
+    }
+
+    /// Counts the refusal and gives back what the login took; the registry entry goes back to
+    /// where it was before the login.
+    mutating func loginRefused(_ refusal: LoginRefusal, _ id: String, user: String?, address: String, now: Double,
+                               _ context: ServiceContext) {
+        ProxyMetrics.login(.init(refusal))
+        if let limit = refusal.limit { ProxyMetrics.limitReached(.init(limit)) }
+        releaseStoreSlot(context)
+        if refusal.countsAsFailedLogin, let user { context.admission.loginFailed(address: address, user: user, now: now) }
         context.registry.update(id) {
             $0.phase = .preLogin; $0.user = nil; $0.backend = nil; $0.backendHost = nil; $0.target = nil; $0.dn = nil
         }
+    }
+
+    mutating func loginAccepted(_ id: String, user: String, address: String, backend: String, now: Double,
+                                _ context: ServiceContext) {
+        context.admission.loginSucceeded(address: address, user: user, now: now)
+        metrics.loggedIn(backend: backend)
+        context.registry.update(id) { $0.phase = .relaying }
     }
 
     mutating func close(_ id: String, reason: ProxyMetrics.EndReason, _ context: ServiceContext) {

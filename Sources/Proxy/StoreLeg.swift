@@ -45,6 +45,15 @@ final class StoreLeg: @unchecked Sendable {
         let sessionID: String
         let hopsLeft: Int
 
+        init(_ front: ClientFront, sessionID: String, hopsLeft: Int) {
+            address = front.address
+            port = front.port
+            connectedTo = front.connectedTo
+            socket = front.connection.fd
+            self.sessionID = sessionID
+            self.hopsLeft = hopsLeft
+        }
+
         /// Asked only when the store is to be told (a `getsockname` otherwise saved).
         var local: (host: String, port: Int)? {
             connectedTo ?? Socket.localAddress(of: socket).map { ($0.host, $0.port) }

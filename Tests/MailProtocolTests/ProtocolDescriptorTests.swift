@@ -2,14 +2,13 @@ import MailProtocol
 import XCTest
 
 final class ProtocolDescriptorTests: XCTestCase {
-    private let settings = ProtocolDescriptor.PreLoginSettings(offersStartTLS: true, allowsPlaintextLogin: false,
-                                                               limits: ProtocolLimits(), secure: false)
+    private let settings = PreLoginConfiguration(offersStartTLS: true, allowsPlaintextLogin: false)
 
     func testEachDescriptorMakesItsOwnProtocolsMachines() {
-        let imap = String(decoding: ProtocolDescriptor.imap.makePreLogin(settings).greeting(), as: UTF8.self)
+        let imap = String(decoding: ProtocolDescriptor.imap.makePreLogin(settings, false).greeting(), as: UTF8.self)
         XCTAssertTrue(imap.hasPrefix("* OK [CAPABILITY IMAP4rev1"), imap)
         XCTAssertTrue(imap.contains("STARTTLS") && imap.contains("LOGINDISABLED"), imap)
-        let pop3 = String(decoding: ProtocolDescriptor.pop3.makePreLogin(settings).greeting(), as: UTF8.self)
+        let pop3 = String(decoding: ProtocolDescriptor.pop3.makePreLogin(settings, false).greeting(), as: UTF8.self)
         XCTAssertTrue(pop3.hasPrefix("+OK"), pop3)
     }
 
