@@ -1,5 +1,4 @@
 import Configuration
-import MailProtocol
 import Routing
 import XCTest
 
