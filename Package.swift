@@ -24,39 +24,51 @@ let package = Package(
                        providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CLDAP", pkgConfig: "ldap",
                        providers: [.apt(["libldap2-dev"])]),
-        // The only C we write: thin prefixed wrappers for what Swift cannot import.
-        .target(name: "CMailSwitchShims", dependencies: ["CLDAP", "COpenSSL"]),
+        // The only C we write: thin prefixed wrappers for what Swift cannot import, one target
+        // per system library so that each Swift target sees only the library it uses (the event
+        // loop neither libldap nor OpenSSL).
+        .target(name: "CSystemShims"),
+        .target(name: "CLDAPShims", dependencies: ["CLDAP"]),
+        .target(name: "COpenSSLShims", dependencies: ["COpenSSL"]),
 
         // Pure protocol code: no networking, no Foundation, no clocks.
         .target(name: "MailProtocol", swiftSettings: strict),
         .target(name: "Routing", dependencies: ["MailProtocol"], swiftSettings: strict),
+        // The service's settings and the YAML file they are read from, testable without the
+        // executable. No socket code: an address is checked as the listeners will parse it.
+        .target(name: "Configuration",
+                dependencies: ["Routing", .product(name: "Yams", package: "Yams")],
+                swiftSettings: strict),
 
         // All socket I/O lives here.
-        .target(name: "EventLoop", dependencies: ["CMailSwitchShims"], swiftSettings: strict),
-        .target(name: "TLS", dependencies: ["COpenSSL", "CMailSwitchShims", "EventLoop", "Routing"],
+        .target(name: "EventLoop", dependencies: ["CSystemShims"], swiftSettings: strict),
+        .target(name: "TLS", dependencies: ["COpenSSL", "COpenSSLShims", "EventLoop", "Routing", "Configuration"],
                 swiftSettings: strict),
         .target(name: "Directory",
-                dependencies: ["CLDAP", "CMailSwitchShims", "Routing", "EventLoop",
+                dependencies: ["CLDAP", "CLDAPShims", "Routing", "Configuration", "EventLoop",
                                .product(name: "Metrics", package: "swift-metrics")], swiftSettings: strict),
         .target(name: "Proxy",
-                dependencies: ["MailProtocol", "Routing", "EventLoop", "TLS", "Directory",
+                dependencies: ["MailProtocol", "Routing", "Configuration", "EventLoop", "TLS", "Directory",
                                .product(name: "Logging", package: "swift-log"),
                                .product(name: "Metrics", package: "swift-metrics"),
                                .product(name: "Prometheus", package: "swift-prometheus")],
                 swiftSettings: strict),
         .executableTarget(name: "mailswitch",
-                          dependencies: ["Proxy", "Routing", "Directory", "EventLoop", "TLS",
+                          dependencies: ["Proxy", "Routing", "Configuration", "Directory", "EventLoop", "TLS",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                                         .product(name: "Logging", package: "swift-log"),
-                                         .product(name: "Yams", package: "Yams")],
+                                         .product(name: "Logging", package: "swift-log")],
                           swiftSettings: strict),
 
         .testTarget(name: "MailProtocolTests", dependencies: ["MailProtocol"], swiftSettings: strict),
-        .testTarget(name: "RoutingTests", dependencies: ["Routing", "MailProtocol"], swiftSettings: strict),
-        .testTarget(name: "EventLoopTests", dependencies: ["EventLoop"], swiftSettings: strict),
-        .testTarget(name: "ProxyTests", dependencies: ["Proxy", "Routing", "MailProtocol", "EventLoop"],
+        .testTarget(name: "RoutingTests", dependencies: ["MailProtocol", "Routing"], swiftSettings: strict),
+        .testTarget(name: "ConfigurationTests", dependencies: ["Configuration", "Routing", "MailProtocol"],
                     swiftSettings: strict),
-        .testTarget(name: "ProxyIntegrationTests", dependencies: ["mailswitch"], swiftSettings: strict),
+        .testTarget(name: "EventLoopTests", dependencies: ["EventLoop"], swiftSettings: strict),
+        .testTarget(name: "ProxyTests", dependencies: ["Proxy", "Configuration", "Routing", "MailProtocol", "EventLoop"],
+                    swiftSettings: strict),
+        // The executable is a dependency so that it is built before the tests run it.
+        .testTarget(name: "ProxyIntegrationTests",
+                    dependencies: ["mailswitch", .product(name: "Yams", package: "Yams")], swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The libdispatch hang-up race, measured: how often a bare Dispatch program crashes when the far
 ends of its socket pairs close (EPOLLHUP), with and without mailswitch's epoll_wait
-(Sources/CMailSwitchShims/epoll_hangup.c, which hands a hang-up to libdispatch as "readable and
+(Sources/CSystemShims/epoll_hangup.c, which hands a hang-up to libdispatch as "readable and
 writable"). Rounds interleave the two builds; each run is Benchmarks/hangup_race/race.swift
 for --seconds. A crash of the build with the shim is an error (exit status 1).
 
@@ -25,7 +25,7 @@ sys.path.insert(0, HERE)
 import benchlib  # noqa: E402  (write_report)
 
 SOURCE = os.path.join(HERE, "hangup_race", "race.swift")
-SHIM = os.path.join(ROOT, "Sources", "CMailSwitchShims", "epoll_hangup.c")
+SHIM = os.path.join(ROOT, "Sources", "CSystemShims", "epoll_hangup.c")
 
 
 def build(work):

@@ -29,7 +29,7 @@ from benchlib import LISTEN, REPO, STARTED, WARM, BenchError, say, spread  # noq
 SYSTEMS = ["direct", "mailswitch", "dispatch-relay", "epoll-relay", "epoll-splice-relay"]
 RELAY_BASE_PORT = {"dispatch-relay": 7100, "epoll-relay": 7200, "epoll-splice-relay": 7300}
 RELAY_ENDPOINT_PORT = {"imap": 43, "pop3": 10}           # + 50 for the second store
-SHIM = os.path.join(REPO, "Sources", "CMailSwitchShims", "epoll_hangup.c")
+SHIM = os.path.join(REPO, "Sources", "CSystemShims", "epoll_hangup.c")
 
 
 def scenarios(seconds):

@@ -2,7 +2,7 @@
 // watches the near end (EPOLLHUP), the source cancelled from its handler, the near end
 // closed in the cancel handler. Four serial queues, at most 64 pairs at a time, for the given
 // seconds. Built twice by Benchmarks/hangup_race.py: as is, and with mailswitch's epoll_wait
-// (Sources/CMailSwitchShims/epoll_hangup.c) linked in.
+// (Sources/CSystemShims/epoll_hangup.c) linked in.
 //   race SECONDS        prints "pairs N" and exits 0, unless libdispatch crashes first
 import Dispatch
 import Glibc

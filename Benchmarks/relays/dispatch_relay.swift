@@ -4,7 +4,7 @@
 // LISTEN=BACKEND pair forwards every connection to one backend.
 //   dispatch_relay 127.0.0.1:7143=127.0.0.2:10443 ...
 // Benchmarks/relays.py builds it with mailswitch's epoll_wait shim (the libdispatch hang-up
-// race, Sources/CMailSwitchShims/epoll_hangup.c) and runs it until killed.
+// race, Sources/CSystemShims/epoll_hangup.c) and runs it until killed.
 import Dispatch
 import Glibc
 

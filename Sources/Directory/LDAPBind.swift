@@ -2,7 +2,8 @@
 import Glibc
 #endif
 import CLDAP
-import CMailSwitchShims
+import CLDAPShims
+import Configuration
 import Routing
 
 /// Opens and binds libldap handles, the same way for lookups and for the change feed.

@@ -2,7 +2,8 @@
 import Glibc
 #endif
 import CLDAP
-import CMailSwitchShims
+import CLDAPShims
+import Configuration
 import Dispatch
 import Routing
 import Synchronization

@@ -1,7 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import CMailSwitchShims
+import CSystemShims
 
 /// A kernel pipe used as the splice(2) buffer between two sockets.
 final class Pipe {

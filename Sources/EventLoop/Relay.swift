@@ -1,7 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import CMailSwitchShims
+import CSystemShims
 
 /// The transparent pump between a logged-in client and its backend. Protocol-independent:
 /// after login nothing is parsed. Each direction moves bytes from one socket to the other with

@@ -1,7 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import CMailSwitchShims
+import CSystemShims
 
 /// Thin non-blocking socket calls over a raw descriptor. Ownership of the descriptor is the
 /// caller's (a `Connection` closes it once its sources are cancelled).

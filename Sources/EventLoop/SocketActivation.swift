@@ -1,7 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import CMailSwitchShims
+import CSystemShims
 
 /// Listening sockets passed by the service manager (sd_listen_fds(3)): $LISTEN_FDS descriptors
 /// from 3 on, meant for us when $LISTEN_PID is our pid. Each is matched to a configured

@@ -1,7 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import CMailSwitchShims
+import CSystemShims
 import Dispatch
 
 /// A listening Unix-domain stream socket (the admin socket). Who may connect is decided by

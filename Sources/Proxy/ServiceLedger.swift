@@ -1,3 +1,4 @@
+import Configuration
 import Routing
 
 /// The login gate's view of what every session shares: the failed-login counters and store

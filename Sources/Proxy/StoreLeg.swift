@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Configuration
 import EventLoop
 import MailProtocol
 import Routing

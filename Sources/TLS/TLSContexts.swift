@@ -1,3 +1,4 @@
+import Configuration
 import Routing
 
 /// Every TLS context the service uses, built from the configuration in one go so that a bad

@@ -1,7 +1,8 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import CMailSwitchShims
+import Configuration
+import COpenSSLShims
 import COpenSSL
 import EventLoop
 import Routing

@@ -1,7 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import CMailSwitchShims
+import COpenSSLShims
 import COpenSSL
 import EventLoop
 

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import ArgumentParser
+import Configuration
 import Foundation
 import Proxy
 

@@ -1,3 +1,4 @@
+import Configuration
 import EventLoop
 @testable import Proxy
 import Routing

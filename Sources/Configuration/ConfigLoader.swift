@@ -1,145 +1,62 @@
-import EventLoop
 import Foundation
-import Proxy
 import Routing
 import Yams
 
 /// Reads the YAML configuration into `ServiceConfiguration`, checking every key: an unknown
 /// key, a wrong type or a bad value is reported with its path and line, so a typo never
 /// silently becomes a default.
-struct ConfigLoader {
-    struct Failure: Error, CustomStringConvertible {
-        let description: String
+public struct ConfigLoader {
+    public struct Failure: Error, CustomStringConvertible {
+        public let description: String
     }
 
-    let path: String
+    public let path: String
+
+    public init(path: String) {
+        self.path = path
+    }
 
     /// Only `admin.socket` (or its default): the admin commands need nothing else, and an
-    /// operator allowed on the socket may not be allowed to read the LDAP secret.
-    func adminSocketPath() throws(Failure) -> String {
-        let fallback = AdminConfiguration().socketPath
-        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
-            throw Failure(description: "\(path): cannot read the file")
+    /// operator allowed on the socket may not be allowed to read the LDAP secret. The `admin`
+    /// section is checked as `load()` checks it, so a bad socket path is an error here too.
+    public func adminSocketPath() throws(Failure) -> String {
+        guard let root = try document() else { throw Failure(description: "\(path): the file is empty") }
+        return try located {
+            let top = Value(node: root, path: "")
+            guard let mapping = root.mapping else { throw top.fail("expected a mapping of keys") }
+            guard let admin = mapping["admin"] else { return AdminConfiguration().socketPath }
+            return try parseAdmin(Value(node: admin, path: "admin")).socketPath
         }
-        guard let root = try? Yams.compose(yaml: text) else { throw Failure(description: "\(path): not valid YAML") }
-        return root.mapping?["admin"]?.mapping?["socket"]?.string ?? fallback
     }
 
-    func load() throws(Failure) -> ServiceConfiguration {
+    public func load() throws(Failure) -> ServiceConfiguration {
+        guard let root = try document() else { throw Failure(description: "\(path): the file is empty") }
+        return try located { try parse(Value(node: root, path: "")) }
+    }
+
+    /// The file's YAML tree; nil when it holds no document.
+    private func document() throws(Failure) -> Node? {
         let text: String
         do {
             text = try String(contentsOfFile: path, encoding: .utf8)
         } catch {
             throw Failure(description: "\(path): cannot read the file (\(error.localizedDescription))")
         }
-        let root: Node
         do {
-            guard let node = try Yams.compose(yaml: text) else { throw Failure(description: "\(path): the file is empty") }
-            root = node
-        } catch let failure as Failure {
-            throw failure
+            return try Yams.compose(yaml: text)
         } catch {
             throw Failure(description: "\(path): not valid YAML: \(error)")
         }
+    }
+
+    /// A failure found inside the file, prefixed with the file's path.
+    private func located<T>(_ body: () throws -> T) throws(Failure) -> T {
         do {
-            return try parse(Value(node: root, path: ""))
+            return try body()
         } catch let error as Failure {
             throw Failure(description: "\(path): \(error.description)")
         } catch {
             throw Failure(description: "\(path): \(error)")
-        }
-    }
-
-    /// A node with the key path that leads to it, for messages.
-    struct Value {
-        let node: Node
-        let path: String
-
-        func fail(_ message: String) -> Failure {
-            let line = node.mark.map { " (line \($0.line))" } ?? ""
-            return Failure(description: "\(path.isEmpty ? "top level" : path)\(line): \(message)")
-        }
-
-        /// A key with nothing under it (only comments) is an empty mapping.
-        func mapping(allowed: Set<String>) throws -> [String: Value] {
-            if node.null != nil { return [:] }
-            guard let mapping = node.mapping else { throw fail("expected a mapping of keys") }
-            var result: [String: Value] = [:]
-            for (key, value) in mapping {
-                guard let name = key.string else { throw fail("keys must be strings") }
-                let child = Value(node: value, path: path.isEmpty ? name : "\(path).\(name)")
-                guard allowed.contains(name) else {
-                    throw child.fail("unknown key (known here: \(allowed.sorted().joined(separator: ", ")))")
-                }
-                result[name] = child
-            }
-            return result
-        }
-
-        func entries() throws -> [(String, Value)] {
-            guard let mapping = node.mapping else { throw fail("expected a mapping") }
-            return try mapping.map { key, value in
-                guard let name = key.string else { throw fail("keys must be strings") }
-                return (name, Value(node: value, path: path.isEmpty ? name : "\(path).\(name)"))
-            }
-        }
-
-        func sequence() throws -> [Value] {
-            guard let sequence = node.sequence else { throw fail("expected a list") }
-            return sequence.enumerated().map { Value(node: $1, path: "\(path)[\($0)]") }
-        }
-
-        func string() throws -> String {
-            guard case .scalar(let scalar) = node else { throw fail("expected a string") }
-            return scalar.string
-        }
-
-        func bool() throws -> Bool {
-            guard let value = node.bool else { throw fail("expected true or false") }
-            return value
-        }
-
-        func int(_ range: ClosedRange<Int>) throws -> Int {
-            guard let value = node.int, range.contains(value) else {
-                throw fail("expected a whole number in \(range.lowerBound)...\(range.upperBound)")
-            }
-            return value
-        }
-
-        /// "3s", "500ms", "2m", "1h", or a number of seconds; "0s" only where `zero` allows it.
-        func duration(zero: Bool = false) throws -> Double {
-            let text = try string().trimmingCharacters(in: .whitespaces)
-            let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)]
-            func valid(_ number: Double) -> Bool { number.isFinite && (number > 0 || (zero && number == 0)) }
-            for (suffix, factor) in units where text.hasSuffix(suffix) {
-                if let number = Double(text.dropLast(suffix.count)), valid(number) { return number * factor }
-            }
-            if let number = Double(text), valid(number) { return number }
-            throw fail("expected a \(zero ? "" : "positive ")duration such as \"3s\", \"500ms\" or \"2m\"")
-        }
-
-        /// A positive number (a rate): whole or decimal.
-        func positiveNumber() throws -> Double {
-            guard case .scalar(let scalar) = node, let number = Double(scalar.string), number.isFinite, number > 0 else {
-                throw fail("expected a positive number")
-            }
-            return number
-        }
-
-        func enumeration<E: RawRepresentable & CaseIterable>(_ type: E.Type) throws -> E where E.RawValue == String {
-            let text = try string()
-            guard let value = E(rawValue: text) else {
-                throw fail("\"\(text)\" is not one of \(E.allCases.map(\.rawValue).joined(separator: " | "))")
-            }
-            return value
-        }
-
-        func hostPort(defaultPort: Int?) throws -> HostPort {
-            let text = try string()
-            guard let value = HostPort.parse(text, defaultPort: defaultPort) else {
-                throw fail("\"\(text)\" is not host:port")
-            }
-            return value
         }
     }
 
@@ -203,15 +120,7 @@ struct ConfigLoader {
             if let value = keys["max_disconnect_delay"] { disconnects.maxDelaySeconds = try value.duration() }
         }
 
-        var admin = AdminConfiguration()
-        if let value = top["admin"] {
-            let keys = try value.mapping(allowed: ["socket", "state_file"])
-            let socket = try keys["socket"]?.string() ?? admin.socketPath
-            guard socket.hasPrefix("/"), socket.utf8.count < 108 else {
-                throw (keys["socket"] ?? value).fail("expected an absolute path shorter than 108 bytes")
-            }
-            admin = AdminConfiguration(socketPath: socket, stateFile: try keys["state_file"]?.string())
-        }
+        let admin = try top["admin"].map(parseAdmin) ?? AdminConfiguration()
 
         let listenerValues = try listenersValue.sequence()
         let listeners = try listenerValues.map(parseListener)
@@ -282,11 +191,13 @@ struct ConfigLoader {
     private func parseMetrics(_ value: Value) throws -> HostPort {
         let keys = try value.mapping(allowed: ["address"])
         guard let addressValue = keys["address"] else { throw value.fail("missing key: address") }
-        let address = try addressValue.hostPort(defaultPort: nil)
-        guard SocketAddress(numericHost: address.host, port: address.port) != nil else {
-            throw addressValue.fail("must be a numeric IP address and a port, such as \"127.0.0.1:9143\"")
-        }
-        return address
+        return try addressValue.bindAddress(examples: "\"127.0.0.1:9143\"")
+    }
+
+    private func parseAdmin(_ value: Value) throws -> AdminConfiguration {
+        let keys = try value.mapping(allowed: ["socket", "state_file"])
+        return AdminConfiguration(socketPath: try keys["socket"]?.socketPath() ?? AdminConfiguration().socketPath,
+                                  stateFile: try keys["state_file"]?.filePath())
     }
 
     private func parseListener(_ value: Value) throws -> ListenerConfiguration {
@@ -294,10 +205,7 @@ struct ConfigLoader {
         guard let serviceValue = keys["protocol"] else { throw value.fail("missing key: protocol") }
         guard let addressValue = keys["address"] else { throw value.fail("missing key: address") }
         let service = try serviceValue.enumeration(MailService.self)
-        let address = try addressValue.hostPort(defaultPort: nil)
-        guard SocketAddress(numericHost: address.host, port: address.port) != nil else {
-            throw addressValue.fail("must be a numeric IP address and a port, such as \"0.0.0.0:143\" or \"[::]:143\"")
-        }
+        let address = try addressValue.bindAddress(examples: "\"0.0.0.0:143\" or \"[::]:143\"")
         let tls = try keys["tls"]?.enumeration(ListenerTLS.self) ?? ListenerTLS.none
         let loopback = address.host.hasPrefix("127.") || address.host == "::1"
         let requireTLS = try keys["require_tls"]?.bool() ?? (tls == .starttls && !loopback)
@@ -314,7 +222,7 @@ struct ConfigLoader {
         let certificates = try list.sequence().map { item in
             let pair = try item.mapping(allowed: ["cert", "key"])
             guard let cert = pair["cert"], let key = pair["key"] else { throw item.fail("needs cert and key") }
-            return CertificateFiles(certificate: try cert.string(), key: try key.string(), origin: item.path)
+            return CertificateFiles(certificate: try cert.filePath(), key: try key.filePath(), origin: item.path)
         }
         guard !certificates.isEmpty else { throw list.fail("at least one certificate is needed") }
         let minVersion = try keys["min_version"]?.enumeration(TLSVersion.self) ?? .v1_2
@@ -332,7 +240,7 @@ struct ConfigLoader {
         let pop3Hosts = try keys["pop3_hosts"]?.sequence().map { try $0.hostPort(defaultPort: port(.pop3)) } ?? []
         guard !imapHosts.isEmpty || !pop3Hosts.isEmpty else { throw value.fail("needs hosts, pop3_hosts or both") }
         var settings = BackendTLSConfiguration()
-        settings.caFile = try keys["ca_file"]?.string()
+        settings.caFile = try keys["ca_file"]?.filePath()
         settings.serverName = try keys["server_name"]?.string()
         settings.verify = try keys["verify"]?.bool() ?? true
         settings.minVersion = try keys["min_version"]?.enumeration(TLSVersion.self) ?? .v1_2
@@ -340,7 +248,7 @@ struct ConfigLoader {
         case (nil, nil):
             break
         case (let cert?, let key?):
-            settings.clientCertificate = CertificateFiles(certificate: try cert.string(), key: try key.string(),
+            settings.clientCertificate = CertificateFiles(certificate: try cert.filePath(), key: try key.filePath(),
                                                           origin: value.path + ".client_cert")
         case (let one?, nil), (nil, let one?):
             throw one.fail("client_cert and client_key go together")
@@ -382,13 +290,13 @@ struct ConfigLoader {
         let bindDN = try keys["bind_dn"]?.string()
         var bindPassword: String?
         if let passwordValue = keys["bind_password_file"] {
-            let file = try passwordValue.string()
+            let file = try passwordValue.filePath()
             guard let contents = try? String(contentsOfFile: file, encoding: .utf8) else {
                 throw passwordValue.fail("cannot read \(file)")
             }
-            // A trailing newline is an editor's, not the password's.
-            bindPassword = contents.hasSuffix("\r\n") ? String(contents.dropLast(2))
-                : contents.hasSuffix("\n") ? String(contents.dropLast()) : contents
+            // A trailing newline is an editor's, not the password's. "\r\n" is one Character:
+            // dropping two would take the password's last one with it.
+            bindPassword = contents.hasSuffix("\r\n") || contents.hasSuffix("\n") ? String(contents.dropLast()) : contents
         }
         if bindDN != nil && bindPassword == nil { throw value.fail("bind_dn needs bind_password_file") }
         let filterValue = try required("filter")

@@ -1,0 +1,43 @@
+public struct Backend: Sendable, Equatable {
+    public var name: String
+    public var imapHosts: [HostPort]
+    public var pop3Hosts: [HostPort]
+    public var tls: BackendTLS
+    public var tlsSettings: BackendTLSConfiguration
+    /// How the store learns who the real client is.
+    public var forwardClient: ForwardClient
+    /// Sessions open on this store at once, from connect to close; nil is unlimited.
+    public var maxSessions: Int?
+    /// Logins sent to this store per second (a burst of one second's worth); nil is unlimited.
+    public var maxLoginsPerSecond: Double?
+
+    public init(name: String, imapHosts: [HostPort], pop3Hosts: [HostPort], tls: BackendTLS = .none,
+                tlsSettings: BackendTLSConfiguration = BackendTLSConfiguration(), forwardClient: ForwardClient = .auto) {
+        self.name = name
+        self.imapHosts = imapHosts
+        self.pop3Hosts = pop3Hosts
+        self.tls = tls
+        self.tlsSettings = tlsSettings
+        self.forwardClient = forwardClient
+    }
+
+    /// Whether `max_sessions` or `max_logins_per_second` is set (`BackendBudget` tracks it).
+    public var hasLimits: Bool { maxSessions != nil || maxLoginsPerSecond != nil }
+
+    public func hosts(for service: MailService) -> [HostPort] {
+        service == .imap ? imapHosts : pop3Hosts
+    }
+}
+
+/// How a store learns the real client's address (`forward_client`).
+public enum ForwardClient: String, Sendable, CaseIterable {
+    /// IMAP ID `x-originating-ip` etc. and POP3 XCLIENT (Dovecot honours them from
+    /// `login_trusted_networks`), with the hop count `x-proxy-ttl`.
+    case auto
+    /// A PROXY protocol v2 header first (Dovecot's `haproxy_trusted_networks`), then as auto.
+    case proxyV2 = "proxy_v2"
+    /// Nothing: the store sees mailswitch's address, and no hop count stops a routing loop.
+    case none
+}
+
+public enum BackendTLS: String, Sendable, CaseIterable { case none, starttls, implicit }
