@@ -67,21 +67,19 @@ void mailswitch_ssl_ctx_set_sni(SSL_CTX *ctx, mailswitch_sni_table *table) {
     SSL_CTX_set_tlsext_servername_arg(ctx, table);
 }
 
-static const unsigned char alpn_imap[] = "\x04imap";
-static const unsigned char alpn_pop3[] = "\x04pop3";
-
+/* The protocol's name in ALPN's wire form: a length byte, then the name. */
 static int alpn_callback(SSL *ssl, const unsigned char **out, unsigned char *outlen,
                          const unsigned char *in, unsigned int inlen, void *arg) {
     (void)ssl;
-    const unsigned char *ours = arg ? alpn_pop3 : alpn_imap;
+    const unsigned char *ours = arg;
     unsigned char *selected = NULL;
-    if (SSL_select_next_proto(&selected, outlen, ours, 5, in, inlen) == OPENSSL_NPN_NEGOTIATED) {
+    if (SSL_select_next_proto(&selected, outlen, ours, 1u + ours[0], in, inlen) == OPENSSL_NPN_NEGOTIATED) {
         *out = selected;
         return SSL_TLSEXT_ERR_OK;
     }
     return SSL_TLSEXT_ERR_NOACK;
 }
 
-void mailswitch_ssl_ctx_accept_alpn(SSL_CTX *ctx, int protocol) {
-    SSL_CTX_set_alpn_select_cb(ctx, alpn_callback, protocol ? (void *)1 : NULL);
+void mailswitch_ssl_ctx_accept_alpn(SSL_CTX *ctx, const unsigned char *wire) {
+    SSL_CTX_set_alpn_select_cb(ctx, alpn_callback, (void *)wire);
 }

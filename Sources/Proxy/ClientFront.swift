@@ -13,10 +13,9 @@ protocol ClientFrontEvents: AnyObject {
     func clientAsksLogin(_ request: LoginRequest)
     /// The pre-login machine ended the conversation (a logout, a limit): flush, then close.
     func clientFinished(limit: ProtocolLimit?)
-    /// The client went away, or TLS failed under it: close now.
-    func clientFailed(_ reason: String)
-    /// A PROXY header that is none: close now, and say so.
-    func clientSentInvalidProxyHeader(_ why: String)
+    /// The client went away, TLS failed under it, or its PROXY header is none: close now,
+    /// with `notice` in the log first when there is something to say.
+    func clientFailed(_ reason: String, notice: String?)
 }
 
 /// The client's side of a session until the store accepts its login: the PROXY header, the
@@ -87,7 +86,7 @@ final class ClientFront {
         proxyHeader = reader
         switch step {
         case .invalid(let why):
-            events.clientSentInvalidProxyHeader(why)
+            events.clientFailed("invalid PROXY header", notice: "invalid PROXY header from \(endpoint): \(why)")
         case .consume(let taken):
             discard(taken)
         case .complete(let header, let taken):
@@ -218,7 +217,7 @@ final class ClientFront {
     private func handshake(then next: @escaping (ClientFront) -> Void) {
         connection.setReading(false)
         guard let transport = tls?.makeTransport(fd: connection.fd) else {
-            events.clientFailed("TLS is not available on this listener")
+            events.clientFailed("TLS is not available on this listener", notice: nil)
             return
         }
         TLSHandshake.run(on: connection, transport: transport) { [unowned self] result in
@@ -235,14 +234,14 @@ final class ClientFront {
         do {
             (result, buffer) = peek ? try connection.peekIntoScratch(max: max) : try connection.readIntoScratch(max: max)
         } catch {
-            events.clientFailed("client read failed: \(error)")
+            events.clientFailed("client read failed: \(error)", notice: nil)
             return nil
         }
         switch result {
         case .wouldBlock:
             return nil
         case .endOfFile:
-            events.clientFailed(endOfFile)
+            events.clientFailed(endOfFile, notice: nil)
             return nil
         case .processed(let count):
             return UnsafeRawBufferPointer(rebasing: buffer[0..<count])

@@ -28,13 +28,10 @@ final class ClientSession: SessionControl, @unchecked Sendable {
     private let context: ServiceContext
     private var fields: SessionLog
     private var phase = SessionPhase.preLogin
-    /// Until the store accepts the login.
     private var front: ClientFront?
-    /// From the login command to the verdict.
     private var attempt: LoginAttempt?
     private var loginTimer: LoopTimer?
     private var refusalTimer: LoopTimer?
-    /// Once the store accepted the login.
     private var relayed: RelayLeg?
     /// The store's name and the address the session is connected to.
     private var route: (backend: String, host: String)?
@@ -290,11 +287,9 @@ extension ClientSession: ClientFrontEvents {
         closeAfterFlush(limit.rawValue)
     }
 
-    func clientFailed(_ reason: String) { close(reason) }
-
-    func clientSentInvalidProxyHeader(_ why: String) {
-        log(.notice, "invalid PROXY header from \(fields.client): \(why)")
-        close("invalid PROXY header")
+    func clientFailed(_ reason: String, notice: String?) {
+        if let notice { log(.notice, "\(notice)") }
+        close(reason)
     }
 }
 

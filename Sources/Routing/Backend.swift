@@ -1,7 +1,7 @@
 public struct Backend: Sendable, Equatable {
     public var name: String
-    public var imapHosts: [HostPort]
-    public var pop3Hosts: [HostPort]
+    /// Each protocol's hosts, tried in order (`imap_hosts`, `pop3_hosts`).
+    public var hosts: [MailService: [HostPort]]
     public var tls: BackendTLS
     public var tlsSettings: BackendTLSConfiguration
     /// How the store learns who the real client is.
@@ -14,8 +14,7 @@ public struct Backend: Sendable, Equatable {
     public init(name: String, imapHosts: [HostPort], pop3Hosts: [HostPort], tls: BackendTLS = .none,
                 tlsSettings: BackendTLSConfiguration = BackendTLSConfiguration(), forwardClient: ForwardClient = .auto) {
         self.name = name
-        self.imapHosts = imapHosts
-        self.pop3Hosts = pop3Hosts
+        hosts = [.imap: imapHosts, .pop3: pop3Hosts]
         self.tls = tls
         self.tlsSettings = tlsSettings
         self.forwardClient = forwardClient
@@ -25,7 +24,17 @@ public struct Backend: Sendable, Equatable {
     public var hasLimits: Bool { maxSessions != nil || maxLoginsPerSecond != nil }
 
     public func hosts(for service: MailService) -> [HostPort] {
-        service == .imap ? imapHosts : pop3Hosts
+        hosts[service] ?? []
+    }
+
+    public var imapHosts: [HostPort] {
+        get { hosts(for: .imap) }
+        set { hosts[.imap] = newValue }
+    }
+
+    public var pop3Hosts: [HostPort] {
+        get { hosts(for: .pop3) }
+        set { hosts[.pop3] = newValue }
     }
 }
 

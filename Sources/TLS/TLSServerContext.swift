@@ -19,14 +19,20 @@ public final class TLSServerContext: @unchecked Sendable {
     private let contexts: [OpaquePointer]      // [0] is the default
     private let sniTable: OpaquePointer?
     public let service: MailService
+    /// The protocol's ALPN name in wire form, for every context's callback: freed after them.
+    private let alpn: UnsafeMutableBufferPointer<UInt8>
 
     public init(_ configuration: ServerTLSConfiguration, service: MailService) throws(TLSConfigurationError) {
         self.service = service
+        let name = Array(service.descriptor.alpn.utf8.prefix(255))
+        let alpn = UnsafeMutableBufferPointer<UInt8>.allocate(capacity: 1 + name.count)
+        _ = alpn.initialize(from: [UInt8(name.count)] + name)
+        self.alpn = alpn
         var contexts: [OpaquePointer] = []
         var identities: [(names: [UInt8], keyTypes: Set<Int32>)] = []
         do throws(TLSConfigurationError) {
             for files in configuration.certificates {
-                let probe = try Self.makeContext(configuration, service: service)
+                let probe = try Self.makeContext(configuration, service: service, alpn: alpn)
                 defer { SSL_CTX_free(probe) }
                 let (names, keyType) = try Self.load(files, into: probe)
                 if let group = identities.firstIndex(where: { $0.names == names }) {
@@ -36,7 +42,7 @@ public final class TLSServerContext: @unchecked Sendable {
                     _ = try Self.load(files, into: contexts[group])
                     identities[group].keyTypes.insert(keyType)
                 } else {
-                    let context = try Self.makeContext(configuration, service: service)
+                    let context = try Self.makeContext(configuration, service: service, alpn: alpn)
                     do throws(TLSConfigurationError) {
                         _ = try Self.load(files, into: context)
                     } catch {
@@ -49,6 +55,7 @@ public final class TLSServerContext: @unchecked Sendable {
             }
         } catch {
             contexts.forEach { SSL_CTX_free($0) }
+            alpn.deallocate()
             throw error
         }
         self.contexts = contexts
@@ -64,6 +71,7 @@ public final class TLSServerContext: @unchecked Sendable {
     deinit {
         mailswitch_sni_table_free(sniTable)
         contexts.forEach { SSL_CTX_free($0) }
+        alpn.deallocate()
     }
 
     /// A server-side session on an accepted socket; the handshake is still to be run.
@@ -74,12 +82,13 @@ public final class TLSServerContext: @unchecked Sendable {
         return TLSTransport(ssl: ssl, keepAlive: self)
     }
 
-    private static func makeContext(_ configuration: ServerTLSConfiguration, service: MailService) throws(TLSConfigurationError) -> OpaquePointer {
+    private static func makeContext(_ configuration: ServerTLSConfiguration, service: MailService,
+                                    alpn: UnsafeMutableBufferPointer<UInt8>) throws(TLSConfigurationError) -> OpaquePointer {
         guard let context = SSL_CTX_new(TLS_server_method()) else {
             throw TLSConfigurationError("tls: cannot create an OpenSSL context: \(OpenSSLErrors.drain())")
         }
         mailswitch_ssl_ctx_configure(context, configuration.minVersion == .v1_3 ? 1 : 0)
-        mailswitch_ssl_ctx_accept_alpn(context, service == .pop3 ? 1 : 0)
+        mailswitch_ssl_ctx_accept_alpn(context, alpn.baseAddress)
         // Resumption: TLS 1.3 tickets are on by default; TLS 1.2 session IDs need a context id.
         let id = Array("mailswitch-\(service.rawValue)".utf8)
         SSL_CTX_set_session_id_context(context, id, UInt32(id.count))

@@ -18,6 +18,8 @@ void mailswitch_ssl_ctx_set_sni(SSL_CTX *ctx, mailswitch_sni_table *table);
 
 /* ALPN: select "imap" (protocol 0) or "pop3" (protocol 1) when the client offers it; go on
    without ALPN when it does not (mail clients predating ALPN are the norm). */
-void mailswitch_ssl_ctx_accept_alpn(SSL_CTX *ctx, int protocol);
+/* Accepts the one protocol named by `wire` (ALPN's wire form: length byte, name), which must
+   outlive the context. */
+void mailswitch_ssl_ctx_accept_alpn(SSL_CTX *ctx, const unsigned char *wire);
 
 #endif
