@@ -294,6 +294,12 @@ extension ClientSession: ClientFrontEvents {
 }
 
 extension ClientSession: LoginAttemptEvents {
+    func loginAdmitted(_ route: LoginRoute) {
+        if route.holdsStoreSlot { books.holdStoreSlot(route.backend.name) }
+        context.registry.update(id) { $0.target = route.target; $0.dn = route.dn }
+        log(route.readOnlyMessage == nil ? .debug : .info, "route: \(route.why)")
+    }
+
     func loginConnected(backend: String, host: String) {
         route = (backend, host)
         context.registry.update(id) { $0.backend = backend; $0.backendHost = host }

@@ -6,6 +6,8 @@ import Routing
 
 /// What a login under way tells its session.
 protocol LoginAttemptEvents: AnyObject {
+    /// The gate admitted the login to this route (and took the store slot it says it holds).
+    func loginAdmitted(_ route: LoginRoute)
     func loginConnected(backend: String, host: String)
     func loginRefused(_ refusal: LoginRefusal)
     func loginAccepted(_ accepted: StoreLeg.Accepted)
@@ -91,7 +93,7 @@ final class LoginAttempt: StoreLegEvents, @unchecked Sendable {
 
     private func admitted(_ route: LoginRoute) {
         self.route = route
-        events.loginNote(route.readOnlyMessage == nil ? .debug : .info, "route: \(route.why)")
+        events.loginAdmitted(route)
         let store = StoreLeg(loop: loop, context: context, descriptor: descriptor, route: route,
                              credentials: request.credentials, client: client, events: self)
         self.store = store
