@@ -107,7 +107,10 @@ enum Harness {
     /// the bytes the server side has not read yet, and the bytes the client side has not had
     /// acknowledged (both 0: everything sent has been read by the server process).
     static func connections(toPort port: Int) -> (count: Int, unread: Int, unsent: Int) {
-        let table = (try? String(contentsOfFile: "/proc/net/tcp", encoding: .utf8)) ?? ""
+        // Read to the end: String(contentsOfFile:) stops after the first page of a /proc file.
+        let handle = FileHandle(forReadingAtPath: "/proc/net/tcp")
+        defer { try? handle?.close() }
+        let table = String(decoding: (try? handle?.readToEnd()) ?? Data(), as: UTF8.self)
         var count = 0, unread = 0, unsent = 0
         for row in table.split(separator: "\n").dropFirst() {
             let fields = row.split(separator: " ")
