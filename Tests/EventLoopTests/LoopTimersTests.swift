@@ -28,7 +28,8 @@ final class LoopTimersTests: XCTestCase {
         XCTAssertEqual(order.map(\.0), [1, 3, 4, 0], "deadline order, the cancelled ones never")
         let deadlines = [1: 0.05, 3: 0.10, 4: 0.25, 0: 0.30]
         for (index, elapsed) in order {
-            XCTAssertGreaterThanOrEqual(elapsed, deadlines[index]!, "timer \(index) fired early")
+            guard let deadline = deadlines[index] else { continue }   // a cancelled one: failed above
+            XCTAssertGreaterThanOrEqual(elapsed, deadline, "timer \(index) fired early")
         }
         XCTAssertEqual(EventLoopStatistics.snapshot["timer_sources"] ?? 0, before, "no Dispatch source per timeout")
     }

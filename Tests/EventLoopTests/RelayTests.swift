@@ -133,24 +133,23 @@ final class RelayTests: XCTestCase {
             defer { rig.tearDown() }
             _ = fcntl(rig.clientFar, F_SETFL, fcntl(rig.clientFar, F_GETFL) | O_NONBLOCK)
             // The store never reads: once the socket buffers and the relay's one buffer (or pipe)
-            // are full, the client's writes must stall instead of the proxy buffering on.
+            // are full, the client's writes must stall instead of the proxy buffering on. Stalled:
+            // the socket has not become writable again within a second (the relay, were it still
+            // reading, would make room long before that, even on a loaded machine).
             var accepted = 0
             let chunk = [UInt8](repeating: 0x41, count: 65_536)
             let deadline = Date().addingTimeInterval(10)
-            var stalledSince: Date?
-            while Date() < deadline {
+            var stalled = false
+            while !stalled && Date() < deadline {
                 let n = chunk.withUnsafeBytes { write(rig.clientFar, $0.baseAddress, $0.count) }
                 if n > 0 {
                     accepted += n
-                    stalledSince = nil
                 } else {
-                    let started = stalledSince ?? Date()
-                    stalledSince = started
-                    if Date().timeIntervalSince(started) > 0.5 { break }
-                    usleep(10_000)
+                    var writable = pollfd(fd: rig.clientFar, events: Int16(POLLOUT), revents: 0)
+                    stalled = poll(&writable, 1, 1000) == 0
                 }
             }
-            XCTAssertNotNil(stalledSince, "the client's writes never stalled (splice=\(splice))")
+            XCTAssertTrue(stalled, "the client's writes never stalled (splice=\(splice))")
             // Four loopback socket buffers (a few MiB at most) plus one relay buffer or pipe.
             XCTAssertLessThan(accepted, 16 * 1024 * 1024, "proxy kept reading a stuck direction (splice=\(splice))")
             // Once the store reads, everything arrives.

@@ -10,7 +10,8 @@
   hostile.py slowloris --port P --count N --interval S --ready-file F --stop-file S [--max-seconds 120]
       Opens N connections, reads each greeting, then sends one byte of a command line on each
       every S seconds (spread over the interval). Ready file and result as above, plus
-      "bytes_sent".
+      "bytes_sent"; once every connection has sent its first byte, writes {"bytes_sent"} to
+      the event file <ready-file>.round (atomically).
 
   hostile.py garbage --port P [--seed 1] [--commands 10000] [--timeout 30]
       Three clients, one after another: 10,000 pipelined invalid commands; lines with NUL
@@ -80,6 +81,7 @@ def drain(poller, pending, deadline, until):
 
 
 def wait_stop(stop_file, max_seconds):
+    """Polls for the test's stop file (bounded; the result says which ended the hold)."""
     deadline = time.monotonic() + max_seconds
     while time.monotonic() < deadline:
         if stop_file and os.path.exists(stop_file):
@@ -145,6 +147,7 @@ def slowloris(o):
     position = 0
     start = time.monotonic()
     stop_reason = "max-seconds"
+    round_reported = False
     while time.monotonic() < deadline:
         if o.stop_file and os.path.exists(o.stop_file):
             stop_reason = "stop-file"
@@ -161,6 +164,10 @@ def slowloris(o):
             except OSError:
                 pass
             position += 1
+        if not round_reported and sockets and position >= len(sockets):
+            write_ready(o.ready_file + ".round", {"bytes_sent": report["bytes_sent"]})
+            round_reported = True
+        # Pacing, not waiting: the dribble rate is the behaviour under test.
         time.sleep(0.01)
     report["stop_reason"] = stop_reason
     report["closed_by_server"] = closed_by_server(sockets)

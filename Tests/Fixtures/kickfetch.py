@@ -60,7 +60,9 @@ def main():
             os.rename(o.ready_file + ".tmp", o.ready_file)
             ready = True
         if ready:
-            time.sleep(0.05)   # a slow reader: the proxy's side stays in the middle of the literal
+            # Pacing, not waiting: a slow reader is the behaviour under test (the proxy's side
+            # stays in the middle of the literal when the kick comes).
+            time.sleep(0.05)
     header = re.search(rb"BODY\[\] \{(\d+)\}\r\n", received)
     result = {"literal_size": None, "literal_received": 0, "literal_intact": False, "completed": False,
               "bye_anywhere": b"* BYE" in received, "closed_by_server": closed, "bytes": len(received)}

@@ -47,34 +47,38 @@ extension ProxyIntegrationTests {
         let port = 1143 + offset
         XCTAssertTrue(Harness.waitForPort(port), instance.log)
 
-        // Users never looked up by this instance: every login is a directory search. Spread
-        // over three seconds, so later ones run while the hung server's bind is still pending.
-        for (index, user) in ["user0031", "user0032", "user0033", "user0034", "user0035", "user0036", "user0037"].enumerated() {
-            if index > 0 { usleep(400_000) }
+        // Users never looked up by this instance: every login is a directory search. They go on,
+        // one every 0.4 s, until the hung server is marked down (its bind unanswered for
+        // `timeout`, 3 s), so logins run while that bind is still pending; none may wait for it.
+        let metrics = MailSwitchInstance.metricsPort(offset: offset)
+        let users = (31...50).filter { $0 != 38 }.map { String(format: "user%04d", $0) }
+        var logins = 0
+        var last = try scrape(port: metrics)
+        try Harness.waitUntil("the hung server marked down while logins went on (\(logins) logins): \(last.text)",
+                              timeout: 10, interval: 0.4) {
+            guard logins < users.count else { throw HarnessError("more logins than users: \(users.count)") }
+            let user = users[logins]
+            logins += 1
             let started = Date()
             let result = try imapLogin(user, password(user), port: "\(port)")
             let seconds = Date().timeIntervalSince(started)
             assertLands(result, on: store(of: user), "\(user) with the first two servers dead")
             XCTAssertLessThan(seconds, 1.0, "\(user): the login took \(seconds)s")
+            last = try self.scrape(port: metrics)
+            return up(last, hung) == 0
         }
+        XCTAssertGreaterThanOrEqual(logins, 2, "logins ran while the hung server's bind was pending")
 
-        let metrics = MailSwitchInstance.metricsPort(offset: offset)
-        let scrape = try scrape(port: metrics)
+        let scrape = last
         XCTAssertEqual(inUse(scrape, Self.labURI), 1, "lookups go to the third server: \(scrape.text)")
         XCTAssertEqual(inUse(scrape, refusing), 0, scrape.text)
         XCTAssertEqual(inUse(scrape, hung), 0, scrape.text)
         XCTAssertEqual(up(scrape, refusing), 0, "the refusing server is marked down: \(scrape.text)")
         XCTAssertEqual(up(scrape, Self.labURI), 1, scrape.text)
         XCTAssertGreaterThanOrEqual(scrape["mailswitch_directory_errors_total{server=\"\(refusing)\"}"], 1, scrape.text)
-        // The hung one is marked down once its bind has gone unanswered for `timeout` (3 s).
-        var last = scrape
-        XCTAssertTrue(waitUntil(timeout: 10) {
-            last = (try? self.scrape(port: metrics)) ?? last
-            return self.up(last, hung) == 0
-        }, "the hung server is marked down: \(last.text)")
 
         // The change feed went the same way, and the log says which servers it passed over.
-        XCTAssertTrue(waitUntil(timeout: 15) { instance.log.contains("change feed synchronized with \(Self.labURI)") }, instance.log)
+        try instance.waitForLogLine("change feed synchronized with \(Self.labURI)", timeout: 15)
         let skipped = instance.log.split(separator: "\n").first { $0.contains("\(refusing) skipped") }
         XCTAssertNotNil(skipped, "the log names the refusing server as skipped: \(instance.log)")
         XCTAssertTrue(skipped?.contains("\(hung) skipped") ?? false, "and the hung one: \(skipped ?? "")")
@@ -115,12 +119,11 @@ extension ProxyIntegrationTests {
         restarted = true
         let returned = Date()
         var answer = ""
-        let recovered = waitUntil(timeout: 15) {
+        try Harness.waitUntil("an uncached user logging in again once slapd is back: \(answer)\n\(instance.log)", timeout: 15) {
             answer = (try? self.timedRawLogin("user0047", port: port).reply) ?? "no answer"
             return answer.hasPrefix("a OK")
         }
         let seconds = Date().timeIntervalSince(returned)
-        XCTAssertTrue(recovered, "an uncached user logs in again once slapd is back: \(answer)\n\(instance.log)")
         XCTAssertLessThan(seconds, 8, "back within the back-off (the outage was a few seconds): \(seconds)s")
         let back = try scrape(port: metrics)
         XCTAssertEqual(inUse(back, Self.labURI), 1, back.text)
@@ -162,17 +165,17 @@ extension ProxyIntegrationTests {
         try Harness.lab(["start-slapd", "--dir", Self.labDirectory])
         restarted = true
         var last = during
-        XCTAssertTrue(waitUntil(timeout: 10) {
+        try Harness.waitUntil("lookups returning to the first server once its back-off runs out: \(last.text)", timeout: 10) {
             last = (try? self.scrape(port: metrics)) ?? last
             return self.inUse(last, Self.labURI) == 1
-        }, "lookups return to the first server once its back-off runs out: \(last.text)")
+        }
         XCTAssertEqual(inUse(last, second), 0, last.text)
         XCTAssertEqual(up(last, Self.labURI), 1, last.text)
         assertLands(try imapLogin("user0055", password("user0055"), port: "\(port)"), on: "legacy", "back on the first server")
         // The feed waited for the server with syncprov instead of polling for good.
-        XCTAssertTrue(waitUntil(timeout: 15) {
+        try Harness.waitUntil("the feed resuming on the first server: \(instance.log)", timeout: 15) {
             instance.log.components(separatedBy: "change feed synchronized with \(Self.labURI) (resumed)").count == 2
-        }, "the feed resumes on the first server: \(instance.log)")
+        }
         XCTAssertTrue(instance.log.contains("\(second): no RFC 4533 sync"), "the replica was passed over: \(instance.log)")
         XCTAssertFalse(instance.log.contains("offers no RFC 4533 sync"), instance.log)
     }

@@ -28,7 +28,8 @@ enum Harness {
         var stderr: String
     }
 
-    /// Runs a command to completion (bounded by `timeout`, then killed).
+    /// Runs a command to completion; throws when it has not finished within `timeout` (it is
+    /// killed then), so a hung client fails the test instead of passing for an exit status.
     @discardableResult
     static func run(_ executable: String, _ arguments: [String], timeout: Double = 120) throws -> Output {
         let process = Foundation.Process()
@@ -39,20 +40,42 @@ enum Harness {
         let err = Pipe()
         process.standardOutput = out
         process.standardError = err
+        let exited = ExitWatch(process)
         try process.run()
-        let deadline = Date().addingTimeInterval(timeout)
         // Drain both pipes while waiting, so a chatty child never blocks on a full pipe.
         let outData = DataCollector(out.fileHandleForReading)
         let errData = DataCollector(err.fileHandleForReading)
-        while process.isRunning {
-            if Date() > deadline {
-                process.terminate()
-                break
-            }
-            usleep(20_000)
+        guard exited.wait(timeout: timeout) else {
+            process.terminate()
+            process.waitUntilExit()
+            throw HarnessError("\(executable) \(arguments.prefix(3).joined(separator: " ")) did not finish within \(timeout) s: "
+                               + "\(outData.finish().suffix(2000)) \(errData.finish().suffix(2000))")
         }
         process.waitUntilExit()
         return Output(status: process.terminationStatus, stdout: outData.finish(), stderr: errData.finish())
+    }
+
+    /// The one bounded wait of the tests: evaluates `condition` every `interval` seconds until it
+    /// gives a value, and throws once `timeout` has passed, naming `what` was awaited (evaluated
+    /// then, so it can show the latest state). Waiting on the event itself, never on time.
+    @discardableResult
+    static func waitFor<T>(_ what: @autoclosure () -> String, timeout: Double, interval: Double = 0.05,
+                           file: StaticString = #filePath, line: UInt = #line,
+                           _ condition: () throws -> T?) throws -> T {
+        let deadline = Date().addingTimeInterval(timeout)
+        while true {
+            if let value = try condition() { return value }
+            if Date() >= deadline {
+                throw HarnessError("timed out after \(timeout) s (\(file):\(line)) waiting for \(what())")
+            }
+            usleep(useconds_t(interval * 1_000_000))
+        }
+    }
+
+    /// `waitFor` for a condition that holds or not.
+    static func waitUntil(_ what: @autoclosure () -> String, timeout: Double, interval: Double = 0.05,
+                          file: StaticString = #filePath, line: UInt = #line, _ condition: () throws -> Bool) throws {
+        try waitFor(what(), timeout: timeout, interval: interval, file: file, line: line) { try condition() ? true : nil }
     }
 
     /// One JSON object from Tests/Fixtures/mailclient.py.
@@ -71,16 +94,55 @@ enum Harness {
         guard output.status == 0 else { throw HarnessError("lab.py \(arguments.joined(separator: " ")): \(output.stdout) \(output.stderr)") }
     }
 
+    /// True once `port` accepts a connection (within `timeout`); callers assert it.
     static func waitForPort(_ port: Int, timeout: Double = 15) -> Bool {
-        let deadline = Date().addingTimeInterval(timeout)
-        while Date() < deadline {
-            if let client = try? RawClient(port: port, timeout: 1) {
-                client.close()
-                return true
+        (try? waitUntil("port \(port)", timeout: timeout, interval: 0.1) {
+            guard let client = try? RawClient(port: port, timeout: 1) else { return false }
+            client.close()
+            return true
+        }) != nil
+    }
+
+    /// Established TCP connections to 127.0.0.1:`port` (IPv4), from /proc/net/tcp: how many,
+    /// the bytes the server side has not read yet, and the bytes the client side has not had
+    /// acknowledged (both 0: everything sent has been read by the server process).
+    static func connections(toPort port: Int) -> (count: Int, unread: Int, unsent: Int) {
+        // Read to the end: String(contentsOfFile:) stops after the first page of a /proc file.
+        let handle = FileHandle(forReadingAtPath: "/proc/net/tcp")
+        defer { try? handle?.close() }
+        let table = String(decoding: (try? handle?.readToEnd()) ?? Data(), as: UTF8.self)
+        var count = 0, unread = 0, unsent = 0
+        for row in table.split(separator: "\n").dropFirst() {
+            let fields = row.split(separator: " ")
+            guard fields.count > 4, fields[3] == "01" else { continue }   // TCP_ESTABLISHED
+            let local = fields[1].split(separator: ":"), remote = fields[2].split(separator: ":")
+            let queues = fields[4].split(separator: ":")
+            guard local.count == 2, remote.count == 2, queues.count == 2,
+                  let tx = Int(queues[0], radix: 16), let rx = Int(queues[1], radix: 16) else { continue }
+            if Int(local[1], radix: 16) == port {
+                count += 1
+                unread += rx
+            } else if Int(remote[1], radix: 16) == port {
+                unsent += tx
             }
-            usleep(100_000)
         }
-        return false
+        return (count, unread, unsent)
+    }
+}
+
+/// Signals when a process exits (set up before it runs): a wait on the exit itself.
+final class ExitWatch: Sendable {
+    private let exited = DispatchSemaphore(value: 0)
+
+    init(_ process: Foundation.Process) {
+        process.terminationHandler = { [exited] _ in exited.signal() }
+    }
+
+    /// True once the process has exited, false when `timeout` passed first. Once true, stays true.
+    func wait(timeout: Double) -> Bool {
+        guard exited.wait(timeout: .now() + timeout) == .success else { return false }
+        exited.signal()
+        return true
     }
 }
 
@@ -110,6 +172,8 @@ final class DataCollector: @unchecked Sendable {
 /// A mailswitch process serving a configuration derived from config/mailswitch.example.yaml.
 final class MailSwitchInstance {
     let process = Foundation.Process()
+    /// The process's exit, waited on by `stop()` and `waitForExit(within:)`.
+    private let exitWatch: ExitWatch
     let configPath: String
     let logPath: String
 
@@ -178,18 +242,48 @@ final class MailSwitchInstance {
         let log = FileHandle(forWritingAtPath: logPath)
         process.standardOutput = log
         process.standardError = log
+        exitWatch = ExitWatch(process)
         try process.run()
     }
 
     var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
 
-    /// SIGTERM lets open sessions finish for shutdown_grace; a second one ends it at once.
+    /// The log's last lines, for failure messages (the main instance's whole log is long).
+    func logTail(_ lines: Int = 40) -> String {
+        log.split(separator: "\n").suffix(lines).joined(separator: "\n")
+    }
+
+    /// The log's length in bytes now: `log(since:)` gives only what was written after it.
+    var logMark: UInt64 {
+        ((try? FileManager.default.attributesOfItem(atPath: logPath))?[.size] as? NSNumber)?.uint64Value ?? 0
+    }
+
+    func log(since mark: UInt64) -> String {
+        guard let handle = FileHandle(forReadingAtPath: logPath) else { return "" }
+        defer { try? handle.close() }
+        guard (try? handle.seek(toOffset: mark)) != nil else { return "" }
+        return String(decoding: (try? handle.readToEnd()) ?? Data(), as: UTF8.self)
+    }
+
+    /// Waits for a log line (written after `mark`) containing every one of `texts`; returns it,
+    /// throws naming it (and showing the log's tail) after `timeout`.
+    @discardableResult
+    func waitForLogLine(_ texts: String..., since mark: UInt64 = 0, timeout: Double = 10,
+                        file: StaticString = #filePath, line: UInt = #line) throws -> String {
+        try Harness.waitFor("a line with \(texts) in \(logPath):\n\(logTail())", timeout: timeout, file: file, line: line) {
+            log(since: mark).split(separator: "\n").first { line in texts.allSatisfy { line.contains($0) } }.map(String.init)
+        }
+    }
+
+    /// True once the process has exited (within `timeout`).
+    func waitForExit(within timeout: Double) -> Bool { exitWatch.wait(timeout: timeout) }
+
+    /// SIGTERM lets open sessions finish for shutdown_grace; a second one, if it has not exited
+    /// 3 s later, ends it at once (tear-down: no test waits for that).
     func stop() {
         guard process.isRunning else { return }
         process.terminate()
-        let deadline = Date().addingTimeInterval(3)
-        while process.isRunning && Date() < deadline { usleep(20_000) }
-        if process.isRunning { process.terminate() }
+        if !exitWatch.wait(timeout: 3) { process.terminate() }
         process.waitUntilExit()
     }
 }
@@ -315,6 +409,7 @@ final class RawClient {
 /// waited for through its ready file, and read when it has finished.
 final class BackgroundFixture {
     private let process = Foundation.Process()
+    private let exitWatch: ExitWatch
     private let output: DataCollector
     private let errors: DataCollector
     let readyFile: String
@@ -334,22 +429,37 @@ final class BackgroundFixture {
         process.standardError = err
         output = DataCollector(out.fileHandleForReading)
         errors = DataCollector(err.fileHandleForReading)
+        exitWatch = ExitWatch(process)
         try process.run()
     }
 
     /// The ready file's JSON (or `[:]` for a plain-text ready file); throws after `timeout`.
     @discardableResult
     func waitUntilReady(timeout: Double = 90) throws -> [String: Any] {
-        let deadline = Date().addingTimeInterval(timeout)
-        while Date() < deadline {
-            if let data = FileManager.default.contents(atPath: readyFile) {
-                return (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] ?? [:]
+        try waitForEvent(readyFile, timeout: timeout)
+    }
+
+    /// The JSON of `<ready file>.<name>`, an event file a fixture writes (atomically) later on,
+    /// e.g. hostile.py slowloris's `.round` once every connection has sent a byte.
+    @discardableResult
+    func waitForEvent(named name: String, timeout: Double = 90) throws -> [String: Any] {
+        try waitForEvent("\(readyFile).\(name)", timeout: timeout)
+    }
+
+    private func waitForEvent(_ path: String, timeout: Double) throws -> [String: Any] {
+        do {
+            return try Harness.waitFor("the fixture's \(path)", timeout: timeout) {
+                if let data = FileManager.default.contents(atPath: path) {
+                    return (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] ?? [:]
+                }
+                if !process.isRunning { throw HarnessError("the fixture exited without writing \(path)") }
+                return nil
             }
-            if !process.isRunning { break }
-            usleep(50_000)
+        } catch {
+            stop()
+            if process.isRunning { process.terminate() }
+            throw HarnessError("\(error): \(errors.finish())")
         }
-        stop()
-        throw HarnessError("fixture not ready: \(errors.finish())")
     }
 
     /// Asks a sessions.py fixture to stop watching now.
@@ -357,11 +467,14 @@ final class BackgroundFixture {
         _ = FileManager.default.createFile(atPath: stopFile, contents: Data())
     }
 
-    /// The fixture's JSON on stdout, once it has exited (bounded by `timeout`, then killed).
+    /// The fixture's JSON on stdout, once it has exited; throws (and kills it) when it has not
+    /// exited within `timeout`.
     func result(timeout: Double = 120) throws -> [String: Any] {
-        let deadline = Date().addingTimeInterval(timeout)
-        while process.isRunning && Date() < deadline { usleep(50_000) }
-        if process.isRunning { process.terminate() }
+        guard exitWatch.wait(timeout: timeout) else {
+            process.terminate()
+            process.waitUntilExit()
+            throw HarnessError("fixture did not finish within \(timeout) s: \(output.finish()) \(errors.finish())")
+        }
         process.waitUntilExit()
         let text = output.finish()
         guard let object = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else {

@@ -34,7 +34,14 @@ extension ProxyIntegrationTests {
         let ready = try fixture.waitUntilReady(timeout: 120)
         XCTAssertEqual(ready["greeted"] as? Int, count, "every connection was greeted: \(ready)")
         XCTAssertEqual(ready["sent"] as? Int, count, "\(ready)")
-        usleep(500_000)   // the last bytes reach the sessions
+        // The last bytes have reached the sessions once mailswitch has read everything: its side
+        // of every connection has an empty receive queue, and nothing waits in the fixture's.
+        var seen = Harness.connections(toPort: imap)
+        try Harness.waitUntil("mailswitch reading all \(count) half lines (connections, unread, unsent: \(seen))",
+                              timeout: 60, interval: 0.2) {
+            seen = Harness.connections(toPort: imap)
+            return seen.count >= count && seen.unread == 0 && seen.unsent == 0
+        }
         let loaded = residentKiB(pid)
         let perConnection = Double(loaded - idle) / Double(count)
         print("half-sent lines: RSS \(idle) KiB idle, \(loaded) KiB with \(count) connections: \(perConnection) KiB each")
@@ -43,6 +50,7 @@ extension ProxyIntegrationTests {
         assertLands(try imapLogin("alice", "alice-secret", port: "\(imap)"), on: "legacy", "a login beside them")
         fixture.stop()
         let result = try fixture.result()
+        XCTAssertEqual(result["stop_reason"] as? String, "stop-file", "held until the test was done: \(result)")
         XCTAssertEqual(result["closed_by_server"] as? Int, 0, "a half line under the limit is kept, not dropped: \(result)")
         XCTAssertTrue(instance.process.isRunning, instance.log)
     }
@@ -61,7 +69,9 @@ extension ProxyIntegrationTests {
                                             directory: Self.labDirectory, stoppable: true)
         let ready = try fixture.waitUntilReady(timeout: 60)
         XCTAssertEqual(ready["greeted"] as? Int, 2000, "\(ready)")
-        usleep(3_500_000)   // every connection has dribbled at least once
+        // The fixture says when every connection has sent its first byte (one full round).
+        let round = try fixture.waitForEvent(named: "round", timeout: 30)
+        XCTAssertGreaterThanOrEqual(round["bytes_sent"] as? Int ?? 0, 2000, "every connection dribbled: \(round)")
         for attempt in 1...3 {
             let started = Date()
             let client = try RawClient(port: imap)
@@ -70,10 +80,12 @@ extension ProxyIntegrationTests {
             XCTAssertEqual(client.lines(until: "a ").last?.hasPrefix("a OK"), true)
             client.close()
             let seconds = Date().timeIntervalSince(started)
+            // The bound is the point of the test (the second).
             XCTAssertLessThan(seconds, 1.0, "login \(attempt) beside 2,000 slowloris connections took \(seconds) s")
         }
         fixture.stop()
         let result = try fixture.result()
+        XCTAssertEqual(result["stop_reason"] as? String, "stop-file", "dribbling until the test was done: \(result)")
         XCTAssertGreaterThanOrEqual(result["bytes_sent"] as? Int ?? 0, 2000, "the dribbling happened: \(result)")
         XCTAssertTrue(instance.process.isRunning, instance.log)
     }

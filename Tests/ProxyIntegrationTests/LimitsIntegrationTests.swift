@@ -64,11 +64,11 @@ extension ProxyIntegrationTests {
         pop3.close()
         // A closed connection gives its place back.
         open.removeFirst().close()
-        XCTAssertTrue(waitUntil(timeout: 5) {
+        try Harness.waitUntil("a place free again once a connection closed", timeout: 5) {
             guard let client = try? RawClient(port: self.port(offset), source: "127.0.0.1") else { return false }
             defer { client.close() }
             return client.line()?.hasPrefix("* OK") == true
-        }, "a place is free again once a connection closed")
+        }
 
         let scrape = try scrape(port: metrics)
         XCTAssertEqual(scrape["mailswitch_limit_refusals_total{limit=\"max_connections_per_ip\"}"], 1, scrape.text)
@@ -116,9 +116,9 @@ extension ProxyIntegrationTests {
                     "the other store has no limit")
         fixture.stop()
         _ = try fixture.result()
-        XCTAssertTrue(waitUntil(timeout: 5) {
+        try Harness.waitUntil("a slot free again once the sessions ended: \(instance.log)", timeout: 5) {
             (try? self.imapLogin("user0051", self.password("user0051"), port: "\(self.port(offset))"))?["ok"] as? Bool == true
-        }, "a slot is free again once the sessions ended: \(instance.log)")
+        }
         let scrape = try scrape(port: MailSwitchInstance.metricsPort(offset: offset))
         XCTAssertGreaterThanOrEqual(scrape["mailswitch_limit_refusals_total{limit=\"backend_max_sessions\"}"], 1, scrape.text)
         XCTAssertTrue(instance.log.contains("backend legacy: backend_max_sessions reached"), instance.log)
@@ -188,15 +188,5 @@ extension ProxyIntegrationTests {
         XCTAssertEqual(scrape["mailswitch_limit_refusals_total{limit=\"auth_failures_per_ip\"}"], 1, scrape.text)
         XCTAssertEqual(scrape["mailswitch_limit_refusals_total{limit=\"auth_failures_per_user\"}"], 1, scrape.text)
         XCTAssertTrue(instance.log.contains("auth_failures_per_ip reached"), instance.log)
-    }
-
-    /// Polls `condition` every 100 ms until it holds or `timeout` passes.
-    func waitUntil(timeout: Double, _ condition: () -> Bool) -> Bool {
-        let deadline = Date().addingTimeInterval(timeout)
-        while Date() < deadline {
-            if condition() { return true }
-            usleep(100_000)
-        }
-        return condition()
     }
 }

@@ -68,15 +68,16 @@ extension ProxyIntegrationTests {
         return (Int(lines.last ?? "") ?? 0, headers, method == "HEAD" ? "" : lines.dropLast().joined(separator: "\n"))
     }
 
-    /// Scrapes until `condition` holds (the proxy ends a session a moment after the client).
-    func scrape(until condition: (Scrape) -> Bool, timeout: Double = 5) throws -> Scrape {
-        let deadline = Date().addingTimeInterval(timeout)
-        var last = try scrape()
-        while !condition(last) && Date() < deadline {
-            usleep(100_000)
-            last = try scrape()
+    /// Scrapes until `condition` holds (the proxy ends a session a moment after the client);
+    /// throws, with the last scrape, when it has not within `timeout`.
+    func scrape(port: Int = 9143, until condition: (Scrape) -> Bool, timeout: Double = 10,
+                file: StaticString = #filePath, line: UInt = #line) throws -> Scrape {
+        var last = try scrape(port: port)
+        return try Harness.waitFor("a scrape of :\(port) meeting the test's condition; the last:\n\(last.text)",
+                                   timeout: timeout, interval: 0.1, file: file, line: line) {
+            last = try scrape(port: port)
+            return condition(last) ? last : nil
         }
-        return last
     }
 
     // MARK: - Counting what the tests drive
@@ -215,13 +216,11 @@ extension ProxyIntegrationTests {
         }
         XCTAssertEqual(try scrape(port: port).sum("mailswitch_sessions_open", ["backend": "legacy"]), 1)
         kill(instance.process.processIdentifier, SIGTERM)
-        let deadline = Date().addingTimeInterval(5)
         var health = try http("/health", port: port)
-        while health.status != 503 && Date() < deadline {
-            usleep(50_000)
+        try Harness.waitUntil("/health answering 503 once the stop began (last: \(health.status)): \(instance.log)", timeout: 5) {
             health = try http("/health", port: port)
+            return health.status == 503
         }
-        XCTAssertEqual(health.status, 503, instance.log)
         XCTAssertEqual(health.body, "draining\n")
         XCTAssertEqual(try http("/metrics", port: port).status, 200, "metrics are served while draining")
         XCTAssertThrowsError(try RawClient(port: 1143 + offset, timeout: 1), "the mail listeners are closed")

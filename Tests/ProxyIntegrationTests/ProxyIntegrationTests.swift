@@ -119,21 +119,15 @@ final class ProxyIntegrationTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(result["bytes_received"] as? Int ?? 0, 20_000_000)
         XCTAssertEqual(result["sha256_sent"] as? String, result["sha256_received"] as? String)
         // Both legs are plain: the bytes went through kernel pipes, not user space.
-        XCTAssertTrue(eventually { (Self.proxy?.log ?? "").split(separator: "\n").contains { line in
-            let fields = line.split(separator: " ")
-            let out = fields.first { $0.hasPrefix("out=") }.flatMap { Int($0.dropFirst(4)) } ?? 0
-            return line.contains("session ended") && fields.contains("user=alice") && fields.contains("relay=splice")
-                && out >= 20_000_000
-        } }, "no spliced 20 MB session in the log")
-    }
-
-    /// Polls `condition` for up to five seconds (log lines are written when a session ends).
-    private func eventually(_ condition: () -> Bool) -> Bool {
-        for _ in 0..<50 {
-            if condition() { return true }
-            usleep(100_000)
+        // The log line is written when the proxy's side of the session ends, just after the client's.
+        try Harness.waitUntil("a spliced 20 MB session of alice's in the log", timeout: 10) {
+            (Self.proxy?.log ?? "").split(separator: "\n").contains { line in
+                let fields = line.split(separator: " ")
+                let out = fields.first { $0.hasPrefix("out=") }.flatMap { Int($0.dropFirst(4)) } ?? 0
+                return line.contains("session ended") && fields.contains("user=alice") && fields.contains("relay=splice")
+                    && out >= 20_000_000
+            }
         }
-        return condition()
     }
 
     func testCurlListsMailboxesAndMessages() throws {

@@ -39,10 +39,10 @@ extension ProxyIntegrationTests {
         XCTAssertEqual(trusted.lines(until: "a2 ").last?.hasPrefix("a2 OK"), true, instance.log)
         trusted.send("a3 LOGOUT\r\n")
         trusted.close()
-        let storeLog = try XCTUnwrap(waitForLine(in: "\(Self.labDirectory)/legacy/dovecot.log", containing: "rip=192.0.2.55"),
-                                     "the legacy store logged the original client address")
+        // The legacy store logs the original client address.
+        let storeLog = try waitForLine(in: "\(Self.labDirectory)/legacy/dovecot.log", containing: "rip=192.0.2.55")
         XCTAssertTrue(storeLog.contains("user=<alice>"), storeLog)
-        XCTAssertTrue(instance.log.contains("client=192.0.2.55:40055"), "mailswitch logs the client too: \(instance.log)")
+        try instance.waitForLogLine("client=192.0.2.55:40055")   // mailswitch logs the client too
 
         // v1 works as well.
         let v1 = try RawClient(port: imap, source: "127.0.0.2")
@@ -51,7 +51,7 @@ extension ProxyIntegrationTests {
         v1.send("b1 LOGIN alice alice-secret\r\n")
         XCTAssertEqual(v1.lines(until: "b1 ").last?.hasPrefix("b1 OK"), true, instance.log)
         v1.close()
-        XCTAssertNotNil(waitForLine(in: "\(Self.labDirectory)/legacy/dovecot.log", containing: "rip=203.0.113.77"))
+        try waitForLine(in: "\(Self.labDirectory)/legacy/dovecot.log", containing: "rip=203.0.113.77")
 
         // Anyone else is closed without a word (waitForPort above was such a peer too).
         let untrustedSeries = "mailswitch_limit_refusals_total{limit=\"untrusted_proxy\"}"
@@ -112,13 +112,11 @@ extension ProxyIntegrationTests {
     }
 
     /// The first line of `path` containing `text`, waiting up to `timeout` for it to appear.
-    func waitForLine(in path: String, containing text: String, timeout: Double = 5) -> String? {
-        let deadline = Date().addingTimeInterval(timeout)
-        repeat {
+    @discardableResult
+    func waitForLine(in path: String, containing text: String, timeout: Double = 10) throws -> String {
+        try Harness.waitFor("a line with \(text) in \(path)", timeout: timeout) {
             let content = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
-            if let line = content.split(separator: "\n").first(where: { $0.contains(text) }) { return String(line) }
-            usleep(100_000)
-        } while Date() < deadline
-        return nil
+            return content.split(separator: "\n").first { $0.contains(text) }.map(String.init)
+        }
     }
 }

@@ -57,7 +57,7 @@ extension ProxyIntegrationTests {
     }
 
     /// mbsync's final pass, old store to new store, directly (not through mailswitch).
-    private func startMigrationTool(_ user: String) throws -> Foundation.Process {
+    private func startMigrationTool(_ user: String) throws -> (process: Foundation.Process, exit: ExitWatch) {
         let directory = "\(Self.labDirectory)/mbsync-\(user)"
         try FileManager.default.createDirectory(atPath: "\(directory)/state", withIntermediateDirectories: true)
         let configuration = """
@@ -98,8 +98,9 @@ extension ProxyIntegrationTests {
         process.arguments = ["-c", "\(directory)/mbsyncrc", "move"]
         process.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
         process.standardError = FileHandle(forWritingAtPath: "/dev/null")
+        let exit = ExitWatch(process)
         try process.run()
-        return process
+        return (process, exit)
     }
 
     func testReadOnlyHoldByValueWhileTheMigrationToolMakesItsFinalPass() throws {
@@ -115,10 +116,12 @@ extension ProxyIntegrationTests {
         let migration = try startMigrationTool(user)
         let imap = try readOnlyClient("imap", user, port: Self.imapPort)
         let pop3 = try readOnlyClient("pop3", user, port: Self.pop3Port)
-        let deadline = Date().addingTimeInterval(60)
-        while migration.isRunning && Date() < deadline { usleep(50_000) }
-        if migration.isRunning { migration.terminate() }
-        migration.waitUntilExit()
+        guard migration.exit.wait(timeout: 60) else {
+            migration.process.terminate()
+            migration.process.waitUntilExit()
+            throw HarnessError("mbsync's final pass did not finish within 60 s")
+        }
+        migration.process.waitUntilExit()
 
         assertRefusedEverythingThatWrites(imap)
         XCTAssertEqual(step(pop3, "retr").status, "OK", "\(pop3)")
@@ -126,7 +129,7 @@ extension ProxyIntegrationTests {
         XCTAssertTrue(step(pop3, "dele").text.contains("[SYS/TEMP]"), "\(pop3)")
         XCTAssertEqual(step(pop3, "quit").status, "OK", "\(pop3)")
         XCTAssertEqual(maildir(user, store: "legacy"), before, "nothing changed on the old store")
-        XCTAssertEqual(migration.terminationStatus, 0, "mbsync's pass succeeded beside the client")
+        XCTAssertEqual(migration.process.terminationStatus, 0, "mbsync's pass succeeded beside the client")
         XCTAssertGreaterThanOrEqual(try storeMessageCount(user, store: "new"), 2, "mbsync copied the mailbox")
 
         // The final flip: read-only sessions end, the next login lands on the new store unfiltered.

@@ -14,7 +14,7 @@ extension ProxyIntegrationTests {
         ] + MailSwitchInstance.movedListeners(by: offset))
         defer { instance.stop() }
         XCTAssertTrue(Harness.waitForPort(imap), instance.log)
-        XCTAssertTrue(waitUntil(timeout: 15) { instance.log.contains("directory replica: ") }, instance.log)
+        try instance.waitForLogLine("directory replica: ", timeout: 15)
         let metrics = MailSwitchInstance.metricsPort(offset: offset)
         let lookups = "mailswitch_directory_lookup_duration_seconds_count"
         // The start-up readiness probe asked LDAP before the replica was built; nothing since.
@@ -28,9 +28,9 @@ extension ProxyIntegrationTests {
         let user = "user0047"   // on legacy
         try flip([user], "new")
         defer { try? flip([user], "legacy") }
-        XCTAssertTrue(waitUntil(timeout: 5) {
+        try Harness.waitUntil("the flipped user landing on the new store: \(instance.log)", timeout: 5) {
             (try? self.imapLogin(user, self.password(user), port: "\(imap)"))?["store"] as? String == "new"
-        }, "the flipped user lands on the new store: \(instance.log)")
+        }
 
         // slapd down: users never looked up before still log in.
         try Harness.lab(["stop-slapd", "--dir", Self.labDirectory])
@@ -43,8 +43,9 @@ extension ProxyIntegrationTests {
         // Back: the feed reconnects and rebuilds the replica from a full refresh.
         try Harness.lab(["start-slapd", "--dir", Self.labDirectory])
         restarted = true
-        XCTAssertTrue(waitUntil(timeout: 20) { instance.log.components(separatedBy: "directory replica: ").count >= 3 },
-                      "rebuilt after slapd returned: \(instance.log)")
+        try Harness.waitUntil("the replica rebuilt after slapd returned: \(instance.log)", timeout: 20) {
+            instance.log.components(separatedBy: "directory replica: ").count >= 3
+        }
         assertLands(try imapLogin("user0051", password("user0051"), port: "\(imap)"), on: "legacy", "after the rebuild")
     }
 }

@@ -328,14 +328,16 @@ extension ProxyIntegrationTests {
         try FileManager.default.copyItem(atPath: "\(tlsDirectory)/other.key", toPath: "\(directory)/next.key")
         let swapAndReload = "mv '\(directory)/next.pem' '\(directory)/mail.pem' && mv '\(directory)/next.key' '\(directory)/mail.key' && "
             + "'\(Harness.mailswitchBinary.path)' reload --config '\(instance.configPath)' --pid-file '\(pidFile)' && "
-            // SIGHUP is asynchronous: wait (at most 5 s) for the service to say it reloaded.
-            + "for i in $(seq 50); do grep -q 'reloaded' '\(instance.logPath)' && break; sleep 0.1; done"
+            // SIGHUP is asynchronous: wait for the service to log that it reloaded; the command
+            // (and so command_status below) fails when that line has not come within 10 s.
+            + "for i in $(seq 100); do grep -qF 'reloaded \(instance.configPath)' '\(instance.logPath)' && exit 0; sleep 0.1; done; "
+            + "echo 'no reload line in the log within 10 s' >&2; exit 1"
         let script = Harness.repository.appendingPathComponent("Tests/Fixtures/tlscheck.py").path
         let output = try Harness.run("python3", [script, "hold-and-reload", "--port", String(1993 + 7400), "--cafile", caFile,
                                                  "--user", "alice", "--password", "alice-secret", "--run", "sh", "-c", swapAndReload])
         let result = try JSONSerialization.jsonObject(with: Data(output.stdout.utf8)) as? [String: Any] ?? [:]
         XCTAssertEqual(result["ok"] as? Bool, true, "\(output.stdout) \(output.stderr)")
-        XCTAssertEqual(result["command_status"] as? Int, 0, "\(result)")
+        XCTAssertEqual(result["command_status"] as? Int, 0, "the reload happened: \(result)\n\(instance.log)")
         XCTAssertTrue((result["login"] as? String ?? "").hasPrefix("l OK"), "\(result)")
         XCTAssertEqual(result["first_names"] as? [String], ["localhost", "mail.example.test"], "\(result)")
         XCTAssertEqual(result["second_names"] as? [String], ["imap.other.test"], "new connections get the new certificate: \(result)")
