@@ -37,7 +37,7 @@ let package = Package(
         // The service's settings and the YAML file they are read from, testable without the
         // executable. No socket code: an address is checked as the listeners will parse it.
         .target(name: "Configuration",
-                dependencies: ["Routing", .product(name: "Yams", package: "Yams")],
+                dependencies: ["MailProtocol", "Routing", .product(name: "Yams", package: "Yams")],
                 swiftSettings: strict),
 
         // All socket I/O lives here.

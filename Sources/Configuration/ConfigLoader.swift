@@ -1,4 +1,5 @@
 import Foundation
+import MailProtocol
 import Routing
 import Yams
 
@@ -212,8 +213,17 @@ public struct ConfigLoader {
         if requireTLS && tls == .none {
             throw keys["require_tls"]!.fail("require_tls: true needs tls: starttls or implicit")
         }
+        let proxyProtocol = try keys["proxy_protocol"]?.bool() ?? false
+        // Only the settings the protocol has a use for (its descriptor says which).
+        let options = service.descriptor.listenerOptions
+        if (tls == .starttls && !options.startTLS) || (tls == .implicit && !options.implicitTLS) {
+            throw keys["tls"]!.fail("\(service.rawValue) has no tls: \(tls.rawValue)")
+        }
+        if proxyProtocol && !options.proxyProtocol {
+            throw keys["proxy_protocol"]!.fail("\(service.rawValue) listeners take no PROXY header")
+        }
         return ListenerConfiguration(service: service, address: address, tls: tls, requireTLS: requireTLS,
-                                     proxyProtocol: try keys["proxy_protocol"]?.bool() ?? false)
+                                     proxyProtocol: proxyProtocol)
     }
 
     private func parseServerTLS(_ value: Value) throws -> ServerTLSConfiguration {

@@ -4,6 +4,22 @@
 /// switches on the protocol, so a new protocol is one more descriptor plus its pure machines
 /// (nginx's mail module is built the same way: one `ngx_mail_protocol_t` per protocol).
 public struct ProtocolDescriptor: Sendable {
+    /// The listener settings a protocol has a use for; the configuration refuses the others.
+    public struct ListenerOptions: Sendable, Equatable {
+        /// `tls: starttls`: the protocol has a command that starts TLS before login.
+        public var startTLS: Bool
+        /// `tls: implicit`: TLS from the first byte, on a port of the protocol's own (RFC 8314).
+        public var implicitTLS: Bool
+        /// `proxy_protocol: true`: a load balancer's PROXY header first.
+        public var proxyProtocol: Bool
+
+        public init(startTLS: Bool, implicitTLS: Bool, proxyProtocol: Bool) {
+            self.startTLS = startTLS
+            self.implicitTLS = implicitTLS
+            self.proxyProtocol = proxyProtocol
+        }
+    }
+
     /// What the store-facing machine replays.
     public struct BackendLoginSettings: Sendable, Equatable {
         public var credentials: Credentials
@@ -28,6 +44,7 @@ public struct ProtocolDescriptor: Sendable {
     public let implicitTLSPort: Int
     /// The protocol's ALPN identifier (RFC 7301's registry), offered to clients.
     public let alpn: String
+    public let listenerOptions: ListenerOptions
     /// The client-facing machine; `secure`: the connection is already TLS (implicit TLS).
     public let makePreLogin: @Sendable (PreLoginConfiguration, _ secure: Bool) -> any PreLoginMachine
     public let makeBackendLogin: @Sendable (BackendLoginSettings) -> any BackendLoginMachine
@@ -40,7 +57,7 @@ public struct ProtocolDescriptor: Sendable {
     /// at a response boundary.
     public let relayGoodbye: (@Sendable (_ text: String) -> [UInt8])?
 
-    public init(name: String, standardPort: Int, implicitTLSPort: Int, alpn: String,
+    public init(name: String, standardPort: Int, implicitTLSPort: Int, alpn: String, listenerOptions: ListenerOptions,
                 makePreLogin: @escaping @Sendable (PreLoginConfiguration, Bool) -> any PreLoginMachine,
                 makeBackendLogin: @escaping @Sendable (BackendLoginSettings) -> any BackendLoginMachine,
                 makeReadOnlyFilter: @escaping @Sendable (String, ProtocolLimits) -> any ReadOnlySessionFilter,
@@ -50,6 +67,7 @@ public struct ProtocolDescriptor: Sendable {
         self.standardPort = standardPort
         self.implicitTLSPort = implicitTLSPort
         self.alpn = alpn
+        self.listenerOptions = listenerOptions
         self.makePreLogin = makePreLogin
         self.makeBackendLogin = makeBackendLogin
         self.makeReadOnlyFilter = makeReadOnlyFilter
@@ -62,6 +80,7 @@ extension ProtocolDescriptor {
     /// IMAP4rev1/rev2 (RFC 3501, RFC 9051).
     public static let imap = ProtocolDescriptor(
         name: "imap", standardPort: 143, implicitTLSPort: 993, alpn: "imap",
+        listenerOptions: .init(startTLS: true, implicitTLS: true, proxyProtocol: true),
         makePreLogin: { configuration, secure in IMAPPreLogin(configuration: configuration, secure: secure) },
         makeBackendLogin: { settings in
             IMAPBackendLogin(credentials: settings.credentials, client: settings.client,
@@ -75,6 +94,7 @@ extension ProtocolDescriptor {
     /// POP3 (RFC 1939, RFC 2449, RFC 5034).
     public static let pop3 = ProtocolDescriptor(
         name: "pop3", standardPort: 110, implicitTLSPort: 995, alpn: "pop3",
+        listenerOptions: .init(startTLS: true, implicitTLS: true, proxyProtocol: true),
         makePreLogin: { configuration, secure in POP3PreLogin(configuration: configuration, secure: secure) },
         makeBackendLogin: { settings in
             POP3BackendLogin(credentials: settings.credentials, client: settings.client,
