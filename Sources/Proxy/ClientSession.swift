@@ -8,15 +8,11 @@ import MailProtocol
 import Routing
 import TLS
 
-/// One client from accept to close. It wires the pieces of the login path and keeps the books
-/// (the registry, the metrics, the log); every decision is made in a piece it wires:
-///
-///     ClientFront ──login──▶ LoginGate ──admit──▶ StoreLeg ──accepted──▶ Relay
-///     (PROXY header, TLS,    (hop count, failed   (resolve, host health,  (bytes both ways;
-///      pre-login machine)     logins, holds,       connect, TLS, the       SessionEnding says
-///                             route, slots)        store's login machine)  how the proxy ends it)
-///
-/// The protocol comes in as a `ProtocolDescriptor`: nothing here switches on it.
+/// One client from accept to close: a `ClientFront` until the login, a `LoginAttempt` per
+/// login command (the `LoginGate`'s verdicts, then a `StoreLeg`), a `RelayLeg` once the store
+/// accepted; `SessionEnding` says how the proxy ends it, `SessionBooks` keep the shared counts.
+/// The session wires them and makes no decision of its own; the protocol comes in as a
+/// `ProtocolDescriptor`, and nothing here switches on it.
 ///
 /// `@unchecked Sendable`: every mutable member is confined to `loop.queue`; callbacks from the
 /// directory hop back there before touching anything (`onLoop`).
@@ -58,8 +54,6 @@ final class ClientSession: SessionControl, @unchecked Sendable {
                             backlogLimit: limits.lineLength * 2, events: self)
     }
 
-    private var descriptor: ProtocolDescriptor { listener.service.descriptor }
-
     /// Per-address limits and failure counters count the client by this.
     private var limitKey: String { NetworkPrefix.limitKey(for: front?.address ?? "") }
 
@@ -85,6 +79,11 @@ final class ClientSession: SessionControl, @unchecked Sendable {
             guard phase != .closed else { return }
             body(self)
         }
+    }
+
+    private func cancel(_ timer: inout LoopTimer?) {
+        timer?.cancel()
+        timer = nil
     }
 
     private func log(_ level: Logger.Level, _ message: @autoclosure () -> Logger.Message,
@@ -120,16 +119,17 @@ final class ClientSession: SessionControl, @unchecked Sendable {
     }
 
     /// Refuses the login: at once, or `auth_failure_delay` after the login command arrived.
-    private func refuse(_ refusal: LoginRefusal) {
+    func loginRefused(_ refusal: LoginRefusal) {
         guard phase == .loggingIn else { return }
         log(.notice, "login refused: \(refusal.reason)", metadata: ["method": "\(attempt?.request.method ?? "?")"])
         attempt?.cancel()
-        books.loginRefused(refusal, id, user: attempt?.user, address: limitKey, now: Router.now(), context)
-        let loginStartedAt = attempt?.startedAt ?? Router.now()
+        let now = Router.now()
+        books.loginRefused(refusal, id, user: attempt?.user, address: limitKey, now: now, context)
+        let wait = refusal.answerDelay(loginStartedAt: attempt?.startedAt ?? now, now: now,
+                                       authFailureDelay: context.configuration.limits.authFailureDelaySeconds)
         attempt = nil
         fields.user = nil
-        guard let wait = refusal.answerDelay(loginStartedAt: loginStartedAt, now: Router.now(),
-                                             authFailureDelay: context.configuration.limits.authFailureDelaySeconds) else {
+        guard let wait else {
             return answerRefusal(refusal.failure)
         }
         phase = .answeringLater
@@ -145,7 +145,7 @@ final class ClientSession: SessionControl, @unchecked Sendable {
 
     // MARK: - Relayed
 
-    private func accepted(_ accepted: StoreLeg.Accepted) {
+    func loginAccepted(_ accepted: StoreLeg.Accepted) {
         guard let attempt, let front, let route, let (reply, leftover) = front.loginAccepted(accepted.success) else {
             accepted.connection.close()
             return
@@ -159,12 +159,11 @@ final class ClientSession: SessionControl, @unchecked Sendable {
         self.attempt = nil
         front.handOver()
         self.front = nil
-        let relayed = RelayLeg(client: client, store: accepted.connection, descriptor: descriptor, readOnlyMessage: readOnly,
+        let relayed = RelayLeg(client: client, store: accepted.connection, descriptor: listener.service.descriptor, readOnlyMessage: readOnly,
                                limits: context.configuration.limits) { [unowned self] end, totals in relayEnded(end, totals) }
         self.relayed = relayed
         relayed.start(client: client, toBackend: leftover, toClient: reply + accepted.success.leftover) { [unowned self] in
-            loginTimer?.cancel()
-            loginTimer = nil
+            cancel(&loginTimer)
         }
     }
 
@@ -190,7 +189,7 @@ final class ClientSession: SessionControl, @unchecked Sendable {
     }
 
     private func endOnLoop(_ reason: SessionEndReason, message: String?) {
-        let ending = SessionEnding.decide(reason, message: message, phase: phase, relayGoodbye: descriptor.relayGoodbye,
+        let ending = SessionEnding.decide(reason, message: message, phase: phase, relayGoodbye: listener.service.descriptor.relayGoodbye,
                                           atResponseBoundary: relayed?.atResponseBoundary ?? false,
                                           clientCaughtUp: relayed?.clientCaughtUp ?? false)
         switch ending {
@@ -201,7 +200,7 @@ final class ClientSession: SessionControl, @unchecked Sendable {
             front?.temporaryGoodbye(text)
             closeAfterFlush(reason.rawValue)
         case .refuseLogin(let refusal):
-            refuse(refusal)
+            loginRefused(refusal)
         case .goodbyeAndClose, .close:
             endReason = reason
             loginTimer?.cancel()
@@ -215,8 +214,7 @@ final class ClientSession: SessionControl, @unchecked Sendable {
     private func closeAfterFlush(_ reason: String) {
         guard phase != .closed else { return }
         closing = true
-        refusalTimer?.cancel()
-        refusalTimer = nil
+        cancel(&refusalTimer)
         front?.stopConversing()
         client.setReading(false)
         guard client.outboxCount > 0 else { return close(reason) }
@@ -239,10 +237,8 @@ final class ClientSession: SessionControl, @unchecked Sendable {
 
     private func finish() {
         phase = .closed
-        loginTimer?.cancel()
-        loginTimer = nil
-        refusalTimer?.cancel()
-        refusalTimer = nil
+        cancel(&loginTimer)
+        cancel(&refusalTimer)
         books.close(id, reason: endReason.map(ProxyMetrics.EndReason.init) ?? .client, context)
         // The loop may still be running a closure of ours; release on the next turn.
         loop.execute { [self] in selfReference = nil }
@@ -252,10 +248,7 @@ final class ClientSession: SessionControl, @unchecked Sendable {
 extension ClientSession: ClientFrontEvents {
     func clientIntroduced() {
         guard let front else { return }
-        if front.cameThroughProxy {
-            fields.via = fields.client   // the proxy's own address
-            fields.client = front.endpoint
-        }
+        if front.cameThroughProxy { fields.cameThrough(to: front.endpoint) }
         let entry = SessionRegistry.Entry(id: id, listener: listener, client: front.endpoint, startedAt: startedAt)
         if let refusal = books.open(entry, control: self, address: limitKey, listener: listener, context: context) {
             // The protocol's goodbye in plaintext, even on an implicit-TLS listener: a
@@ -273,10 +266,8 @@ extension ClientSession: ClientFrontEvents {
             books.metrics.tlsFailed(attemptedVersion)
             close("client TLS handshake failed: \(error)")
         case .success(let transport):
-            fields.tls = transport.summary
-            books.metrics.tlsEstablished(transport.version)
-            context.registry.update(id) { $0.tls = transport.version }
-            if let name = transport.serverName { fields.sni = LogText.escaped(name) }
+            fields.tls(transport)
+            books.clientTLS(transport.version, id, context)
         }
     }
 
@@ -295,8 +286,7 @@ extension ClientSession: ClientFrontEvents {
 
 extension ClientSession: LoginAttemptEvents {
     func loginAdmitted(_ route: LoginRoute) {
-        if route.holdsStoreSlot { books.holdStoreSlot(route.backend.name) }
-        context.registry.update(id) { $0.target = route.target; $0.dn = route.dn }
+        books.loginAdmitted(route, id, context)
         log(route.readOnlyMessage == nil ? .debug : .info, "route: \(route.why)")
     }
 
@@ -305,7 +295,5 @@ extension ClientSession: LoginAttemptEvents {
         context.registry.update(id) { $0.backend = backend; $0.backendHost = host }
     }
 
-    func loginRefused(_ refusal: LoginRefusal) { refuse(refusal) }
-    func loginAccepted(_ accepted: StoreLeg.Accepted) { self.accepted(accepted) }
     func loginNote(_ level: Logger.Level, _ message: String) { log(level, "\(message)") }
 }

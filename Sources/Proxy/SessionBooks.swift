@@ -24,8 +24,15 @@ struct SessionBooks {
         return nil
     }
 
-    mutating func holdStoreSlot(_ name: String) {
-        storeSlot = name
+    mutating func clientTLS(_ version: String, _ id: String, _ context: ServiceContext) {
+        metrics.tlsEstablished(version)
+        context.registry.update(id) { $0.tls = version }
+    }
+
+    /// The gate admitted the login: the store slot it took, and where the session goes.
+    mutating func loginAdmitted(_ route: LoginRoute, _ id: String, _ context: ServiceContext) {
+        if route.holdsStoreSlot { storeSlot = route.backend.name }
+        context.registry.update(id) { $0.target = route.target; $0.dn = route.dn }
     }
 
     mutating func releaseStoreSlot(_ context: ServiceContext) {

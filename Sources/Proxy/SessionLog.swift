@@ -3,6 +3,7 @@ import Glibc
 #endif
 import EventLoop
 import Logging
+import TLS
 
 /// A session's fields for its log lines, kept as values and made into a logger's metadata
 /// only when a line is written: a metadata dictionary held by every idle session cost about
@@ -14,6 +15,17 @@ struct SessionLog {
     var tls: String?
     var sni: String?
     var user: String?
+
+    /// A PROXY header named the client: the peer was the proxy it came through.
+    mutating func cameThrough(to client: String) {
+        via = self.client
+        self.client = client
+    }
+
+    mutating func tls(_ transport: TLSTransport) {
+        tls = transport.summary
+        if let name = transport.serverName { sni = LogText.escaped(name) }
+    }
 
     /// Writes a line with these fields; nothing is built when the level is off.
     func write(_ logger: Logger, session: String, _ level: Logger.Level, _ message: @autoclosure () -> Logger.Message,
