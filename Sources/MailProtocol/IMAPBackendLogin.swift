@@ -25,7 +25,7 @@ public struct IMAPBackendLogin: Sendable {
     private let client: ClientEndpoint?
     private let tls: TLSMode
     private var phase: Phase = .greeting
-    private var input: LineBuffer
+    var input: LineBuffer
     private var capabilities: [String]?
     private var pendingChunks: [[UInt8]] = []
     private var loginCapabilities: [String]?
@@ -41,27 +41,7 @@ public struct IMAPBackendLogin: Sendable {
     }
 
     public mutating func receive<C: Collection>(_ bytes: C) -> [BackendAction] where C.Element == UInt8 {
-        input.append(bytes)
-        var actions: [BackendAction] = []
-        while phase != .done {
-            // Plaintext after the store's OK to STARTTLS, before the handshake, would be taken
-            // as the store's word once TLS is up (the STARTTLS-injection class): refuse it.
-            if phase == .handshaking {
-                guard input.isEmpty else {
-                    return actions + [fail(.temporary, "backend sent data after its STARTTLS answer")]
-                }
-                return actions
-            }
-            switch input.nextLine() {
-            case .incomplete:
-                return actions
-            case .tooLong:
-                return actions + [fail(.temporary, "backend sent an over-long line")]
-            case .line(let line):
-                actions += handle(line)
-            }
-        }
-        return actions
+        receiveLines(bytes)
     }
 
     /// After `.startTLS`: the handshake with the backend is done.
@@ -72,7 +52,7 @@ public struct IMAPBackendLogin: Sendable {
         return [.send(Array("\(Self.capabilityTag) CAPABILITY\r\n".utf8))]
     }
 
-    private mutating func fail(_ failure: LoginFailure, _ reason: String) -> BackendAction {
+    mutating func fail(_ failure: LoginFailure, _ reason: String) -> BackendAction {
         phase = .done
         return .rejected(failure, reason: reason)
     }
@@ -85,7 +65,7 @@ public struct IMAPBackendLogin: Sendable {
         capabilities?.contains { $0.uppercased() == capability } ?? false
     }
 
-    private mutating func handle(_ line: ArraySlice<UInt8>) -> [BackendAction] {
+    mutating func handle(_ line: ArraySlice<UInt8>) -> [BackendAction] {
         let (first, rest) = splitWord(line)
         let body = rest ?? [][...]
 
@@ -244,4 +224,10 @@ public struct IMAPBackendLogin: Sendable {
         phase = chunks.isEmpty ? .loginResult : .loginContinuation
         return [.send(output)]
     }
+}
+
+extension IMAPBackendLogin: LineDrivenStoreLogin {
+    static var startTLSCommand: String { "STARTTLS" }
+    var isDecided: Bool { phase == .done }
+    var awaitsHandshake: Bool { phase == .handshaking }
 }

@@ -24,7 +24,7 @@ public struct POP3BackendLogin: Sendable {
     private var offersXCLIENT = false
     /// Where the login goes once the store has said OK to XCLIENT (its command is already sent).
     private var phaseAfterXCLIENT: Phase = .user
-    private var input: LineBuffer
+    var input: LineBuffer
 
     public init(credentials: Credentials, client: ClientEndpoint?, tls: TLSMode = .none,
                 limits: ProtocolLimits = ProtocolLimits()) {
@@ -35,27 +35,7 @@ public struct POP3BackendLogin: Sendable {
     }
 
     public mutating func receive<C: Collection>(_ bytes: C) -> [BackendAction] where C.Element == UInt8 {
-        input.append(bytes)
-        var actions: [BackendAction] = []
-        while phase != .done {
-            // Plaintext after the store's OK to STLS, before the handshake, would be taken
-            // as the store's word once TLS is up (the STARTTLS-injection class): refuse it.
-            if phase == .handshaking {
-                guard input.isEmpty else {
-                    return actions + [fail(.temporary, "backend sent data after its STLS answer")]
-                }
-                return actions
-            }
-            switch input.nextLine() {
-            case .incomplete:
-                return actions
-            case .tooLong:
-                return actions + [fail(.temporary, "backend sent an over-long line")]
-            case .line(let line):
-                actions += handle(line)
-            }
-        }
-        return actions
+        receiveLines(bytes)
     }
 
     public mutating func tlsEstablished() -> [BackendAction] {
@@ -63,14 +43,14 @@ public struct POP3BackendLogin: Sendable {
         return afterGreeting()
     }
 
-    private mutating func fail(_ failure: LoginFailure, _ reason: String) -> BackendAction {
+    mutating func fail(_ failure: LoginFailure, _ reason: String) -> BackendAction {
         phase = .done
         return .rejected(failure, reason: reason)
     }
 
     private func line(_ text: String) -> [UInt8] { Array((text + "\r\n").utf8) }
 
-    private mutating func handle(_ line: ArraySlice<UInt8>) -> [BackendAction] {
+    mutating func handle(_ line: ArraySlice<UInt8>) -> [BackendAction] {
         let (status, rest) = splitWord(line)
         let ok = status.elementsEqual("+OK".utf8)
         let text = rest ?? [][...]
@@ -141,4 +121,10 @@ public struct POP3BackendLogin: Sendable {
         }
         return (.auth, Array("AUTH PLAIN ".utf8) + SASL.encodePlain(credentials) + Array("\r\n".utf8))
     }
+}
+
+extension POP3BackendLogin: LineDrivenStoreLogin {
+    static var startTLSCommand: String { "STLS" }
+    var isDecided: Bool { phase == .done }
+    var awaitsHandshake: Bool { phase == .handshaking }
 }
