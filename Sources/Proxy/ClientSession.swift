@@ -35,6 +35,8 @@ final class ClientSession: SessionControl, @unchecked Sendable {
     private var endReason: SessionEndReason?
     /// Set once the session is on its way out: nothing may start again.
     private var closing = false
+    /// `login_timeout` ran out while a refusal waited for its delayed answer.
+    private var closeAfterAnswer = false
     private var selfReference: ClientSession?   // alive while open; dropped on close
     private let startedAt = Double(time(nil))
     private var books = SessionBooks()
@@ -92,17 +94,23 @@ final class ClientSession: SessionControl, @unchecked Sendable {
     }
 
     private func loginTimedOut() {
-        if phase == .relaying, let relayed {
-            // The store accepted, but the client never read the replies before it.
-            log(.notice, "client did not read its login reply in time")
-            relayed.relay.stop()
+        let seconds = context.configuration.limits.loginTimeoutSeconds
+        switch LoginTimeout.decide(phase, waitingForStore: attempt?.route != nil, seconds: seconds) {
+        case .ignore:
             return
+        case .inactive:
+            ProxyMetrics.limitReached(.loginTimeout)
+            front?.goodbye("Disconnected for inactivity.")
+            closeAfterFlush("login timeout")
+        case .refuseLogin(let refusal):
+            loginRefused(refusal)
+            closeAfterFlush("login timeout, waiting for the store")
+        case .closeAfterAnswer:
+            closeAfterAnswer = true
+        case .clientNeverRead:
+            log(.notice, "client did not read its login reply in time")
+            relayed?.relay.stop()
         }
-        guard phase == .preLogin || phase == .loggingIn || phase == .answeringLater else { return }
-        if phase == .loggingIn { ProxyMetrics.login(.timeout) }
-        ProxyMetrics.limitReached(.loginTimeout)
-        front?.goodbye("Disconnected for inactivity.")
-        closeAfterFlush("login timeout")
     }
 
     // MARK: - Login: the gate's verdicts
@@ -141,6 +149,7 @@ final class ClientSession: SessionControl, @unchecked Sendable {
         refusalTimer = nil
         phase = .preLogin
         front?.loginRefused(failure)
+        if closeAfterAnswer { closeAfterFlush("login timeout") }
     }
 
     // MARK: - Relayed

@@ -185,16 +185,7 @@ public final class ProxyServer: Sendable {
             opened.forEach { $0.listener.close() }
             throw error
         }
-        do {
-            let server = try AdminServer(path: configuration.admin.socketPath, loop: group.loops[0], logger: logger) {
-                [unowned self] request, reply in handle(request, reply: reply)
-            }
-            admin.withLock { $0 = server }
-            logger.info("admin socket \(configuration.admin.socketPath)")
-        } catch {
-            opened.forEach { $0.listener.close() }
-            throw ConfigurationError("admin socket \(configuration.admin.socketPath): \(error)")
-        }
+        startAdmin(configuration.admin.socketPath)
         do {
             try startMetrics(configuration)
         } catch {
@@ -207,6 +198,25 @@ public final class ProxyServer: Sendable {
             logger.warning("the service manager passed a socket on \(address), which no listener is configured for")
         }
         watcher.start()
+    }
+
+    /// The admin socket is for the CLI: mail is served without it. Its directory is made when
+    /// missing (as systemd's RuntimeDirectory= would), and when the socket still cannot be
+    /// opened the service starts without it and says so.
+    private func startAdmin(_ path: String) {
+        do {
+            try SocketDirectory.make(for: path)
+            let server = try AdminServer(path: path, loop: group.loops[0], logger: logger) {
+                [unowned self] request, reply in handle(request, reply: reply)
+            }
+            admin.withLock { $0 = server }
+            logger.info("admin socket \(path)")
+        } catch {
+            logger.warning("""
+                admin.socket \(path): \(error): starting without the admin socket \
+                (sessions, kick, hold, release, reload and status cannot reach this instance)
+                """)
+        }
     }
 
     /// Stops accepting; sessions already accepted carry on, and the admin socket stays up.

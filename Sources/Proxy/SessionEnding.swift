@@ -56,3 +56,33 @@ enum SessionEnding: Equatable {
         }
     }
 }
+
+/// What `login_timeout` does, from where the session stands when it runs out. Pure.
+enum LoginTimeout: Equatable {
+    case ignore
+    /// Nothing the client sent led to a login in time: the protocol's goodbye, then close.
+    case inactive
+    /// The store (or the directory) has not decided the replayed login. The client was not
+    /// idle: it gets a temporary failure under its own tag, as Dovecot's proxy answers on its
+    /// proxy timeout (a store's auth penalty can take longer than any login timeout), then the
+    /// session closes; nothing was lost and it may come back at once.
+    case refuseLogin(LoginRefusal)
+    /// A refused login waits for its delayed answer: it still gets that answer, then the
+    /// session closes.
+    case closeAfterAnswer
+    /// The store accepted, but the client never read the replies queued before the relay.
+    case clientNeverRead
+
+    static func decide(_ phase: SessionPhase, waitingForStore: Bool, seconds: Double) -> LoginTimeout {
+        switch phase {
+        case .preLogin: return .inactive
+        case .answeringLater: return .closeAfterAnswer
+        case .relaying: return .clientNeverRead
+        case .closed: return .ignore
+        case .loggingIn:
+            let who = waitingForStore ? "store" : "directory"
+            return .refuseLogin(LoginRefusal(.temporary, "the \(who) did not answer the login within login_timeout (\(Int(seconds))s)",
+                                             outcome: .timeout))
+        }
+    }
+}

@@ -227,6 +227,9 @@ struct CheckConfig: ParsableCommand {
     func run() throws {
         let (configuration, tls) = try options.loadWithTLS()
         tls.warnings.forEach { print("warning: \($0)") }
+        if let problem = SocketDirectory.problem(for: configuration.admin.socketPath) {
+            print("warning: admin.socket \(configuration.admin.socketPath): \(problem): mailswitch will start without the admin socket")
+        }
         // The effective settings, defaults applied: what each listener will really do.
         for listener in configuration.listeners {
             print("listener \(listener.service.rawValue) \(listener.address) tls=\(listener.tls.rawValue)"

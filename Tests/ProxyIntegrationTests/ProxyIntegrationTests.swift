@@ -15,8 +15,9 @@ final class ProxyIntegrationTests: XCTestCase {
     override class func setUp() {
         super.setUp()
         labDirectory = NSTemporaryDirectory() + "mailswitch-tests-\(getpid())"
-        // user0001..user0060: the move tests open sessions for 50 users at once.
-        setenv("MAILSWITCH_LAB_USERS", "60", 1)
+        // user0001..user0060: the move tests open sessions for 50 users at once; user0061..
+        // user0064 are the operator-defect tests' own (OperatorDefectsIntegrationTests.swift).
+        setenv("MAILSWITCH_LAB_USERS", "64", 1)
         do {
             try Harness.lab(["up", "--dir", labDirectory])
             let instance = try MailSwitchInstance(name: "proxy", labDirectory: labDirectory)

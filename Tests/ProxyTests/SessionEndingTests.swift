@@ -55,4 +55,25 @@ final class SessionEndingTests: XCTestCase {
         XCTAssertEqual(Set(texts).count, 4)
         XCTAssertEqual(SessionEnding.defaultText(.hold), RoutingTable.defaultHoldMessage)
     }
+
+    func testTheLoginTimeoutNeverCallsAClientWaitingForItsStoreInactive() {
+        guard case .refuseLogin(let refusal) = LoginTimeout.decide(.loggingIn, waitingForStore: true, seconds: 3) else {
+            return XCTFail("a login waiting for its store is refused, not said goodbye to")
+        }
+        XCTAssertEqual(refusal.failure, .temporary, "IMAP's NO [UNAVAILABLE], POP3's -ERR [SYS/TEMP], under the client's tag")
+        XCTAssertEqual(refusal.outcome, .timeout)
+        XCTAssertFalse(refusal.delayed)
+        XCTAssertEqual(refusal.reason, "the store did not answer the login within login_timeout (3s)")
+        guard case .refuseLogin(let lookup) = LoginTimeout.decide(.loggingIn, waitingForStore: false, seconds: 60) else {
+            return XCTFail("a login waiting for the directory is refused too")
+        }
+        XCTAssertEqual(lookup.reason, "the directory did not answer the login within login_timeout (60s)")
+    }
+
+    func testTheLoginTimeoutInEveryOtherPhase() {
+        XCTAssertEqual(LoginTimeout.decide(.preLogin, waitingForStore: false, seconds: 3), .inactive)
+        XCTAssertEqual(LoginTimeout.decide(.answeringLater, waitingForStore: false, seconds: 3), .closeAfterAnswer)
+        XCTAssertEqual(LoginTimeout.decide(.relaying, waitingForStore: false, seconds: 3), .clientNeverRead)
+        XCTAssertEqual(LoginTimeout.decide(.closed, waitingForStore: false, seconds: 3), .ignore)
+    }
 }
