@@ -2,9 +2,10 @@
 """A synthetic IMAP store for benchmarks and tests: accepts ANY login, then just holds the connection.
 
     python3 Tests/Fixtures/synthetic_store.py PORT [--host 127.0.0.X] [--name NAME]
-                                              [--tls CERT KEY [--client-ca CA]]
+                                              [--tls CERT KEY [--client-ca CA]] [--login-delay S]
 
-With --tls it speaks implicit TLS; with --client-ca it also demands a client certificate signed
+With --login-delay it answers a login S seconds late, as a store does under Dovecot's per-address
+auth penalty (the behaviour under test, not a wait). With --tls it speaks implicit TLS; with --client-ca it also demands a client certificate signed
 by CA (the handshake fails without one), for testing mailswitch's backend client certificates.
 
 Listens on 127.0.0.1:PORT (loopback only). After login its capabilities include X-STORE-NAME
@@ -75,6 +76,9 @@ async def read_command(reader, writer):
         return b"".join(parts), literals
 
 
+LOGIN_DELAY = 0.0
+
+
 async def handle(reader, writer):
     try:
         writer.write(GREETING)
@@ -102,9 +106,11 @@ async def handle(reader, writer):
                         writer.write(tag + b" BAD Authentication cancelled.\r\n")
                         await writer.drain()
                         continue
+                await asyncio.sleep(LOGIN_DELAY)
                 writer.write(tag + LOGGED_IN)
                 logged_in = True
             elif name == b"LOGIN":
+                await asyncio.sleep(LOGIN_DELAY)
                 writer.write(tag + LOGGED_IN)
                 logged_in = True
             elif name == b"CAPABILITY":
@@ -154,7 +160,10 @@ if __name__ == "__main__":
     parser.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"))
     parser.add_argument("--client-ca", metavar="CA")
     parser.add_argument("--name", default="synthetic", help="advertised after login as X-STORE-NAME")
+    parser.add_argument("--login-delay", type=float, default=0.0, metavar="S",
+                        help="answer each login S seconds late (a slow store)")
     options = parser.parse_args()
+    LOGIN_DELAY = options.login_delay
     if not options.name.isalnum():
         sys.exit("synthetic_store.py: --name must be letters and digits")
     name_store(options.name)
