@@ -45,12 +45,15 @@ final class ClientFront {
     /// Beyond this many unsent reply bytes, the client is not read until it takes them.
     private let backlogLimit: Int
 
-    init(connection: Connection, peer: SocketAddress, machine: any PreLoginMachine, tls: TLSServerContext?,
-         backlogLimit: Int, events: any ClientFrontEvents) {
+    init(connection: Connection, peer: SocketAddress, listener: ListenerConfiguration, context: ServiceContext,
+         events: any ClientFrontEvents) {
         self.connection = connection
-        self.machine = machine
-        self.tls = tls
-        self.backlogLimit = backlogLimit
+        let limits = context.configuration.limits.protocolLimits
+        machine = listener.service.descriptor.makePreLogin(
+            .init(offersStartTLS: listener.tls == .starttls, allowsPlaintextLogin: !listener.requireTLS, limits: limits),
+            listener.tls == .implicit)
+        tls = context.tls.servers[listener.service]
+        backlogLimit = limits.lineLength * 2
         self.events = events
         address = IPAddress(peer.host).flatMap { $0.unmappedIPv4?.description } ?? peer.host
         port = peer.port

@@ -29,8 +29,6 @@ final class ClientSession: SessionControl, @unchecked Sendable {
     private var loginTimer: LoopTimer?
     private var refusalTimer: LoopTimer?
     private var relayed: RelayLeg?
-    /// The store's name and the address the session is connected to.
-    private var route: (backend: String, host: String)?
     /// Set when the proxy ends the session (a move, a hold, a kick), for the log.
     private var endReason: SessionEndReason?
     /// Set once the session is on its way out: nothing may start again.
@@ -48,12 +46,7 @@ final class ClientSession: SessionControl, @unchecked Sendable {
         self.listener = listener
         self.context = context
         fields = SessionLog(client: "\(peer)")
-        let limits = context.configuration.limits.protocolLimits
-        let machine = listener.service.descriptor.makePreLogin(
-            .init(offersStartTLS: listener.tls == .starttls, allowsPlaintextLogin: !listener.requireTLS, limits: limits),
-            listener.tls == .implicit)
-        front = ClientFront(connection: client, peer: peer, machine: machine, tls: context.tls.servers[listener.service],
-                            backlogLimit: limits.lineLength * 2, events: self)
+        front = ClientFront(connection: client, peer: peer, listener: listener, context: context, events: self)
     }
 
     /// Per-address limits and failure counters count the client by this.
@@ -155,7 +148,7 @@ final class ClientSession: SessionControl, @unchecked Sendable {
     // MARK: - Relayed
 
     func loginAccepted(_ accepted: StoreLeg.Accepted) {
-        guard let attempt, let front, let route, let (reply, leftover) = front.loginAccepted(accepted.success) else {
+        guard let attempt, let front, let route = books.store, let (reply, leftover) = front.loginAccepted(accepted.success) else {
             accepted.connection.close()
             return
         }
@@ -178,8 +171,8 @@ final class ClientSession: SessionControl, @unchecked Sendable {
 
     private func relayEnded(_ end: Relay.End, _ totals: Relay.Totals) {
         log(.info, "session ended (\(SessionLog.how(end, endReason)))",
-            metadata: SessionLog.ended(totals, listener: listener.address.description, route: route, since: startedAt))
-        books.metrics.relayEnded(totals, backend: route?.backend ?? "", proxyReason: endReason)
+            metadata: SessionLog.ended(totals, listener: listener.address.description, route: books.store, since: startedAt))
+        books.metrics.relayEnded(totals, backend: books.store?.backend ?? "", proxyReason: endReason)
         relayed = nil
         finish()
     }
@@ -191,10 +184,7 @@ final class ClientSession: SessionControl, @unchecked Sendable {
     }
 
     func traffic(_ completion: @escaping @Sendable (Int, Int) -> Void) {
-        onLoop { session in
-            let totals = session.relayed?.relay.totals
-            completion(totals?.clientToBackend ?? 0, totals?.backendToClient ?? 0)
-        }
+        onLoop { completion($0.relayed?.relay.totals.clientToBackend ?? 0, $0.relayed?.relay.totals.backendToClient ?? 0) }
     }
 
     private func endOnLoop(_ reason: SessionEndReason, message: String?) {
@@ -299,10 +289,7 @@ extension ClientSession: LoginAttemptEvents {
         log(route.readOnlyMessage == nil ? .debug : .info, "route: \(route.why)")
     }
 
-    func loginConnected(backend: String, host: String) {
-        route = (backend, host)
-        context.registry.update(id) { $0.backend = backend; $0.backendHost = host }
-    }
+    func loginConnected(backend: String, host: String) { books.loginConnected(id, backend: backend, host: host, context) }
 
     func loginNote(_ level: Logger.Level, _ message: String) { log(level, "\(message)") }
 }

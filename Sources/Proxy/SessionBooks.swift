@@ -12,6 +12,8 @@ struct SessionBooks {
     private var admittedAddress: String?
     /// The store whose session slot and login token the session holds (`max_sessions`).
     private var storeSlot: String?
+    /// The store's name and the address the session is connected to, for the log and metrics.
+    private(set) var store: (backend: String, host: String)?
 
     /// Counts the connection and registers the session, or says which limit refused it (the
     /// session is then not counted anywhere).
@@ -57,6 +59,11 @@ struct SessionBooks {
         context.registry.update(id) {
             $0.phase = .preLogin; $0.user = nil; $0.backend = nil; $0.backendHost = nil; $0.target = nil; $0.dn = nil
         }
+    }
+
+    mutating func loginConnected(_ id: String, backend: String, host: String, _ context: ServiceContext) {
+        store = (backend, host)
+        context.registry.update(id) { $0.backend = backend; $0.backendHost = host }
     }
 
     mutating func loginAccepted(_ id: String, user: String, address: String, backend: String, now: Double,
