@@ -78,7 +78,9 @@ public struct ConfigLoader {
         var disconnects = DisconnectPolicy()
         if let routing = top["routing"] {
             let keys = try routing.mapping(allowed: ["default_backend", "hold_values", "hold_message", "disconnect_burst",
-                                                     "max_disconnect_delay", "read_only_values", "read_only_message"])
+                                                     "max_disconnect_delay", "read_only_values", "read_only_message",
+                                                     "login_rewrite"])
+            if let value = keys["login_rewrite"] { routingTable.loginRewrite = try parseLoginRewrite(value) }
             if let value = keys["default_backend"] {
                 let name = try value.string()
                 guard backends[name] != nil else {
@@ -239,10 +241,32 @@ public struct ConfigLoader {
         return ServerTLSConfiguration(certificates: certificates, minVersion: minVersion)
     }
 
+    private func parseLoginRewrite(_ value: Value) throws -> LoginRewrite {
+        let keys = try value.mapping(allowed: ["lowercase", "map_domains", "strip_domains"])
+        func domain(_ item: Value) throws -> String {
+            let text = try item.string()
+            guard !text.isEmpty, !text.contains("@"), !text.contains(where: { $0.isWhitespace }) else {
+                throw item.fail("expected a domain such as example.org")
+            }
+            return text
+        }
+        let map: [(String, String)] = try keys["map_domains"]?.entries().map { (from, to) -> (String, String) in
+            guard !from.isEmpty, !from.contains("@"), !from.contains(where: { $0.isWhitespace }) else {
+                throw to.fail("\"\(from)\" is not a domain such as msd.example.org")
+            }
+            return (from, try domain(to))
+        } ?? []
+        let strip: [String] = try keys["strip_domains"]?.sequence().map { item -> String in
+            try item.string() == "*" ? "*" : try domain(item)
+        } ?? []
+        return LoginRewrite(lowercase: try keys["lowercase"]?.bool() ?? false,
+                            mapDomains: Dictionary(map, uniquingKeysWith: { first, _ in first }), stripDomains: strip)
+    }
+
     private func parseBackend(name: String, _ value: Value) throws -> Backend {
         let keys = try value.mapping(allowed: ["hosts", "pop3_hosts", "tls", "forward_client", "forward_client_address", "ca_file",
                                                "server_name", "verify", "client_cert", "client_key", "min_version",
-                                               "max_sessions", "max_logins_per_second"])
+                                               "max_sessions", "max_logins_per_second", "login_name"])
         let tls = try keys["tls"]?.enumeration(BackendTLS.self) ?? BackendTLS.none
         // Without a port, the protocol's own: 143/110, or 993/995 for implicit TLS.
         func port(_ service: MailService) -> Int { tls == .implicit ? service.implicitTLSPort : service.standardPort }
@@ -276,6 +300,11 @@ public struct ConfigLoader {
                               forwardClient: forward)
         backend.maxSessions = try keys["max_sessions"]?.int(1...10_000_000)
         backend.maxLoginsPerSecond = try keys["max_logins_per_second"]?.positiveNumber()
+        if let value = keys["login_name"] {
+            let template = try value.string()
+            if let problem = StoreLoginName.problem(in: template) { throw value.fail("login_name \(problem)") }
+            backend.loginName = .template(template)
+        }
         return backend
     }
 

@@ -11,6 +11,9 @@ import Synchronization
 /// back to its loop to send them.
 extension ProxyServer {
     func handle(_ request: AdminRequest, reply: @escaping @Sendable (AdminResponse) -> Void) {
+        // The CLI names a user the way a login does: `kick ALICE@example.org` is alice's.
+        var request = request
+        request.user = request.user.map(configuration.routing.loginRewrite.apply)
         switch request.command {
         case .sessions: listSessions(request, reply: reply)
         case .kick: kick(request, reply: reply)

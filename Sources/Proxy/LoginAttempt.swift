@@ -43,6 +43,7 @@ final class LoginAttempt: StoreLegEvents, @unchecked Sendable {
         self.startedAt = startedAt
         self.loop = loop
         self.context = context
+        user = context.configuration.routing.loginRewrite.apply(request.credentials.mailboxUser)
         gate = LoginGate(routing: context.configuration.routing,
                          maxSessionsPerUser: context.configuration.limits.maxSessionsPerUser, service: service)
         descriptor = service.descriptor
@@ -51,11 +52,13 @@ final class LoginAttempt: StoreLegEvents, @unchecked Sendable {
         self.events = events
     }
 
-    var user: String { request.credentials.mailboxUser }
+    /// The name the directory is asked about and every count, hold and kick is keyed by:
+    /// the login's mailbox user after `login_rewrite`.
+    let user: String
 
     /// Asks the gate; `address` is what limits count the client as.
     func start(address: String) {
-        follow(gate.begin(request, address: address, now: startedAt, ledger: context))
+        follow(gate.begin(request, user: user, address: address, now: startedAt, ledger: context))
     }
 
     /// Stops whatever is under way; nothing is reported after this.
@@ -95,9 +98,18 @@ final class LoginAttempt: StoreLegEvents, @unchecked Sendable {
         self.route = route
         events.loginAdmitted(route)
         let store = StoreLeg(loop: loop, context: context, descriptor: descriptor, route: route,
-                             credentials: request.credentials, client: client, events: self)
+                             credentials: storeCredentials(for: route.backend), client: client, events: self)
         self.store = store
         store.start()
+    }
+
+    /// The client's credentials with the mailbox user named as the store wants it
+    /// (`login_name`); the password, and a SASL authentication identity of its own, as sent.
+    private func storeCredentials(for backend: Backend) -> Credentials {
+        var credentials = request.credentials
+        let name = backend.loginName.name(typed: credentials.mailboxUser, rewritten: user)
+        if credentials.authorizationID.isEmpty { credentials.username = name } else { credentials.authorizationID = name }
+        return credentials
     }
 
     func storeConnected(backend: String, host: String) {

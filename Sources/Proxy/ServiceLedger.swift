@@ -8,8 +8,8 @@ extension ServiceContext: LoginLedger {
         admission.checkLogin(address: address, user: user, settings: configuration.limits.authFailures, now: now)
     }
 
-    func sessionCount(ofUser user: String) -> Int {
-        registry.count(ofUser: user)
+    func sessionCount(ofUser user: String, entry dn: String?) -> Int {
+        registry.count(ofUser: user, orEntry: dn)
     }
 
     func takeStoreSlot(_ backend: Backend, now: Double) -> BackendBudget.Refusal? {

@@ -136,6 +136,16 @@ public final class SessionRegistry: Sendable {
         state.withLock { $0.byUser[UserKey.of(user)]?.count ?? 0 }
     }
 
+    /// Sessions of a user by any spelling of the name, or of the directory entry `dn`, each
+    /// counted once.
+    public func count(ofUser user: String, orEntry dn: String?) -> Int {
+        state.withLock { state in
+            let byName = state.byUser[UserKey.of(user)] ?? []
+            guard let dn, let byEntry = state.byDN[dn.lowercased()] else { return byName.count }
+            return byName.union(byEntry).count
+        }
+    }
+
     public func sessions(onBackend backend: String) -> [Session] {
         state.withLock { $0.sessions($0.byBackend[backend]) }
     }

@@ -10,6 +10,8 @@ public struct Backend: Sendable, Equatable {
     public var maxSessions: Int?
     /// Logins sent to this store per second (a burst of one second's worth); nil is unlimited.
     public var maxLoginsPerSecond: Double?
+    /// `login_name`: the name this store is sent for the user.
+    public var loginName = StoreLoginName.asTyped
 
     public init(name: String, imapHosts: [HostPort], pop3Hosts: [HostPort], tls: BackendTLS = .none,
                 tlsSettings: BackendTLSConfiguration = BackendTLSConfiguration(), forwardClient: ForwardClient = .auto) {

@@ -6,8 +6,10 @@ import MailProtocol
 public protocol LoginLedger: Sendable {
     /// Whether recent failed logins from this address or of this user refuse the attempt.
     func failedLoginRefusal(address: String, user: String, now: Double) -> AuthFailureTracker.Refusal?
-    /// Sessions of this user, logging in or relayed, the asking one included.
-    func sessionCount(ofUser user: String) -> Int
+    /// Sessions of this user, logging in or relayed, the asking one included: by the login
+    /// name, and by the directory entry when there is one (a user who logs in under two names
+    /// that are one entry is one user).
+    func sessionCount(ofUser user: String, entry dn: String?) -> Int
     /// Takes a session slot and a login token of a store with limits, or says which limit refused.
     func takeStoreSlot(_ backend: Backend, now: Double) -> BackendBudget.Refusal?
     /// A hold an operator put on the user (`mailswitch hold`).
@@ -117,13 +119,13 @@ public struct LoginGate: Sendable {
     }
 
     /// The login command arrived: refuse, look the user up, or (held by an operator) decide
-    /// without the directory.
-    public func begin(_ request: LoginRequest, address: String, now: Double, ledger: some LoginLedger) -> LoginVerdict {
+    /// without the directory. `user`: the login name after `login_rewrite`.
+    public func begin(_ request: LoginRequest, user: String, address: String, now: Double,
+                      ledger: some LoginLedger) -> LoginVerdict {
         guard Self.hopsLeft(after: request.proxyTTL) != nil else {
             return .refuse(LoginRefusal(.temporary, "proxy loop: x-proxy-ttl \(request.proxyTTL ?? 0) from the client, "
                                         + "no hop left (does a backend point back at a proxy?)"))
         }
-        let user = request.credentials.mailboxUser
         if let blocked = ledger.failedLoginRefusal(address: address, user: user, now: now) {
             return .refuse(LoginRefusal(.unavailable(text: "Too many failed logins, try again later."), "\(blocked.rawValue) reached",
                                         outcome: .limited, limit: .failedLogins(blocked), delayed: true))
@@ -158,7 +160,7 @@ public struct LoginGate: Sendable {
     /// The user's session count and the store's limits, checked before the store is
     /// contacted: a refused login never reaches it.
     private func admit(_ route: LoginRoute, user: String, now: Double, ledger: some LoginLedger) -> LoginVerdict {
-        guard ledger.sessionCount(ofUser: user) <= maxSessionsPerUser else {
+        guard ledger.sessionCount(ofUser: user, entry: route.dn) <= maxSessionsPerUser else {
             return .refuse(LoginRefusal(.limit(text: "Too many sessions for this user."),
                                         "max_sessions_per_user (\(maxSessionsPerUser)) reached",
                                         outcome: .limited, limit: .sessionsPerUser))

@@ -82,6 +82,8 @@ public struct RoutingTable: Sendable, Equatable {
     public var readOnlyValues: [String] = []
     /// What a read-only session is told when it tries to change something.
     public var readOnlyMessage = RoutingTable.defaultReadOnlyMessage
+    /// `login_rewrite`: the name a login is looked up, counted and held under.
+    public var loginRewrite = LoginRewrite()
 
     public static let defaultHoldMessage = "Your mailbox is being moved, please try again in a few minutes."
     public static let defaultReadOnlyMessage = "Your mailbox is being moved and is read-only for now."

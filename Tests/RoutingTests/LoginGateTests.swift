@@ -7,13 +7,16 @@ private final class Ledger: LoginLedger, @unchecked Sendable {
     var failures = AuthFailureTracker(settings: .init(maxPerAddress: 3, maxPerUser: 2, window: 60))
     var budget = BackendBudget()
     var sessions: [String: Int] = [:]
+    var entrySessions: [String: Int] = [:]
     var holds: [String: OperatorHold] = [:]
 
     func failedLoginRefusal(address: String, user: String, now: Double) -> AuthFailureTracker.Refusal? {
         failures.check(address: address, user: user, now: now)
     }
 
-    func sessionCount(ofUser user: String) -> Int { sessions[user, default: 1] }
+    func sessionCount(ofUser user: String, entry dn: String?) -> Int {
+        max(sessions[user, default: 1], dn.flatMap { entrySessions[$0] } ?? 0)
+    }
     func takeStoreSlot(_ backend: Backend, now: Double) -> BackendBudget.Refusal? { budget.admit(backend, now: now) }
     func operatorHold(for user: String) -> OperatorHold? { holds[user] }
 }
@@ -59,7 +62,7 @@ final class LoginGateTests: XCTestCase {
 
     func testAnOrdinaryLoginLooksTheUserUpThenGoesToTheNamedStore() throws {
         let ledger = Ledger()
-        XCTAssertEqual(gate().begin(login("alice"), address: "192.0.2.1", now: 0, ledger: ledger), .lookUp)
+        XCTAssertEqual(gate().begin(login("alice"), user: "alice", address: "192.0.2.1", now: 0, ledger: ledger), .lookUp)
         let admitted = try XCTUnwrap(route(gate().routed(found("legacy"), user: "alice", now: 0, ledger: ledger)))
         XCTAssertEqual(admitted.backend.name, "legacy")
         XCTAssertEqual(admitted.hosts, legacy.imapHosts)
@@ -70,7 +73,7 @@ final class LoginGateTests: XCTestCase {
     }
 
     func testARoutingLoopIsRefusedAsTemporaryWhenNoHopIsLeft() throws {
-        let refused = try XCTUnwrap(refusal(gate().begin(login("alice", ttl: 1), address: "192.0.2.1", now: 0, ledger: Ledger())))
+        let refused = try XCTUnwrap(refusal(gate().begin(login("alice", ttl: 1), user: "alice", address: "192.0.2.1", now: 0, ledger: Ledger())))
         XCTAssertEqual(refused.failure, .temporary)
         XCTAssertTrue(refused.reason.contains("proxy loop"), refused.reason)
         XCTAssertFalse(refused.delayed)
@@ -84,19 +87,19 @@ final class LoginGateTests: XCTestCase {
     func testFailedLoginsLockTheAddressOutBeforeAnyLookup() throws {
         let ledger = Ledger()
         for second in 0..<3 { ledger.failures.failed(address: "192.0.2.9", user: "user\(second)", now: Double(second)) }
-        let refused = try XCTUnwrap(refusal(gate().begin(login("alice"), address: "192.0.2.9", now: 5, ledger: ledger)))
+        let refused = try XCTUnwrap(refusal(gate().begin(login("alice"), user: "alice", address: "192.0.2.9", now: 5, ledger: ledger)))
         XCTAssertEqual(refused.failure, .unavailable(text: "Too many failed logins, try again later."))
         XCTAssertEqual(refused.limit, .failedLogins(.address))
         XCTAssertEqual(refused.outcome, .limited)
         XCTAssertTrue(refused.delayed, "a locked-out guesser waits like a wrong password")
         XCTAssertFalse(refused.countsAsFailedLogin, "no password was tried")
-        XCTAssertEqual(gate().begin(login("alice"), address: "192.0.2.10", now: 5, ledger: ledger), .lookUp)
+        XCTAssertEqual(gate().begin(login("alice"), user: "alice", address: "192.0.2.10", now: 5, ledger: ledger), .lookUp)
     }
 
     func testAnOperatorHoldRefusesWithoutTheDirectory() throws {
         let ledger = Ledger()
         ledger.holds["alice"] = OperatorHold(message: "Moving, back soon.", readOnlyStore: nil)
-        let refused = try XCTUnwrap(refusal(gate().begin(login("alice"), address: "192.0.2.1", now: 0, ledger: ledger)))
+        let refused = try XCTUnwrap(refusal(gate().begin(login("alice"), user: "alice", address: "192.0.2.1", now: 0, ledger: ledger)))
         XCTAssertEqual(refused.failure, .unavailable(text: "Moving, back soon."))
         XCTAssertEqual(refused.outcome, .held)
     }
@@ -115,7 +118,7 @@ final class LoginGateTests: XCTestCase {
 
         let ledger = Ledger()
         ledger.holds["alice"] = OperatorHold(message: "Read-only for now.", readOnlyStore: "legacy")
-        let byOperator = try XCTUnwrap(route(gate().begin(login("alice"), address: "192.0.2.1", now: 0, ledger: ledger)))
+        let byOperator = try XCTUnwrap(route(gate().begin(login("alice"), user: "alice", address: "192.0.2.1", now: 0, ledger: ledger)))
         XCTAssertEqual(byOperator.readOnlyMessage, "Read-only for now.")
     }
 
@@ -145,6 +148,13 @@ final class LoginGateTests: XCTestCase {
         XCTAssertEqual(refused.failure, .limit(text: "Too many sessions for this user."))
         XCTAssertEqual(refused.limit, .sessionsPerUser)
         XCTAssertEqual(refused.outcome, .limited)
+    }
+
+    func testSessionsAreCountedByTheDirectoryEntryWhateverNameTheyUsed() throws {
+        let ledger = Ledger()
+        ledger.entrySessions["uid=alice,dc=example"] = 4   // alice and ALICE@example.org together
+        let refused = try XCTUnwrap(refusal(gate(maxSessionsPerUser: 3).routed(found("legacy"), user: "alice", now: 0, ledger: ledger)))
+        XCTAssertEqual(refused.limit, .sessionsPerUser)
     }
 
     func testAStoreOverItsSlotsIsRefusedAndATakenSlotIsSaid() throws {

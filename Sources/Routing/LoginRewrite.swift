@@ -1,0 +1,90 @@
+/// One user, many login names: `alice`, `Alice@EXAMPLE.ORG`, an old division address
+/// `alice@msd.example.org`. The rewritten name is what the directory is asked about and what
+/// every per-user count, hold and kick is keyed by (`routing.login_rewrite`); the store is sent
+/// the name its backend's `login_name` asks for. Pure.
+public struct LoginRewrite: Sendable, Equatable {
+    /// `Alice@EXAMPLE.ORG` → `alice@example.org`.
+    public var lowercase: Bool
+    /// Domains replaced by another, compared without case: `msd.example.org: example.org`.
+    public var mapDomains: [String: String]
+    /// Domains taken off (after mapping), compared without case; `*` takes off any.
+    public var stripDomains: [String]
+
+    public init(lowercase: Bool = false, mapDomains: [String: String] = [:], stripDomains: [String] = []) {
+        self.lowercase = lowercase
+        self.mapDomains = Dictionary(mapDomains.map { ($0.key.lowercased(), $0.value) }, uniquingKeysWith: { first, _ in first })
+        self.stripDomains = stripDomains.map { $0.lowercased() }
+    }
+
+    public var isIdentity: Bool { !lowercase && mapDomains.isEmpty && stripDomains.isEmpty }
+
+    /// Lower-case, then map the domain, then strip it.
+    public func apply(_ login: String) -> String {
+        guard !isIdentity else { return login }
+        let name = lowercase ? login.lowercased() : login
+        guard let at = name.lastIndex(of: "@") else { return name }
+        let local = name[..<at]
+        var domain = String(name[name.index(after: at)...])
+        if let mapped = mapDomains[domain.lowercased()] { domain = mapped }
+        if stripDomains.contains("*") || stripDomains.contains(domain.lowercased()) { return String(local) }
+        return local + "@" + domain
+    }
+}
+
+/// The name a store is sent for a user (a backend's `login_name`): the login as the client
+/// typed it, or a template over the rewritten name. Pure.
+public enum StoreLoginName: Sendable, Equatable {
+    /// `%u`: as typed (the default: what the store saw before mailswitch).
+    case asTyped
+    /// A template over the rewritten name: `%n` (before `@`), `%d` (after it), `%u` (all of
+    /// it), `%%`; `"%n"` for a store that knows `alice`, `"%n@example.org"` for one that wants
+    /// the address.
+    case template(String)
+
+    /// The name for the store. `typed`: the client's; `rewritten`: after `login_rewrite`.
+    public func name(typed: String, rewritten: String) -> String {
+        switch self {
+        case .asTyped:
+            return typed
+        case .template(let template):
+            let (local, domain) = Self.split(rewritten)
+            var out = ""
+            var iterator = template.makeIterator()
+            while let character = iterator.next() {
+                guard character == "%" else { out.append(character); continue }
+                switch iterator.next() {
+                case "u": out += rewritten
+                case "n": out += local
+                case "d": out += domain
+                case "%": out.append("%")
+                case let other?: out.append("%"); out.append(other)
+                case nil: out.append("%")
+                }
+            }
+            return out
+        }
+    }
+
+    /// Why a template cannot be used, or nil.
+    public static func problem(in template: String) -> String? {
+        guard !template.isEmpty else { return "must not be empty" }
+        var iterator = template.makeIterator()
+        var named = false
+        while let character = iterator.next() {
+            guard character == "%" else {
+                if character.isWhitespace || character.unicodeScalars.contains(where: { $0.value < 0x20 }) {
+                    return "must not contain spaces or control characters"
+                }
+                continue
+            }
+            guard let next = iterator.next(), "und%".contains(next) else { return "only %u, %n, %d and %% are known placeholders" }
+            if next != "%" { named = true }
+        }
+        return named ? nil : "must contain %u, %n or %d"
+    }
+
+    private static func split(_ name: String) -> (String, String) {
+        guard let at = name.lastIndex(of: "@") else { return (name, "") }
+        return (String(name[..<at]), String(name[name.index(after: at)...]))
+    }
+}
