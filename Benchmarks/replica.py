@@ -31,7 +31,7 @@ from benchlib import LISTEN, REPO, WARM, BenchError, cpu, say, spread  # noqa: E
 from lab import wait_until  # noqa: E402  (scripts/lab.py)
 
 REPLICA_RE = re.compile(r"directory replica: (\d+) entries")
-SETTINGS = dict(WARM, filter='"(uid=%u)"')   # the replica needs an equality filter; both runs use it
+SETTINGS = dict(WARM, filter='"(uid=%u)"')   # as in the earlier runs, for comparison; both runs use it
 DOWN_LOGINS = 20
 
 

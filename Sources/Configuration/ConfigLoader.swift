@@ -352,7 +352,14 @@ public struct ConfigLoader {
         if let v = keys["change_feed"] { directory.changeFeed = try v.enumeration(ChangeFeedMode.self) }
         if let v = keys["recheck_interval"] { directory.recheckIntervalSeconds = try v.duration() }
         if let v = keys["replica"], try v.bool() {
-            if case .failure(let problem) = LDAPFilter.replicaAttributes(filter) { throw filterValue.fail(problem.description) }
+            switch ReplicaFilter.parse(filter) {
+            case .failure(let problem):
+                throw filterValue.fail(problem.description)
+            case .success(let parsed) where parsed.fixedAttributes.count > 64 || parsed.loginAttributes.count > 255:
+                throw filterValue.fail("directory.replica matches at most 64 fixed values and 255 login attributes")
+            case .success:
+                break
+            }
             guard directory.changeFeed == .auto || directory.changeFeed == .sync else {
                 throw v.fail("replica: true is built from the RFC 4533 feed: change_feed must be auto or sync")
             }

@@ -17,10 +17,15 @@ public final class ReplicaDirectory: Directory, Sendable {
 
     private let state = Mutex(State())
     private let fallback: any Directory
+    private let filter: ReplicaFilter
 
-    public init(fallback: any Directory) {
+    public init(fallback: any Directory, filter: ReplicaFilter) {
         self.fallback = fallback
+        self.filter = filter
     }
+
+    /// Every attribute the replica needs of an entry: the filter's, the login ones first.
+    public var filterAttributes: [String] { filter.loginAttributes + filter.fixedAttributes }
 
     public func lookup(_ user: String, completion: @escaping @Sendable (DirectoryResult) -> Void) {
         if let answer = state.withLock({ $0.current?.lookup(user) }) {
@@ -37,7 +42,7 @@ public final class ReplicaDirectory: Directory, Sendable {
 
     /// A full refresh begins: entries go into a new copy.
     func refreshBegan() {
-        state.withLock { $0.building = DirectoryReplica() }
+        state.withLock { [filter] in $0.building = DirectoryReplica(filter: filter) }
     }
 
     /// The refresh is complete: the new copy answers logins from now on. The old copy is
@@ -57,12 +62,12 @@ public final class ReplicaDirectory: Directory, Sendable {
 
     /// An entry added, modified or renamed (during a refresh: into the new copy); `key` is its
     /// entryUUID.
-    func upsert(key: String, dn: String, loginValues: [String], backendValue: String?) {
+    func upsert(key: String, dn: String, attributes: [String: [String]], backendValue: String?) {
         state.withLock { state in
             if state.building != nil {
-                state.building?.upsert(key: key, dn: dn, loginValues: loginValues, backendValue: backendValue)
+                state.building?.upsert(key: key, dn: dn, attributes: attributes, backendValue: backendValue)
             } else {
-                state.current?.upsert(key: key, dn: dn, loginValues: loginValues, backendValue: backendValue)
+                state.current?.upsert(key: key, dn: dn, attributes: attributes, backendValue: backendValue)
             }
         }
     }

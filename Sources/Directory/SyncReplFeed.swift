@@ -99,9 +99,12 @@ public final class SyncReplFeed: @unchecked Sendable {
         sync.pointee.ls_base = strdup(configuration.base)
         sync.pointee.ls_scope = LDAP_SCOPE_SUBTREE
         sync.pointee.ls_filter = strdup("(objectClass=*)")
-        let attributes = UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>.allocate(capacity: loginAttributes.count + 2)
-        for (index, name) in ([configuration.backendAttribute] + loginAttributes).enumerated() { attributes[index] = strdup(name) }
-        attributes[loginAttributes.count + 1] = nil
+        // The replica also matches the filter's fixed equalities itself: their attributes too.
+        let wanted = [configuration.backendAttribute] + loginAttributes
+            + (replica?.filterAttributes ?? []).filter { name in !loginAttributes.contains { $0.lowercased() == name.lowercased() } }
+        let attributes = UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>.allocate(capacity: wanted.count + 1)
+        for (index, name) in wanted.enumerated() { attributes[index] = strdup(name) }
+        attributes[wanted.count] = nil
         sync.pointee.ls_attrs = attributes
         sync.pointee.ls_timeout = 1   // seconds per poll, so `stop` is noticed
         sync.pointee.ls_private = Unmanaged.passUnretained(self).toOpaque()
@@ -261,7 +264,9 @@ public final class SyncReplFeed: @unchecked Sendable {
             case LDAP_SYNC_CAPI_DELETE:
                 replica.remove(key: key)
             case LDAP_SYNC_CAPI_ADD, LDAP_SYNC_CAPI_MODIFY, LDAP_SYNC_CAPI_PRESENT:
-                replica.upsert(key: key, dn: dn, loginValues: loginAttributes.flatMap { LDAPBind.values(handle, message, $0) },
+                let attributes = Dictionary(replica.filterAttributes.map { ($0, LDAPBind.values(handle, message, $0)) },
+                                            uniquingKeysWith: { first, _ in first })
+                replica.upsert(key: key, dn: dn, attributes: attributes,
                                backendValue: LDAPBind.values(handle, message, configuration.backendAttribute).first)
             default:
                 break

@@ -79,40 +79,4 @@ public enum LDAPFilter {
         }
         return found
     }
-
-    /// The attributes of a filter a replica can answer without LDAP: `(attr=%u)` or an OR of
-    /// such equalities, `(|(uid=%u)(mail=%u))`. Anything else (a `%n`, a wildcard, an AND with
-    /// an objectClass, a NOT) needs the server's matching rules, and is refused with the reason.
-    public static func replicaAttributes(_ template: String) -> Result<[String], ReplicaFilterError> {
-        let text = template.filter { !$0.isWhitespace }
-        func equality(_ part: Substring) -> String? {
-            guard part.hasPrefix("("), part.hasSuffix("=%u)") else { return nil }
-            let name = part.dropFirst().dropLast(4)
-            guard !name.isEmpty, name.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" }),
-                  name.first?.isLetter == true else { return nil }
-            return String(name)
-        }
-        if let single = equality(Substring(text)) { return .success([single]) }
-        guard text.hasPrefix("(|"), text.hasSuffix(")") else {
-            return .failure(ReplicaFilterError(filter: template))
-        }
-        var names: [String] = []
-        var rest = text.dropFirst(2).dropLast()
-        while !rest.isEmpty {
-            guard let close = rest.firstIndex(of: ")") else { return .failure(ReplicaFilterError(filter: template)) }
-            guard let name = equality(rest[...close]) else { return .failure(ReplicaFilterError(filter: template)) }
-            if !names.contains(where: { $0.lowercased() == name.lowercased() }) { names.append(name) }
-            rest = rest[rest.index(after: close)...]
-        }
-        return names.isEmpty ? .failure(ReplicaFilterError(filter: template)) : .success(names)
-    }
-}
-
-public struct ReplicaFilterError: Error, Sendable, Equatable, CustomStringConvertible {
-    public let filter: String
-    public var description: String {
-        "directory.replica needs a filter that is an equality with the login name, or an OR of them, such as "
-            + "(uid=%u) or (|(uid=%u)(mail=%u)): the replica matches logins itself, without the server's "
-            + "matching rules; \(filter) is not one"
-    }
 }

@@ -372,5 +372,6 @@ struct Reload: ParsableCommand {
 /// when `directory.replica` is set (LDAP answers until the replica is built).
 func makeDirectory(_ configuration: DirectoryConfiguration) -> any Directory {
     let ldap = LDAPDirectory(configuration: configuration)
-    return configuration.replica ? ReplicaDirectory(fallback: ldap) : ldap
+    guard configuration.replica, case .success(let filter) = ReplicaFilter.parse(configuration.filter) else { return ldap }
+    return ReplicaDirectory(fallback: ldap, filter: filter)
 }

@@ -9,7 +9,6 @@ extension ProxyIntegrationTests {
         let offset = 11300
         let imap = 1143 + offset
         let instance = try MailSwitchInstance(name: "replica", labDirectory: Self.labDirectory, edits: [
-            ("filter: \"(&(objectClass=inetOrgPerson)(uid=%u))\"", "filter: \"(uid=%u)\""),
             ("replica: false", "replica: true"),
         ] + MailSwitchInstance.movedListeners(by: offset))
         defer { instance.stop() }
