@@ -23,6 +23,14 @@ public final class LoopTimer: @unchecked Sendable {
     }
 }
 
+extension Optional where Wrapped == LoopTimer {
+    /// Cancels the timer, if any, and lets go of it.
+    public mutating func cancelAndForget() {
+        self?.cancel()
+        self = nil
+    }
+}
+
 /// Every timeout of a loop in one binary heap, served by one Dispatch timer source made once
 /// and re-armed only when a new deadline is earlier than the one it is armed for. A login
 /// arms three or four timeouts and cancels most within milliseconds; a Dispatch source each

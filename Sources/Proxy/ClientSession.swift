@@ -76,11 +76,6 @@ final class ClientSession: SessionControl, @unchecked Sendable {
         }
     }
 
-    private func cancel(_ timer: inout LoopTimer?) {
-        timer?.cancel()
-        timer = nil
-    }
-
     private func log(_ level: Logger.Level, _ message: @autoclosure () -> Logger.Message,
                      metadata: @autoclosure () -> Logger.Metadata? = nil) {
         fields.write(context.logger, session: id, level, message(), metadata: metadata())
@@ -165,7 +160,7 @@ final class ClientSession: SessionControl, @unchecked Sendable {
                                limits: context.configuration.limits) { [unowned self] end, totals in relayEnded(end, totals) }
         self.relayed = relayed
         relayed.start(client: client, toBackend: leftover, toClient: reply + accepted.success.leftover) { [unowned self] in
-            cancel(&loginTimer)
+            loginTimer.cancelAndForget()
         }
     }
 
@@ -213,7 +208,7 @@ final class ClientSession: SessionControl, @unchecked Sendable {
     private func closeAfterFlush(_ reason: String) {
         guard phase != .closed else { return }
         closing = true
-        cancel(&refusalTimer)
+        refusalTimer.cancelAndForget()
         front?.stopConversing()
         client.setReading(false)
         guard client.outboxCount > 0 else { return close(reason) }
@@ -236,8 +231,8 @@ final class ClientSession: SessionControl, @unchecked Sendable {
 
     private func finish() {
         phase = .closed
-        cancel(&loginTimer)
-        cancel(&refusalTimer)
+        loginTimer.cancelAndForget()
+        refusalTimer.cancelAndForget()
         books.close(id, reason: endReason.map(ProxyMetrics.EndReason.init) ?? .client, context)
         // The loop may still be running a closure of ours; release on the next turn.
         loop.execute { [self] in selfReference = nil }
