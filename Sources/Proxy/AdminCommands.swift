@@ -158,7 +158,7 @@ extension ProxyServer {
             for session in sessions where session.entry.phase == .relaying { byBackend[session.entry.backend ?? "?", default: 0] += 1 }
             var response = AdminResponse(ok: true)
             response.status = [
-                "version": MailSwitchVersion.current,
+                "version": MailSwitchVersion.withCommit,
                 "configuration": "\(file.path), loaded \(Int(Date().timeIntervalSince1970 - file.at))s ago",
                 "uptime": "\(uptime)s",
                 "sessions": "\(sessions.count)",
@@ -228,7 +228,10 @@ public enum RouteReport {
     }
 }
 
-/// The version `mailswitch status` and `--version` report.
+/// The version `mailswitch status` and `--version` report. `current` is the one place the
+/// release is numbered: scripts/package takes the Debian package's version from it.
 public enum MailSwitchVersion {
     public static let current = "0.5.0"
+    /// The release and the commit it was built from, e.g. "0.5.0 (a34266c)".
+    public static let withCommit = "\(current) (\(BuildCommit.id))"
 }

@@ -15,7 +15,7 @@ struct MailSwitch: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mailswitch",
         abstract: "IMAP/POP3 proxy that routes each login to the store LDAP names for the user.",
-        version: MailSwitchVersion.current,
+        version: MailSwitchVersion.withCommit,
         subcommands: [Serve.self, CheckConfig.self, Route.self, Reload.self, Sessions.self, Kick.self, Hold.self,
                       Release.self, Holds.self, Status.self])
 }
