@@ -345,10 +345,14 @@ final class ProxyIntegrationTests: XCTestCase {
             ("forward_client: auto", "forward_client: haproxy", "\"haproxy\" is not one of auto | proxy_v2 | none"),
             ("max_sessions_per_user: 50", "max_sessions_per_user: 0", "limits.max_sessions_per_user"),
             ("auth_failure_window: \"5m\"", "auth_failure_window: \"soon\"", "limits.auth_failure_window"),
-            ("replica: false", "replica: true", "directory.replica needs a filter that is an equality with the login name"),
+            ("replica: false", "replica: true", "directory.replica needs a filter the replica can match itself"),
         ] {
             var edited = text.replacingOccurrences(of: old, with: new)
             if expected.hasPrefix("proxy_protocol") { edited = edited.replacingOccurrences(of: "proxy_protocol: false", with: "proxy_protocol: true") }
+            // The example's own filter is one the replica matches: a partial match is not.
+            if expected.hasPrefix("directory.replica") {
+                edited = edited.replacingOccurrences(of: "filter: \"(&(objectClass=inetOrgPerson)(uid=%u))\"", with: "filter: \"(uid=%n)\"")
+            }
             XCTAssertNotEqual(edited, text, "the edit \(old) applies")
             try edited.write(toFile: broken, atomically: true, encoding: .utf8)
             let refused = try Harness.run(binary, ["check-config", "--config", broken])
