@@ -19,6 +19,12 @@ public enum LDAPFilter {
     /// Expands `%u` (the login name), `%n` (its part before `@`), `%d` (its part after `@`,
     /// empty if none) and `%%`, each escaped.
     public static func expand(_ template: String, user: String) -> String {
+        substitute(template, user: user, escape)
+    }
+
+    /// The placeholders of a login template filled in, each value passed through `transform`
+    /// (the filter escapes them; a store's login name takes them as they are).
+    static func substitute(_ template: String, user: String, _ transform: (String) -> String) -> String {
         let local: Substring
         let domain: Substring
         if let at = user.lastIndex(of: "@") {
@@ -33,9 +39,9 @@ public enum LDAPFilter {
         while let character = iterator.next() {
             guard character == "%" else { out.append(character); continue }
             switch iterator.next() {
-            case "u": out += escape(user)
-            case "n": out += escape(String(local))
-            case "d": out += escape(String(domain))
+            case "u": out += transform(user)
+            case "n": out += transform(String(local))
+            case "d": out += transform(String(domain))
             case "%": out.append("%")
             case let other?: out.append("%"); out.append(other)
             case nil: out.append("%")

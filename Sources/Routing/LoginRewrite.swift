@@ -47,21 +47,7 @@ public enum StoreLoginName: Sendable, Equatable {
         case .asTyped:
             return typed
         case .template(let template):
-            let (local, domain) = Self.split(rewritten)
-            var out = ""
-            var iterator = template.makeIterator()
-            while let character = iterator.next() {
-                guard character == "%" else { out.append(character); continue }
-                switch iterator.next() {
-                case "u": out += rewritten
-                case "n": out += local
-                case "d": out += domain
-                case "%": out.append("%")
-                case let other?: out.append("%"); out.append(other)
-                case nil: out.append("%")
-                }
-            }
-            return out
+            return LDAPFilter.substitute(template, user: rewritten) { $0 }
         }
     }
 
@@ -81,10 +67,5 @@ public enum StoreLoginName: Sendable, Equatable {
             if next != "%" { named = true }
         }
         return named ? nil : "must contain %u, %n or %d"
-    }
-
-    private static func split(_ name: String) -> (String, String) {
-        guard let at = name.lastIndex(of: "@") else { return (name, "") }
-        return (String(name[..<at]), String(name[name.index(after: at)...]))
     }
 }
