@@ -26,18 +26,28 @@ extension ProxyServer {
         }
     }
 
-    /// Sessions of a user, of a backend, of both, or all of them.
-    private func select(user: String?, backend: String?) -> [SessionRegistry.Session] {
-        switch (user, backend) {
-        case (let user?, let backend?): return registry.sessions(ofUser: user).filter { $0.entry.backend == backend }
-        case (let user?, nil): return registry.sessions(ofUser: user)
-        case (nil, let backend?): return registry.sessions(onBackend: backend)
-        case (nil, nil): return registry.snapshot()
+    /// Sessions of a user (under any login name of its directory entry), of a backend, of
+    /// both, or all of them. A user's entry comes from the route cache or the directory; when
+    /// neither can tell, the name alone selects.
+    private func select(user: String?, backend: String?,
+                        _ completion: @escaping @Sendable ([SessionRegistry.Session]) -> Void) {
+        let registry = self.registry
+        guard let user else {
+            return completion(backend.map { registry.sessions(onBackend: $0) } ?? registry.snapshot())
         }
+        let found: @Sendable (Router.Answer) -> Void = { answer in
+            completion(registry.sessions(ofUser: user, orEntry: answer.result.dn).filter { backend == nil || $0.entry.backend == backend })
+        }
+        if let cached = router.route(user, completion: found) { found(cached) }
     }
 
     private func listSessions(_ request: AdminRequest, reply: @escaping @Sendable (AdminResponse) -> Void) {
-        let sessions = select(user: request.user, backend: request.backend).sorted { $0.entry.startedAt < $1.entry.startedAt }
+        select(user: request.user, backend: request.backend) { sessions in
+            self.answer(sessions.sorted { $0.entry.startedAt < $1.entry.startedAt }, reply: reply)
+        }
+    }
+
+    private func answer(_ sessions: [SessionRegistry.Session], reply: @escaping @Sendable (AdminResponse) -> Void) {
         // Byte counts live with each session on its loop: ask them all, answer when all did.
         let collected = Mutex([String: (Int, Int)]())
         let group = DispatchGroup()
@@ -68,15 +78,17 @@ extension ProxyServer {
         guard request.user != nil || request.backend != nil else {
             return reply(.failure(.badRequest, "kick needs a user, a backend, or both"))
         }
-        let sessions = select(user: request.user, backend: request.backend).filter { $0.entry.phase != .preLogin }
-        guard !sessions.isEmpty else {
-            let whose = [request.user.map { "user \($0)" }, request.backend.map { "backend \($0)" }].compactMap { $0 }
-            return reply(.failure(.notFound, "no open sessions for \(whose.joined(separator: " on "))"))
+        select(user: request.user, backend: request.backend) { [watcher] selected in
+            let sessions = selected.filter { $0.entry.phase != .preLogin }
+            guard !sessions.isEmpty else {
+                let whose = [request.user.map { "user \($0)" }, request.backend.map { "backend \($0)" }].compactMap { $0 }
+                return reply(.failure(.notFound, "no open sessions for \(whose.joined(separator: " on "))"))
+            }
+            watcher.end(sessions.map { ($0, SessionEndReason.kick, request.reason) }, paced: request.spread ?? false)
+            var response = AdminResponse(ok: true, message: "ending \(sessions.count) session(s)\(request.spread == true ? ", spread" : "")")
+            response.ended = sessions.count
+            reply(response)
         }
-        watcher.end(sessions.map { ($0, SessionEndReason.kick, request.reason) }, paced: request.spread ?? false)
-        var response = AdminResponse(ok: true, message: "ending \(sessions.count) session(s)\(request.spread == true ? ", spread" : "")")
-        response.ended = sessions.count
-        reply(response)
     }
 
     private func hold(_ request: AdminRequest, reply: @escaping @Sendable (AdminResponse) -> Void) {
@@ -84,27 +96,30 @@ extension ProxyServer {
         let configuration = self.configuration
         let fallback = request.readOnly == true ? configuration.routing.readOnlyMessage : RoutingTable.defaultHoldMessage
         let reason = request.reason.map { LoginFailure.lineText($0) }.flatMap { $0.isEmpty ? nil : $0 } ?? fallback
-        guard request.readOnly == true else { return place(user: user, reason: reason, store: nil, reply: reply) }
-        // A read-only hold keeps the user on the store the directory names now: never a guess.
+        // The directory names the user's entry, so that the hold covers every login name that
+        // reaches it; a full hold goes on the name alone when the directory cannot tell.
         router.routeFresh(user) { [self] answer in
+            guard request.readOnly == true else { return place(user: user, reason: reason, store: nil, dn: answer.result.dn, reply: reply) }
+            // A read-only hold keeps the user on the store the directory names now: never a guess.
             switch configuration.routing.decide(answer.result, service: .imap) {
             case .backend(let backend, _, _), .readOnly(let backend, _, _, _):
-                place(user: user, reason: reason, store: backend.name, reply: reply)
+                place(user: user, reason: reason, store: backend.name, dn: answer.result.dn, reply: reply)
             case .held(_, let why), .unavailable(let why), .unknownUser(let why):
                 reply(.failure(.failed, "cannot tell which store \(user)'s mailbox is on (\(why)): no read-only hold set"))
             }
         }
     }
 
-    private func place(user: String, reason: String, store: String?, reply: @escaping @Sendable (AdminResponse) -> Void) {
+    private func place(user: String, reason: String, store: String?, dn: String?,
+                       reply: @escaping @Sendable (AdminResponse) -> Void) {
         do throws(HoldBook.Failure) {
-            _ = try holds.add(user: user, reason: reason, readOnlyStore: store)
+            _ = try holds.add(user: user, reason: reason, readOnlyStore: store, dn: dn)
         } catch {
             return reply(.failure(.failed, error.description))
         }
         // Open sessions end at once: the final copy pass must not race them, and a read-only
         // session must start afresh, filtered (an open one may have a mailbox selected read-write).
-        let sessions = registry.sessions(ofUser: user).filter { $0.entry.phase != .preLogin }
+        let sessions = registry.sessions(ofUser: user, orEntry: dn).filter { $0.entry.phase != .preLogin }
         watcher.end(sessions.map { ($0, SessionEndReason.hold, reason) }, paced: false)
         let kind = store.map { "read-only on \($0)" } ?? "held"
         logger.notice("hold on \(LogText.escaped(user)) (\(kind)): \(sessions.count) session(s) ended")
@@ -115,13 +130,16 @@ extension ProxyServer {
 
     private func release(_ request: AdminRequest, reply: @escaping @Sendable (AdminResponse) -> Void) {
         guard let user = request.user, !user.isEmpty else { return reply(.failure(.badRequest, "release needs a user")) }
+        let dn = holds.hold(for: user)?.dn
         do throws(HoldBook.Failure) {
             guard try holds.remove(user: user) else { return reply(.failure(.notFound, "\(user) is not held")) }
         } catch {
             return reply(.failure(.failed, error.description))
         }
-        // Sessions under a read-only hold end like any route change; the next login is unfiltered.
+        // Sessions under a read-only hold end like any route change, under whatever name they
+        // logged in with; the next login is unfiltered.
         watcher.recheck(user: user)
+        for key in dn.map(registry.userKeys(ofEntry:)) ?? [] where key != UserKey.of(user) { watcher.recheck(user: key) }
         logger.notice("hold on \(LogText.escaped(user)) released")
         reply(AdminResponse(ok: true, message: "\(user) released"))
     }
@@ -135,9 +153,10 @@ extension ProxyServer {
     private func route(_ request: AdminRequest, reply: @escaping @Sendable (AdminResponse) -> Void) {
         guard let user = request.user, !user.isEmpty else { return reply(.failure(.badRequest, "route needs a user")) }
         let configuration = self.configuration
-        let hold = holds.hold(for: user)
+        let holds = self.holds
         let answer: @Sendable (Router.Answer) -> Void = { answer in
             var response = AdminResponse(ok: true)
+            let hold = holds.hold(for: user, entry: answer.result.dn)
             response.route = RouteReport.make(user: user, answer: answer, configuration: configuration, hold: hold?.operatorHold)
             reply(response)
         }

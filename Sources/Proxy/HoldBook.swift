@@ -13,6 +13,10 @@ public final class HoldBook: Sendable {
         public var since: Double
         /// A read-only hold: the store the user stays on (nil: a full hold).
         public var readOnlyStore: String?
+        /// The user's directory entry when the hold was set: the hold applies to every login
+        /// name that reaches it (`alice` and `alice@example.org` alike). Nil when the directory
+        /// could not tell (then the name alone is held).
+        public var dn: String?
 
         public var operatorHold: OperatorHold { OperatorHold(message: reason, readOnlyStore: readOnlyStore) }
     }
@@ -23,6 +27,8 @@ public final class HoldBook: Sendable {
 
     private let file: String
     private let holds: Mutex<[String: Hold]>
+    /// Entry (lower-cased DN) -> the user key of its hold; rebuilt with every change.
+    private let byEntry: Mutex<[String: String]>
     /// Read without the lock on every login: most of the time there is no hold at all.
     private let isEmpty: Atomic<Bool>
 
@@ -39,20 +45,29 @@ public final class HoldBook: Sendable {
             }
         }
         holds = Mutex(loaded)
+        byEntry = Mutex(Self.entries(loaded))
         isEmpty = Atomic(loaded.isEmpty)
     }
 
-    public func hold(for user: String) -> Hold? {
+    /// The hold on this login name, or on the directory entry it reached.
+    public func hold(for user: String, entry dn: String? = nil) -> Hold? {
         if isEmpty.load(ordering: .relaxed) { return nil }
-        return holds.withLock { $0[UserKey.of(user)] }
+        let key = UserKey.of(user)
+        if let hold = holds.withLock({ $0[key] }) { return hold }
+        guard let dn, let holder = byEntry.withLock({ $0[dn.lowercased()] }) else { return nil }
+        return holds.withLock { $0[holder] }
+    }
+
+    private static func entries(_ holds: [String: Hold]) -> [String: String] {
+        Dictionary(holds.compactMap { key, hold in hold.dn.map { ($0.lowercased(), key) } }, uniquingKeysWith: { first, _ in first })
     }
 
     public var all: [Hold] {
         holds.withLock { Array($0.values) }.sorted { $0.since < $1.since }
     }
 
-    public func add(user: String, reason: String, readOnlyStore: String? = nil) throws(Failure) -> Hold {
-        let hold = Hold(user: user, reason: reason, since: Date().timeIntervalSince1970, readOnlyStore: readOnlyStore)
+    public func add(user: String, reason: String, readOnlyStore: String? = nil, dn: String? = nil) throws(Failure) -> Hold {
+        let hold = Hold(user: user, reason: reason, since: Date().timeIntervalSince1970, readOnlyStore: readOnlyStore, dn: dn)
         try change { $0[UserKey.of(user)] = hold }
         return hold
     }
@@ -79,6 +94,7 @@ public final class HoldBook: Sendable {
                 return .failure(Failure(description: "cannot write the hold state file \(file): \(error.localizedDescription)"))
             }
             current = next
+            byEntry.withLock { $0 = Self.entries(next) }
             isEmpty.store(next.isEmpty, ordering: .relaxed)
             return .success(())
         }

@@ -221,7 +221,8 @@ final class RouteWatcher: @unchecked Sendable {
         var due: [Due] = []
         for session in registry.sessions(ofUser: key) {
             guard let was = session.entry.target, let service = MailService(rawValue: session.entry.service) else { continue }
-            let decision = configuration.routing.decide(answer.result, service: service, hold: holds.hold(for: key)?.operatorHold)
+            let hold = holds.hold(for: key, entry: answer.result.dn)
+            let decision = configuration.routing.decide(answer.result, service: service, hold: hold?.operatorHold)
             guard let now = decision.target, now != was else { continue }
             switch decision {
             case .held(let message, _), .readOnly(_, _, let message, _):

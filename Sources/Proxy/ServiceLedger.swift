@@ -16,7 +16,7 @@ extension ServiceContext: LoginLedger {
         admission.admitBackend(backend, now: now)
     }
 
-    func operatorHold(for user: String) -> OperatorHold? {
-        holds.hold(for: user)?.operatorHold
+    func operatorHold(for user: String, entry dn: String?) -> OperatorHold? {
+        holds.hold(for: user, entry: dn)?.operatorHold
     }
 }

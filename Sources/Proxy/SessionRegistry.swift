@@ -146,6 +146,14 @@ public final class SessionRegistry: Sendable {
         }
     }
 
+    /// Sessions of a user by any spelling of the name, and of the directory entry `dn`.
+    public func sessions(ofUser user: String, orEntry dn: String?) -> [Session] {
+        state.withLock { state in
+            let byName = state.byUser[UserKey.of(user)] ?? []
+            return state.sessions(dn.flatMap { state.byDN[$0.lowercased()] }.map(byName.union) ?? byName)
+        }
+    }
+
     public func sessions(onBackend backend: String) -> [Session] {
         state.withLock { $0.sessions($0.byBackend[backend]) }
     }

@@ -12,8 +12,9 @@ public protocol LoginLedger: Sendable {
     func sessionCount(ofUser user: String, entry dn: String?) -> Int
     /// Takes a session slot and a login token of a store with limits, or says which limit refused.
     func takeStoreSlot(_ backend: Backend, now: Double) -> BackendBudget.Refusal?
-    /// A hold an operator put on the user (`mailswitch hold`).
-    func operatorHold(for user: String) -> OperatorHold?
+    /// A hold an operator put on the user (`mailswitch hold`): on the login name, or, once the
+    /// directory answered, on its entry.
+    func operatorHold(for user: String, entry dn: String?) -> OperatorHold?
 }
 
 /// Why a login is refused, with everything the session does about it.
@@ -131,7 +132,7 @@ public struct LoginGate: Sendable {
                                         outcome: .limited, limit: .failedLogins(blocked), delayed: true))
         }
         // An operator's hold decides without the directory.
-        if ledger.operatorHold(for: user) != nil {
+        if ledger.operatorHold(for: user, entry: nil) != nil {
             return routed(RouteAnswer(result: .notFound, source: .directory), user: user, now: now, ledger: ledger)
         }
         return .lookUp
@@ -139,8 +140,8 @@ public struct LoginGate: Sendable {
 
     /// The route cache or the directory answered.
     public func routed(_ answer: RouteAnswer, user: String, now: Double, ledger: some LoginLedger) -> LoginVerdict {
-        let decision = routing.decide(answer.result, service: service, hold: ledger.operatorHold(for: user))
         let dn: String? = if case .found(let dn, _) = answer.result { dn } else { nil }
+        let decision = routing.decide(answer.result, service: service, hold: ledger.operatorHold(for: user, entry: dn))
         switch decision {
         case .unknownUser(let why):
             return .refuse(LoginRefusal(.authenticationFailed, "no route: \(why)"))

@@ -7,6 +7,9 @@ public enum DirectoryResult: Sendable, Equatable {
     case ambiguous(count: Int)
     /// The directory could not answer (down, timed out, overloaded): never an auth failure.
     case unavailable(reason: String)
+
+    /// The entry's DN, when one was found.
+    public var dn: String? { if case .found(let dn, _) = self { dn } else { nil } }
 }
 
 public enum RouteDecision: Sendable, Equatable {

@@ -25,4 +25,37 @@ extension ProxyIntegrationTests {
         assertLands(try pop3Login("User0005@msd.example.org", password("user0005"), port: "\(1110 + offset)"),
                     on: "legacy", "POP3 USER/PASS")
     }
+
+    func testAHoldAndAKickReachEveryLoginNameOfTheEntry() throws {
+        let offset = 11900
+        let port = "\(1143 + offset)"
+        let instance = try MailSwitchInstance(name: "identity-entry", labDirectory: Self.labDirectory, edits: [
+            ("filter: \"(&(objectClass=inetOrgPerson)(uid=%u))\"",
+             "filter: \"(&(objectClass=inetOrgPerson)(|(uid=%u)(mail=%u)))\""),
+            ("    # login_name: \"%n\"\n", "    login_name: \"%n\"\n"),
+        ] + MailSwitchInstance.movedListeners(by: offset))
+        defer { instance.stop() }
+        XCTAssertTrue(Harness.waitForPort(1143 + offset), instance.logTail())
+        // A session opened under the address, kicked by the uid: one entry, one user.
+        let fixture = try BackgroundFixture("sessions.py", ["hold", "--host", "127.0.0.1", "--port", port, "--proto", "imap",
+                                                            "--per-user", "1", "--max-seconds", "60", "--idle",
+                                                            "--user", "user0013@example.org:\(password("user0013"))"],
+                                            directory: Self.labDirectory, stoppable: true)
+        let ready = try fixture.waitUntilReady()
+        XCTAssertEqual(ready["opened"] as? Int, 1, "\(ready)")
+        let kicked = try cli(["kick", "user0013"], instance: instance)
+        XCTAssertEqual(kicked.status, 0, kicked.stdout + kicked.stderr)
+        let ended = sessions(try fixture.result())
+        XCTAssertEqual(ended.count, 1)
+        XCTAssertEqual(ended.first?["ended_by_server"] as? Bool, true, "\(ended)")
+        // A hold set on the uid refuses the address too, until it is released.
+        let held = try cli(["hold", "user0015", "--reason", "Final sync, back soon"], instance: instance)
+        XCTAssertEqual(held.status, 0, held.stdout + held.stderr)
+        let refused = try imapLogin("user0015@example.org", password("user0015"), port: port)
+        XCTAssertNotEqual(refused["ok"] as? Bool, true, "\(refused)")
+        XCTAssertTrue("\(refused)".contains("Final sync, back soon"), "\(refused)")
+        let released = try cli(["release", "user0015"], instance: instance)
+        XCTAssertEqual(released.status, 0, released.stdout + released.stderr)
+        assertLands(try imapLogin("user0015@example.org", password("user0015"), port: port), on: "legacy", "released")
+    }
 }

@@ -18,7 +18,8 @@ private final class Ledger: LoginLedger, @unchecked Sendable {
         max(sessions[user, default: 1], dn.flatMap { entrySessions[$0] } ?? 0)
     }
     func takeStoreSlot(_ backend: Backend, now: Double) -> BackendBudget.Refusal? { budget.admit(backend, now: now) }
-    func operatorHold(for user: String) -> OperatorHold? { holds[user] }
+    var entryHolds: [String: OperatorHold] = [:]
+    func operatorHold(for user: String, entry dn: String?) -> OperatorHold? { holds[user] ?? dn.flatMap { entryHolds[$0] } }
 }
 
 final class LoginGateTests: XCTestCase {
@@ -101,6 +102,15 @@ final class LoginGateTests: XCTestCase {
         ledger.holds["alice"] = OperatorHold(message: "Moving, back soon.", readOnlyStore: nil)
         let refused = try XCTUnwrap(refusal(gate().begin(login("alice"), user: "alice", address: "192.0.2.1", now: 0, ledger: ledger)))
         XCTAssertEqual(refused.failure, .unavailable(text: "Moving, back soon."))
+        XCTAssertEqual(refused.outcome, .held)
+    }
+
+    func testAnOperatorHoldOnTheEntryHoldsEveryNameThatReachesIt() throws {
+        let ledger = Ledger()
+        ledger.entryHolds["uid=alice,dc=example"] = OperatorHold(message: "Moving.", readOnlyStore: nil)
+        XCTAssertEqual(gate().begin(login("alice@example.org"), user: "alice@example.org", address: "192.0.2.1", now: 0,
+                                    ledger: ledger), .lookUp, "the name alone is not held")
+        let refused = try XCTUnwrap(refusal(gate().routed(found("legacy"), user: "alice@example.org", now: 0, ledger: ledger)))
         XCTAssertEqual(refused.outcome, .held)
     }
 
