@@ -243,17 +243,14 @@ public struct ConfigLoader {
 
     private func parseLoginRewrite(_ value: Value) throws -> LoginRewrite {
         let keys = try value.mapping(allowed: ["lowercase", "map_domains", "strip_domains"])
+        func isDomain(_ text: String) -> Bool { !text.isEmpty && !text.contains("@") && !text.contains(where: \.isWhitespace) }
         func domain(_ item: Value) throws -> String {
             let text = try item.string()
-            guard !text.isEmpty, !text.contains("@"), !text.contains(where: { $0.isWhitespace }) else {
-                throw item.fail("expected a domain such as example.org")
-            }
+            guard isDomain(text) else { throw item.fail("expected a domain such as example.org") }
             return text
         }
         let map: [(String, String)] = try keys["map_domains"]?.entries().map { (from, to) -> (String, String) in
-            guard !from.isEmpty, !from.contains("@"), !from.contains(where: { $0.isWhitespace }) else {
-                throw to.fail("\"\(from)\" is not a domain such as msd.example.org")
-            }
+            guard isDomain(from) else { throw to.fail("\"\(from)\" is not a domain such as msd.example.org") }
             return (from, try domain(to))
         } ?? []
         let strip: [String] = try keys["strip_domains"]?.sequence().map { item -> String in

@@ -18,14 +18,15 @@ public final class ReplicaDirectory: Directory, Sendable {
     private let state = Mutex(State())
     private let fallback: any Directory
     private let filter: ReplicaFilter
+    /// Every attribute the replica needs of an entry: the filter's, the login ones first.
+    /// Worked out once: the feed asks for it with every entry of a full refresh.
+    public let filterAttributes: [String]
 
     public init(fallback: any Directory, filter: ReplicaFilter) {
         self.fallback = fallback
         self.filter = filter
+        filterAttributes = filter.loginAttributes + filter.fixedAttributes
     }
-
-    /// Every attribute the replica needs of an entry: the filter's, the login ones first.
-    public var filterAttributes: [String] { filter.loginAttributes + filter.fixedAttributes }
 
     public func lookup(_ user: String, completion: @escaping @Sendable (DirectoryResult) -> Void) {
         if let answer = state.withLock({ $0.current?.lookup(user) }) {

@@ -25,10 +25,21 @@ public final class HoldBook: Sendable {
         public let description: String
     }
 
+    /// The holds by user key, and the same holds indexed by entry (lower-cased DN -> user
+    /// key), changed together under one lock.
+    private struct Book {
+        var byUser: [String: Hold]
+        var byEntry: [String: String]
+
+        init(_ byUser: [String: Hold]) {
+            self.byUser = byUser
+            byEntry = Dictionary(byUser.compactMap { key, hold in hold.dn.map { ($0.lowercased(), key) } },
+                                 uniquingKeysWith: { first, _ in first })
+        }
+    }
+
     private let file: String
-    private let holds: Mutex<[String: Hold]>
-    /// Entry (lower-cased DN) -> the user key of its hold; rebuilt with every change.
-    private let byEntry: Mutex<[String: String]>
+    private let holds: Mutex<Book>
     /// Read without the lock on every login: most of the time there is no hold at all.
     private let isEmpty: Atomic<Bool>
 
@@ -44,26 +55,20 @@ public final class HoldBook: Sendable {
                 throw Failure(description: "cannot read the hold state file \(file): \(error)")
             }
         }
-        holds = Mutex(loaded)
-        byEntry = Mutex(Self.entries(loaded))
+        holds = Mutex(Book(loaded))
         isEmpty = Atomic(loaded.isEmpty)
     }
 
     /// The hold on this login name, or on the directory entry it reached.
     public func hold(for user: String, entry dn: String? = nil) -> Hold? {
         if isEmpty.load(ordering: .relaxed) { return nil }
-        let key = UserKey.of(user)
-        if let hold = holds.withLock({ $0[key] }) { return hold }
-        guard let dn, let holder = byEntry.withLock({ $0[dn.lowercased()] }) else { return nil }
-        return holds.withLock { $0[holder] }
-    }
-
-    private static func entries(_ holds: [String: Hold]) -> [String: String] {
-        Dictionary(holds.compactMap { key, hold in hold.dn.map { ($0.lowercased(), key) } }, uniquingKeysWith: { first, _ in first })
+        return holds.withLock { book in
+            book.byUser[UserKey.of(user)] ?? dn.flatMap { book.byEntry[$0.lowercased()] }.flatMap { book.byUser[$0] }
+        }
     }
 
     public var all: [Hold] {
-        holds.withLock { Array($0.values) }.sorted { $0.since < $1.since }
+        holds.withLock { Array($0.byUser.values) }.sorted { $0.since < $1.since }
     }
 
     public func add(user: String, reason: String, readOnlyStore: String? = nil, dn: String? = nil) throws(Failure) -> Hold {
@@ -83,7 +88,7 @@ public final class HoldBook: Sendable {
     /// book, never half of one); the change is kept in memory only if the file was written.
     private func change(_ body: (inout [String: Hold]) -> Void) throws(Failure) {
         let result: Result<Void, Failure> = holds.withLock { current in
-            var next = current
+            var next = current.byUser
             body(&next)
             do {
                 let encoder = JSONEncoder()
@@ -93,8 +98,7 @@ public final class HoldBook: Sendable {
             } catch {
                 return .failure(Failure(description: "cannot write the hold state file \(file): \(error.localizedDescription)"))
             }
-            current = next
-            byEntry.withLock { $0 = Self.entries(next) }
+            current = Book(next)
             isEmpty.store(next.isEmpty, ordering: .relaxed)
             return .success(())
         }

@@ -52,7 +52,7 @@ public struct DirectoryReplica: Sendable {
     private var shared: [String: Set<String>] = [:]
 
     /// At most 64 fixed equalities and 255 login attributes (`ConfigLoader` refuses more).
-    public init(filter: ReplicaFilter = .equalsLogin(attribute: "uid")) {
+    public init(filter: ReplicaFilter) {
         loginAttributes = filter.loginAttributes.map { $0.lowercased() }
         var fixed: [(attribute: String, value: String)] = []
         func compile(_ filter: ReplicaFilter, _ logins: [String]) -> Compiled {

@@ -54,14 +54,19 @@ public enum LDAPFilter {
     public static func validateTemplate(_ template: String) -> String? {
         guard template.hasPrefix("("), template.hasSuffix(")") else { return "must be a parenthesised LDAP filter" }
         guard template.contains("%u") || template.contains("%n") else { return "must contain %u or %n" }
+        return placeholders(in: template) == nil ? "only %u, %n, %d and %% are known placeholders" : nil
+    }
+
+    /// The placeholders of a login template (`u`, `n`, `d`, `%`), or nil when one is not known.
+    static func placeholders(in template: String) -> Set<Character>? {
+        var found: Set<Character> = []
         var iterator = template.makeIterator()
         while let character = iterator.next() {
             guard character == "%" else { continue }
-            guard let next = iterator.next(), "und%".contains(next) else {
-                return "only %u, %n, %d and %% are known placeholders"
-            }
+            guard let next = iterator.next(), "und%".contains(next) else { return nil }
+            found.insert(next)
         }
-        return nil
+        return found
     }
 
     /// Attributes the template compares for equality with the whole login name (`(uid=%u)`,

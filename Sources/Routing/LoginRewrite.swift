@@ -54,18 +54,10 @@ public enum StoreLoginName: Sendable, Equatable {
     /// Why a template cannot be used, or nil.
     public static func problem(in template: String) -> String? {
         guard !template.isEmpty else { return "must not be empty" }
-        var iterator = template.makeIterator()
-        var named = false
-        while let character = iterator.next() {
-            guard character == "%" else {
-                if character.isWhitespace || character.unicodeScalars.contains(where: { $0.value < 0x20 }) {
-                    return "must not contain spaces or control characters"
-                }
-                continue
-            }
-            guard let next = iterator.next(), "und%".contains(next) else { return "only %u, %n, %d and %% are known placeholders" }
-            if next != "%" { named = true }
+        if template.contains(where: { $0.isWhitespace || $0.unicodeScalars.contains { $0.value < 0x20 } }) {
+            return "must not contain spaces or control characters"
         }
-        return named ? nil : "must contain %u, %n or %d"
+        guard let found = LDAPFilter.placeholders(in: template) else { return "only %u, %n, %d and %% are known placeholders" }
+        return found.subtracting(["%"]).isEmpty ? "must contain %u, %n or %d" : nil
     }
 }
