@@ -79,8 +79,17 @@ public struct ConfigLoader {
         if let routing = top["routing"] {
             let keys = try routing.mapping(allowed: ["default_backend", "hold_values", "hold_message", "disconnect_burst",
                                                      "max_disconnect_delay", "read_only_values", "read_only_message",
-                                                     "login_rewrite"])
+                                                     "login_rewrite", "verify_credentials", "verify_cache_ttl",
+                                                     "verify_connections"])
             if let value = keys["login_rewrite"] { routingTable.loginRewrite = try parseLoginRewrite(value) }
+            if let value = keys["verify_credentials"] {
+                routingTable.credentialCheck.mode = try value.enumeration(CredentialCheck.Mode.self)
+            }
+            if let value = keys["verify_cache_ttl"] { routingTable.credentialCheck.cacheTTL = try value.duration(zero: true) }
+            if let value = keys["verify_connections"] { routingTable.credentialCheck.connections = try value.int(1...256) }
+            if !routingTable.credentialCheck.isOn, let stray = keys["verify_cache_ttl"] ?? keys["verify_connections"] {
+                throw stray.fail("only meaningful with verify_credentials: ldap_bind")
+            }
             if let value = keys["default_backend"] {
                 let name = try value.string()
                 guard backends[name] != nil else {
@@ -169,7 +178,15 @@ public struct ConfigLoader {
             }
         }
 
-        var configuration = ServiceConfiguration(listeners: listeners, directory: try parseDirectory(directoryValue),
+        // A master login trusts mailswitch to have checked the password: without the check,
+        // anyone naming a user would be let in.
+        for (name, value) in try backendsValue.entries() where backends[name]?.login != .passthrough && !routingTable.credentialCheck.isOn {
+            throw value.fail("login: master needs routing.verify_credentials: ldap_bind (the store would let in "
+                             + "anyone who names a user)")
+        }
+        var directory = try parseDirectory(directoryValue)
+        directory.entryAttributes = Array(Set(backends.values.compactMap { $0.loginName.attribute?.lowercased() })).sorted()
+        var configuration = ServiceConfiguration(listeners: listeners, directory: directory,
                                                  routing: routingTable, limits: limits, logLevel: logLevel, tls: tls)
         configuration.disconnects = disconnects
         configuration.admin = admin
@@ -263,7 +280,8 @@ public struct ConfigLoader {
     private func parseBackend(name: String, _ value: Value) throws -> Backend {
         let keys = try value.mapping(allowed: ["hosts", "pop3_hosts", "tls", "forward_client", "forward_client_address", "ca_file",
                                                "server_name", "verify", "client_cert", "client_key", "min_version",
-                                               "max_sessions", "max_logins_per_second", "login_name"])
+                                               "max_sessions", "max_logins_per_second", "login_name", "login",
+                                               "master_user", "master_password_file"])
         let tls = try keys["tls"]?.enumeration(BackendTLS.self) ?? BackendTLS.none
         // Without a port, the protocol's own: 143/110, or 993/995 for implicit TLS.
         func port(_ service: MailService) -> Int { tls == .implicit ? service.implicitTLSPort : service.standardPort }
@@ -298,9 +316,32 @@ public struct ConfigLoader {
         backend.maxSessions = try keys["max_sessions"]?.int(1...10_000_000)
         backend.maxLoginsPerSecond = try keys["max_logins_per_second"]?.positiveNumber()
         if let value = keys["login_name"] {
-            let template = try value.string()
-            if let problem = StoreLoginName.problem(in: template) { throw value.fail("login_name \(problem)") }
-            backend.loginName = .template(template)
+            if value.node.mapping != nil {
+                let attribute = try value.mapping(allowed: ["attribute"])["attribute"]
+                guard let attribute else { throw value.fail("expected a template such as \"%n\" or { attribute: uid }") }
+                let name = try attribute.string()
+                guard LDAPFilter.isAttributeName(name) else { throw attribute.fail("\"\(name)\" is not an LDAP attribute name") }
+                backend.loginName = .attribute(name)
+            } else {
+                let template = try value.string()
+                if let problem = StoreLoginName.problem(in: template) { throw value.fail("login_name \(problem)") }
+                backend.loginName = .template(template)
+            }
+        }
+        switch try keys["login"]?.string() ?? "passthrough" {
+        case "passthrough":
+            if let stray = keys["master_user"] ?? keys["master_password_file"] { throw stray.fail("only meaningful with login: master") }
+        case "master":
+            guard let user = keys["master_user"], let file = keys["master_password_file"] else {
+                throw value.fail("login: master needs master_user and master_password_file")
+            }
+            let name = try user.string()
+            guard !name.isEmpty, !name.utf8.contains(0) else { throw user.fail("expected a user name") }
+            let password = try file.secret()
+            guard !password.isEmpty else { throw file.fail("the master password file is empty") }
+            backend.login = .master(user: name, password: Array(password.utf8))
+        default:
+            throw keys["login"]!.fail("expected passthrough or master")
         }
         return backend
     }
@@ -325,15 +366,7 @@ public struct ConfigLoader {
         guard !uris.isEmpty else { throw urisValue.fail("at least one URI is needed") }
         let bindDN = try keys["bind_dn"]?.string()
         var bindPassword: String?
-        if let passwordValue = keys["bind_password_file"] {
-            let file = try passwordValue.filePath()
-            guard let contents = try? String(contentsOfFile: file, encoding: .utf8) else {
-                throw passwordValue.fail("cannot read \(file)")
-            }
-            // A trailing newline is an editor's, not the password's. "\r\n" is one Character:
-            // dropping two would take the password's last one with it.
-            bindPassword = contents.hasSuffix("\r\n") || contents.hasSuffix("\n") ? String(contents.dropLast()) : contents
-        }
+        if let passwordValue = keys["bind_password_file"] { bindPassword = try passwordValue.secret() }
         if bindDN != nil && bindPassword == nil { throw value.fail("bind_dn needs bind_password_file") }
         let filterValue = try required("filter")
         let filter = try filterValue.string()

@@ -96,6 +96,15 @@ extension ConfigLoader {
             try checkedPath(try string())
         }
 
+        /// The contents of a file holding a secret (a password), read now; a trailing newline
+        /// is an editor's, not the secret's. "\r\n" is one Character: dropping two would take
+        /// the secret's last one with it.
+        func secret() throws -> String {
+            let file = try filePath()
+            guard let contents = try? String(contentsOfFile: file, encoding: .utf8) else { throw fail("cannot read \(file)") }
+            return contents.hasSuffix("\r\n") || contents.hasSuffix("\n") ? String(contents.dropLast()) : contents
+        }
+
         /// A Unix socket's path: absolute, and short enough for `sun_path` with its NUL.
         func socketPath() throws -> String {
             let text = try string()

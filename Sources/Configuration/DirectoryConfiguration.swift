@@ -19,6 +19,9 @@ public struct DirectoryConfiguration: Sendable, Equatable {
     /// Keep the whole login → route map in memory from the change feed and answer logins
     /// from it (`DirectoryReplica`).
     public var replica = false
+    /// Further attributes every lookup fetches: those the backends' `login_name: { attribute: … }`
+    /// name (set from the backends, not a key of its own).
+    public var entryAttributes: [String] = []
 
     public init(uris: [String], bindDN: String?, bindPassword: String?, base: String, filter: String,
                 backendAttribute: String, timeoutSeconds: Double, maxInFlight: Int = 100) {

@@ -7,6 +7,12 @@ public protocol Directory: Sendable {
     func lookup(_ user: String, completion: @escaping @Sendable (DirectoryResult) -> Void)
 }
 
+/// Checks a password against a user's directory entry (`verify_credentials`).
+public protocol PasswordChecker: Sendable {
+    /// The completion may run on any queue; callers hop back to their own loop.
+    func check(dn: String, password: [UInt8], completion: @escaping @Sendable (CredentialVerdict) -> Void)
+}
+
 /// A fixed user → backend-value map.
 public struct StaticDirectory: Directory {
     public let entries: [String: String]

@@ -29,7 +29,7 @@ enum LDAPBind {
     static func text(_ code: Int32) -> String { String(cString: ldap_err2string(code)) }
 
     /// A handle for `uri` with the options every connection uses; nothing is connected yet.
-    private static func handle(uri: String, configuration: DirectoryConfiguration) -> Result<OpaquePointer, Failure> {
+    static func handle(uri: String, configuration: DirectoryConfiguration) -> Result<OpaquePointer, Failure> {
         let seconds = Int(configuration.timeoutSeconds)
         let micros = Int((configuration.timeoutSeconds - Double(seconds)) * 1_000_000)
         var ld: OpaquePointer?
@@ -97,6 +97,15 @@ enum LDAPBind {
             let bytes = UnsafeRawBufferPointer(start: value.pointee.bv_val, count: Int(value.pointee.bv_len))
             result.append(String(decoding: bytes, as: UTF8.self))
             index += 1
+        }
+        return result
+    }
+
+    /// The first value of each attribute that has one, keyed by its name in lower case.
+    static func firstValues(_ handle: OpaquePointer, _ entry: OpaquePointer, _ attributes: [String]) -> [String: String] {
+        var result: [String: String] = [:]
+        for name in attributes {
+            if let value = values(handle, entry, name).first { result[name.lowercased()] = value }
         }
         return result
     }

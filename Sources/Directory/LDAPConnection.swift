@@ -182,9 +182,10 @@ final class LDAPConnection: @unchecked Sendable {
         let seconds = configuration.timeoutSeconds
         var timeout = timeval(tv_sec: Int(seconds), tv_usec: Int((seconds - Double(Int(seconds))) * 1_000_000))
         var messageID: Int32 = 0
-        let attribute = strdup(configuration.backendAttribute)
-        defer { free(attribute) }
-        var attributes: [UnsafeMutablePointer<CChar>?] = [attribute, nil]
+        // The backend attribute, and those a store's login_name names the user by.
+        var attributes: [UnsafeMutablePointer<CChar>?] = ([configuration.backendAttribute] + configuration.entryAttributes)
+            .map { strdup($0) } + [nil]
+        defer { attributes.forEach { free($0) } }
         // Size limit 2: one entry is an answer, a second one proves the filter is ambiguous.
         let rc = ldap_search_ext(handle, configuration.base, LDAP_SCOPE_SUBTREE, filter, &attributes, 0,
                                  nil, nil, &timeout, 2, &messageID)
@@ -248,7 +249,7 @@ final class LDAPConnection: @unchecked Sendable {
     }
 
     private func interpret(_ chain: OpaquePointer, handle: OpaquePointer) -> DirectoryResult {
-        var entries: [(dn: String, value: String?)] = []
+        var entries: [(dn: String, value: String?, attributes: [String: String])] = []
         var code: Int32 = LDAP_OTHER
         var message: OpaquePointer? = ldap_first_message(handle, chain)
         while let current = message {
@@ -256,7 +257,7 @@ final class LDAPConnection: @unchecked Sendable {
             if type == LDAP_RES_SEARCH_ENTRY {
                 let dn = LDAPBind.dn(handle, current)
                 let value = LDAPBind.values(handle, current, configuration.backendAttribute).first
-                entries.append((dn, value))
+                entries.append((dn, value, LDAPBind.firstValues(handle, current, configuration.entryAttributes)))
             } else if type == LDAP_RES_SEARCH_RESULT {
                 var resultCode: Int32 = 0
                 if ldap_parse_result(handle, current, &resultCode, nil, nil, nil, nil, 0) == LDAP_SUCCESS {
@@ -269,7 +270,7 @@ final class LDAPConnection: @unchecked Sendable {
         switch code {
         case LDAP_SUCCESS, LDAP_SIZELIMIT_EXCEEDED:
             guard let entry = entries.first else { return .notFound }
-            return .found(dn: entry.dn, backendValue: entry.value)
+            return .found(dn: entry.dn, backendValue: entry.value, attributes: entry.attributes)
         case LDAP_NO_SUCH_OBJECT:
             return .unavailable(reason: "search base \(configuration.base) does not exist")
         default:

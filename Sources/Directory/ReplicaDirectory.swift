@@ -63,12 +63,15 @@ public final class ReplicaDirectory: Directory, Sendable {
 
     /// An entry added, modified or renamed (during a refresh: into the new copy); `key` is its
     /// entryUUID.
-    func upsert(key: String, dn: String, attributes: [String: [String]], backendValue: String?) {
+    func upsert(key: String, dn: String, attributes: [String: [String]], backendValue: String?,
+                entryAttributes: [String: String]) {
         state.withLock { state in
             if state.building != nil {
-                state.building?.upsert(key: key, dn: dn, attributes: attributes, backendValue: backendValue)
+                state.building?.upsert(key: key, dn: dn, attributes: attributes, backendValue: backendValue,
+                                       entryAttributes: entryAttributes)
             } else {
-                state.current?.upsert(key: key, dn: dn, attributes: attributes, backendValue: backendValue)
+                state.current?.upsert(key: key, dn: dn, attributes: attributes, backendValue: backendValue,
+                                      entryAttributes: entryAttributes)
             }
         }
     }

@@ -100,8 +100,12 @@ public final class SyncReplFeed: @unchecked Sendable {
         sync.pointee.ls_scope = LDAP_SCOPE_SUBTREE
         sync.pointee.ls_filter = strdup("(objectClass=*)")
         // The replica also matches the filter's fixed equalities itself: their attributes too.
-        let wanted = [configuration.backendAttribute] + loginAttributes
-            + (replica?.filterAttributes ?? []).filter { name in !loginAttributes.contains { $0.lowercased() == name.lowercased() } }
+        // And those a store's login_name names the user by.
+        var wanted = [configuration.backendAttribute]
+        for name in loginAttributes + (replica?.filterAttributes ?? []) + configuration.entryAttributes
+        where !wanted.contains(where: { $0.lowercased() == name.lowercased() }) {
+            wanted.append(name)
+        }
         let attributes = UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>.allocate(capacity: wanted.count + 1)
         for (index, name) in wanted.enumerated() { attributes[index] = strdup(name) }
         attributes[wanted.count] = nil
@@ -267,7 +271,8 @@ public final class SyncReplFeed: @unchecked Sendable {
                 let attributes = Dictionary(replica.filterAttributes.map { ($0, LDAPBind.values(handle, message, $0)) },
                                             uniquingKeysWith: { first, _ in first })
                 replica.upsert(key: key, dn: dn, attributes: attributes,
-                               backendValue: LDAPBind.values(handle, message, configuration.backendAttribute).first)
+                               backendValue: LDAPBind.values(handle, message, configuration.backendAttribute).first,
+                               entryAttributes: LDAPBind.firstValues(handle, message, configuration.entryAttributes))
             default:
                 break
             }

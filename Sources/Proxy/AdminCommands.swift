@@ -212,7 +212,7 @@ public enum RouteReport {
         case .stale(let age): report.source = "stale"; report.age = age
         }
         switch answer.result {
-        case .found(let dn, let value): report.result = "found"; report.dn = dn; report.value = value
+        case .found(let dn, let value, _): report.result = "found"; report.dn = dn; report.value = value
         case .notFound: report.result = "not_found"
         case .ambiguous(let count): report.result = "ambiguous (\(count) entries)"
         case .unavailable(let reason): report.result = "unavailable: \(reason)"

@@ -35,6 +35,8 @@ final class LoginAttempt: StoreLegEvents, @unchecked Sendable {
     private let client: StoreLeg.Client
     private unowned let events: any LoginAttemptEvents
     private var store: StoreLeg?
+    /// The directory's answer, kept while the password is checked.
+    private var answer: RouteAnswer?
     private var cancelled = false
 
     init(request: LoginRequest, startedAt: Double, loop: EventLoop, context: ServiceContext, service: MailService,
@@ -72,6 +74,7 @@ final class LoginAttempt: StoreLegEvents, @unchecked Sendable {
         switch verdict {
         case .refuse(let refusal): events.loginRefused(refusal)
         case .lookUp: lookUp()
+        case .checkCredentials(let dn): checkPassword(dn: dn)
         case .admit(let route): admitted(route)
         }
     }
@@ -86,30 +89,68 @@ final class LoginAttempt: StoreLegEvents, @unchecked Sendable {
         }
     }
 
-    private func routed(_ answer: RouteAnswer) {
-        let verdict = gate.routed(answer, user: user, now: Router.now(), ledger: context)
+    private func routed(_ answer: RouteAnswer, passwordChecked: Bool = false) {
+        self.answer = answer
+        let verdict = gate.routed(answer, user: user, now: Router.now(), ledger: context, passwordChecked: passwordChecked)
         if case .admit(let route) = verdict, route.readOnlyMessage == nil, case .stale(let age) = answer.source {
             events.loginNote(.notice, "directory unavailable: using a cached route \(Int(age))s old")
         }
         follow(verdict)
     }
 
+    /// `verify_credentials`: the directory checks the password before any store sees it; the
+    /// same answer is then routed again, checked.
+    private func checkPassword(dn: String) {
+        guard let check = context.passwordCheck, let answer else {
+            return events.loginRefused(LoginRefusal(.temporary, "verify_credentials is on, but no password check is set up"))
+        }
+        check.check(dn: dn, password: request.credentials.password) { [weak self] verdict in
+            guard let self else { return }
+            loop.execute { if !self.cancelled { self.checked(verdict, answer: answer) } }
+        }
+    }
+
+    private func checked(_ verdict: CredentialVerdict, answer: RouteAnswer) {
+        switch verdict {
+        case .accepted:
+            routed(answer, passwordChecked: true)
+        case .refused(let reason):
+            events.loginRefused(LoginRefusal(.authenticationFailed, "password refused by the directory (\(reason))"))
+        case .unavailable(let reason):
+            events.loginRefused(LoginRefusal(.temporary, "cannot check the password: \(reason)"))
+        }
+    }
+
     private func admitted(_ route: LoginRoute) {
         self.route = route
         events.loginAdmitted(route)
+        guard let credentials = storeCredentials(for: route) else {
+            let attribute = route.backend.loginName.attribute ?? "login name"
+            return events.loginRefused(LoginRefusal(.temporary, "backend \(route.backend.name) names users by \(attribute), "
+                                                    + "and the user's entry has none"))
+        }
         let store = StoreLeg(loop: loop, context: context, descriptor: descriptor, route: route,
-                             credentials: storeCredentials(for: route.backend), client: client, events: self)
+                             credentials: credentials, client: client, events: self)
         self.store = store
         store.start()
     }
 
-    /// The client's credentials with the mailbox user named as the store wants it
-    /// (`login_name`); the password, and a SASL authentication identity of its own, as sent.
-    private func storeCredentials(for backend: Backend) -> Credentials {
+    /// What the store is sent: the client's credentials with the mailbox user named as the
+    /// store wants it (`login_name`), the password and a SASL authentication identity of the
+    /// client's own as sent; or, to a store logged in to as a master user, the master's
+    /// credentials on behalf of that name. Nil when the name comes from an attribute the
+    /// entry lacks.
+    private func storeCredentials(for route: LoginRoute) -> Credentials? {
         var credentials = request.credentials
-        let name = backend.loginName.name(typed: credentials.mailboxUser, rewritten: user)
-        if credentials.authorizationID.isEmpty { credentials.username = name } else { credentials.authorizationID = name }
-        return credentials
+        guard let name = route.backend.loginName.name(typed: credentials.mailboxUser, rewritten: user,
+                                                      attributes: route.attributes) else { return nil }
+        switch route.backend.login {
+        case .master(let master, let password):
+            return Credentials(authorizationID: name, username: master, password: password)
+        case .passthrough:
+            if credentials.authorizationID.isEmpty { credentials.username = name } else { credentials.authorizationID = name }
+            return credentials
+        }
     }
 
     func storeConnected(backend: String, host: String) {

@@ -47,6 +47,7 @@ public enum ProxyMetrics {
         _ = feedChanges
         LoginResult.allCases.forEach { _ = logins[$0] }
         CacheResult.allCases.forEach { _ = routeCache[$0] }
+        if configuration.routing.credentialCheck.isOn { PasswordCheckResult.allCases.forEach { _ = passwordChecks[$0] } }
         EndReason.allCases.forEach { _ = sessionsEnded[$0] }
         Limit.allCases.forEach { _ = limitRefusals[$0] }
         for version in ["TLSv1.2", "TLSv1.3"] { _ = tlsHandshakes(version, "ok") }
@@ -83,6 +84,7 @@ public enum ProxyMetrics {
         static let tlsHandshakes = "mailswitch_tls_handshakes_total"
         static let limitRefusals = "mailswitch_limit_refusals_total"
         static let backendHostUp = "mailswitch_backend_host_up"
+        static let passwordChecks = "mailswitch_password_checks_total"
     }
 
     // MARK: - Fixed label sets
@@ -183,6 +185,12 @@ public enum ProxyMetrics {
         case hit, miss, stale
     }
 
+    /// How a password check (`verify_credentials`) ended: `cached` was answered from
+    /// `verify_cache_ttl` without a bind.
+    enum PasswordCheckResult: String, CaseIterable {
+        case accepted, refused, unavailable, cached
+    }
+
     /// Why a session ended. client/store: which leg ended first (an IMAP LOGOUT or POP3 QUIT
     /// is answered by the store closing, so it counts as store); the others: the proxy ended it.
     enum EndReason: String, CaseIterable {
@@ -210,6 +218,9 @@ public enum ProxyMetrics {
 
     static let logins = Fixed<LoginResult, Counter> { Counter(label: Name.logins, dimensions: [("result", $0.rawValue)]) }
     static let routeCache = Fixed<CacheResult, Counter> { Counter(label: Name.routeCache, dimensions: [("result", $0.rawValue)]) }
+    static let passwordChecks = Fixed<PasswordCheckResult, Counter> {
+        Counter(label: Name.passwordChecks, dimensions: [("result", $0.rawValue)])
+    }
     static let limitRefusals = Fixed<Limit, Counter> { Counter(label: Name.limitRefusals, dimensions: [("limit", $0.rawValue)]) }
     static let sessionsEnded = Fixed<EndReason, Counter> {
         Counter(label: Name.sessionsEnded, dimensions: [("reason", $0.rawValue)])

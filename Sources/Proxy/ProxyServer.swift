@@ -21,10 +21,13 @@ final class ServiceContext: Sendable {
     let registry: SessionRegistry
     let admission: Admission
     let backendHosts: BackendHosts
+    /// `verify_credentials`; nil when off.
+    let passwordCheck: PasswordCheck?
     let logger: Logger
 
     init(configuration: ServiceConfiguration, tls: TLSContexts, router: Router, holds: HoldBook,
-         registry: SessionRegistry, admission: Admission, backendHosts: BackendHosts, logger: Logger) {
+         registry: SessionRegistry, admission: Admission, backendHosts: BackendHosts, passwordCheck: PasswordCheck?,
+         logger: Logger) {
         self.configuration = configuration
         self.tls = tls
         self.router = router
@@ -32,6 +35,7 @@ final class ServiceContext: Sendable {
         self.registry = registry
         self.admission = admission
         self.backendHosts = backendHosts
+        self.passwordCheck = passwordCheck
         self.logger = logger
     }
 }
@@ -87,10 +91,12 @@ public final class ProxyServer: Sendable {
         backendHosts = BackendHosts(logger: logger)
         let context = SharedContext(ServiceContext(configuration: configuration, tls: tls, router: router, holds: holds,
                                                    registry: registry, admission: admission, backendHosts: backendHosts,
+                                                   passwordCheck: PasswordCheck.make(for: configuration, reusing: nil),
                                                    logger: logger))
         self.context = context
         watcher = RouteWatcher(router: router, registry: registry, holds: holds, configuration: configuration,
-                               logger: logger, current: { context.withLock { $0.configuration } })
+                               logger: logger, current: { context.withLock { $0.configuration } },
+                               entryChanged: { dn in context.withLock { $0.passwordCheck }?.forget(dn: dn) })
     }
 
     public var configuration: ServiceConfiguration { context.withLock { $0.configuration } }
@@ -129,7 +135,9 @@ public final class ProxyServer: Sendable {
             if directory == nil { next.directory = current.configuration.directory }
             current = ServiceContext(configuration: next, tls: tls, router: current.router, holds: current.holds,
                                      registry: current.registry, admission: current.admission,
-                                     backendHosts: current.backendHosts, logger: current.logger)
+                                     backendHosts: current.backendHosts,
+                                     passwordCheck: PasswordCheck.make(for: next, reusing: current.passwordCheck),
+                                     logger: current.logger)
         }
         return notes
     }

@@ -20,6 +20,8 @@ final class RouteWatcher: @unchecked Sendable {
     private let logger: Logger
     /// The configuration new decisions are made with (it changes on reload).
     private let current: @Sendable () -> ServiceConfiguration
+    /// An entry changed: anything else kept about it (an accepted password) is dropped.
+    private let entryChanged: @Sendable (String) -> Void
     private var directoryConfiguration: DirectoryConfiguration
     /// Events of a feed replaced by a reload are ignored.
     private var feedGeneration = 0
@@ -39,7 +41,9 @@ final class RouteWatcher: @unchecked Sendable {
     private(set) var changesSeen = 0
 
     init(router: Router, registry: SessionRegistry, holds: HoldBook, configuration: ServiceConfiguration,
-         logger: Logger, current: @escaping @Sendable () -> ServiceConfiguration) {
+         logger: Logger, current: @escaping @Sendable () -> ServiceConfiguration,
+         entryChanged: @escaping @Sendable (String) -> Void = { _ in }) {
+        self.entryChanged = entryChanged
         self.router = router
         self.registry = registry
         self.holds = holds
@@ -139,6 +143,7 @@ final class RouteWatcher: @unchecked Sendable {
     }
 
     private func changed(_ change: DirectoryChange) {
+        entryChanged(change.dn)
         var keys = router.invalidate(dn: change.dn)
         keys.formUnion(registry.userKeys(ofEntry: change.dn))
         for value in change.loginValues {

@@ -12,6 +12,8 @@ public struct Backend: Sendable, Equatable {
     public var maxLoginsPerSecond: Double?
     /// `login_name`: the name this store is sent for the user.
     public var loginName = StoreLoginName.asTyped
+    /// `login`: the client's credentials, or a master user's.
+    public var login = StoreLogin.passthrough
 
     public init(name: String, imapHosts: [HostPort], pop3Hosts: [HostPort], tls: BackendTLS = .none,
                 tlsSettings: BackendTLSConfiguration = BackendTLSConfiguration(), forwardClient: ForwardClient = .auto) {
@@ -52,3 +54,22 @@ public enum ForwardClient: String, Sendable, CaseIterable {
 }
 
 public enum BackendTLS: String, Sendable, CaseIterable { case none, starttls, implicit }
+
+/// How mailswitch logs in to a store (`login`).
+public enum StoreLogin: Sendable, Equatable, CustomStringConvertible {
+    /// With the client's own credentials, under the store's login name for the user.
+    case passthrough
+    /// SASL PLAIN with authorization id = the store's login name for the user and
+    /// authentication id = a master user (Dovecot master users, Cyrus proxy admins): the
+    /// client's password never reaches the store. Only with `verify_credentials` on, since
+    /// the store then trusts mailswitch to have checked it.
+    case master(user: String, password: [UInt8])
+
+    /// Never the password.
+    public var description: String {
+        switch self {
+        case .passthrough: "passthrough"
+        case .master(let user, _): "master (\(user))"
+        }
+    }
+}

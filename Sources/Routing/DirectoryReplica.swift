@@ -17,6 +17,8 @@ public struct DirectoryReplica: Sendable {
         /// Bit i: the entry meets the filter's i-th fixed equality.
         var fixed: UInt64
         var backendValue: String?
+        /// The attributes a store's `login_name` names (`DirectoryResult.attributes`).
+        var extra: [String: String]
 
         var loginKeys: [String] { Array(Set(logins.map(\.value))).sorted() }
     }
@@ -75,8 +77,10 @@ public struct DirectoryReplica: Sendable {
     public var count: Int { entries.count }
 
     /// Adds or replaces the entry `key` names (its DN may have changed). `attributes`: the
-    /// entry's values of the filter's attributes, by name in any case.
-    public mutating func upsert(key: String, dn: String, attributes: [String: [String]], backendValue: String?) {
+    /// entry's values of the filter's attributes, by name in any case; `entryAttributes`: the
+    /// first value of each further attribute a lookup answers with, keyed in lower case.
+    public mutating func upsert(key: String, dn: String, attributes: [String: [String]], backendValue: String?,
+                                entryAttributes: [String: String] = [:]) {
         remove(key: key)
         var values: [String: Set<String>] = [:]
         for (name, list) in attributes { values[name.lowercased(), default: []].formUnion(list.map { $0.lowercased() }) }
@@ -90,7 +94,7 @@ public struct DirectoryReplica: Sendable {
         for (index, equality) in fixedEqualities.enumerated() where values[equality.attribute]?.contains(equality.value) == true {
             fixed |= 1 << UInt64(index)
         }
-        let entry = Entry(dn: dn, logins: logins, fixed: fixed, backendValue: backendValue)
+        let entry = Entry(dn: dn, logins: logins, fixed: fixed, backendValue: backendValue, extra: entryAttributes)
         entries[key] = entry
         for login in entry.loginKeys {
             if var holders = shared[login] {
@@ -134,7 +138,7 @@ public struct DirectoryReplica: Sendable {
         }
         switch matching.count {
         case 0: return .notFound
-        case 1: return .found(dn: matching[0].dn, backendValue: matching[0].backendValue)
+        case 1: return .found(dn: matching[0].dn, backendValue: matching[0].backendValue, attributes: matching[0].extra)
         default: return .ambiguous(count: matching.count)
         }
     }

@@ -51,6 +51,17 @@ public enum LDAPFilter {
     }
 
     /// Checks a template for the placeholders `expand` knows, so a typo fails at start-up.
+    /// An attribute description as RFC 4512 spells one: a name (`uid`, `mailLocalAddress`) or
+    /// a numeric OID, with options (`;lang-en`) left out.
+    public static func isAttributeName(_ text: String) -> Bool {
+        guard let first = text.unicodeScalars.first, text.unicodeScalars.allSatisfy(\.isASCII) else { return false }
+        if first.properties.isAlphabetic {
+            return text.unicodeScalars.allSatisfy { $0.properties.isAlphabetic || ("0"..."9").contains($0) || $0 == "-" }
+        }
+        let arcs = text.split(separator: ".", omittingEmptySubsequences: false)
+        return arcs.allSatisfy { !$0.isEmpty && $0.allSatisfy(\.isASCII) && $0.allSatisfy(\.isNumber) }
+    }
+
     public static func validateTemplate(_ template: String) -> String? {
         guard template.hasPrefix("("), template.hasSuffix(")") else { return "must be a parenthesised LDAP filter" }
         guard template.contains("%u") || template.contains("%n") else { return "must contain %u or %n" }

@@ -86,6 +86,9 @@ public struct LoginRoute: Sendable, Equatable {
     public var target: RouteTarget?
     /// The directory entry it came from.
     public var dn: String?
+    /// The entry's further attributes (`DirectoryResult.attributes`): what a store's
+    /// `login_name: { attribute: … }` names the user by.
+    public var attributes: [String: String] = [:]
 }
 
 /// The gate's answer at each step of a login.
@@ -93,6 +96,9 @@ public enum LoginVerdict: Sendable, Equatable {
     case refuse(LoginRefusal)
     /// Ask the route cache or the directory, then call `routed`.
     case lookUp
+    /// `verify_credentials`: check the password against this entry, then call `routed` again
+    /// with the same answer and `passwordChecked`.
+    case checkCredentials(dn: String)
     case admit(LoginRoute)
 }
 
@@ -131,17 +137,35 @@ public struct LoginGate: Sendable {
             return .refuse(LoginRefusal(.unavailable(text: "Too many failed logins, try again later."), "\(blocked.rawValue) reached",
                                         outcome: .limited, limit: .failedLogins(blocked), delayed: true))
         }
-        // An operator's hold decides without the directory.
-        if ledger.operatorHold(for: user, entry: nil) != nil {
+        // An operator's hold decides without the directory; but a read-only one lets the login
+        // through to a store, and with `verify_credentials` its password is checked first.
+        if let hold = ledger.operatorHold(for: user, entry: nil), hold.readOnlyStore == nil || !routing.credentialCheck.isOn {
             return routed(RouteAnswer(result: .notFound, source: .directory), user: user, now: now, ledger: ledger)
         }
         return .lookUp
     }
 
-    /// The route cache or the directory answered.
-    public func routed(_ answer: RouteAnswer, user: String, now: Double, ledger: some LoginLedger) -> LoginVerdict {
-        let dn: String? = if case .found(let dn, _) = answer.result { dn } else { nil }
+    /// The route cache or the directory answered. `passwordChecked`: the directory accepted
+    /// the password (after `.checkCredentials`), or the login has none for it to check (a
+    /// bearer token, which only its store can).
+    public func routed(_ answer: RouteAnswer, user: String, now: Double, ledger: some LoginLedger,
+                       passwordChecked: Bool = false) -> LoginVerdict {
+        let dn = answer.result.dn
         let decision = routing.decide(answer.result, service: service, hold: ledger.operatorHold(for: user, entry: dn))
+        // The password before anything else about the entry: a hold's message and the user's
+        // session count are for someone who knows it.
+        if routing.credentialCheck.isOn && !passwordChecked {
+            switch (answer.result, decision) {
+            case (.found(let dn, _, _), _):
+                return .checkCredentials(dn: dn)
+            case (.notFound, .held):
+                break   // an operator's hold on the name: no store is contacted
+            case (.notFound, _):
+                return .refuse(LoginRefusal(.authenticationFailed, "no directory entry to check the password against"))
+            default:
+                break   // unavailable or ambiguous: refused below without a check
+            }
+        }
         switch decision {
         case .unknownUser(let why):
             return .refuse(LoginRefusal(.authenticationFailed, "no route: \(why)"))
@@ -151,10 +175,10 @@ public struct LoginGate: Sendable {
             return .refuse(LoginRefusal(.unavailable(text: message), why, outcome: .held))
         case .backend(let backend, let hosts, let why):
             return admit(LoginRoute(backend: backend, hosts: hosts, readOnlyMessage: nil, why: why, holdsStoreSlot: false,
-                                    target: decision.target, dn: dn), user: user, now: now, ledger: ledger)
+                                    target: decision.target, dn: dn, attributes: answer.result.attributes), user: user, now: now, ledger: ledger)
         case .readOnly(let backend, let hosts, let message, let why):
             return admit(LoginRoute(backend: backend, hosts: hosts, readOnlyMessage: message, why: why, holdsStoreSlot: false,
-                                    target: decision.target, dn: dn), user: user, now: now, ledger: ledger)
+                                    target: decision.target, dn: dn, attributes: answer.result.attributes), user: user, now: now, ledger: ledger)
         }
     }
 

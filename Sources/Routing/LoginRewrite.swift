@@ -32,7 +32,7 @@ public struct LoginRewrite: Sendable, Equatable {
 }
 
 /// The name a store is sent for a user (a backend's `login_name`): the login as the client
-/// typed it, or a template over the rewritten name. Pure.
+/// typed it, a template over the rewritten name, or an attribute of the user's entry. Pure.
 public enum StoreLoginName: Sendable, Equatable {
     /// `%u`: as typed (the default: what the store saw before mailswitch).
     case asTyped
@@ -40,16 +40,26 @@ public enum StoreLoginName: Sendable, Equatable {
     /// it), `%%`; `"%n"` for a store that knows `alice`, `"%n@example.org"` for one that wants
     /// the address.
     case template(String)
+    /// `{ attribute: uid }`: the first value of this attribute of the user's entry, fetched in
+    /// the same search as the route (and kept in the route cache and the replica).
+    case attribute(String)
 
-    /// The name for the store. `typed`: the client's; `rewritten`: after `login_rewrite`.
-    public func name(typed: String, rewritten: String) -> String {
+    /// The name for the store, or nil when the entry has no value for the attribute asked
+    /// for (or no entry was found: a route to the default backend). `typed`: the client's;
+    /// `rewritten`: after `login_rewrite`; `attributes`: the entry's, keyed in lower case.
+    public func name(typed: String, rewritten: String, attributes: [String: String] = [:]) -> String? {
         switch self {
         case .asTyped:
             return typed
         case .template(let template):
             return LDAPFilter.substitute(template, user: rewritten) { $0 }
+        case .attribute(let attribute):
+            return attributes[attribute.lowercased()].flatMap { $0.isEmpty ? nil : $0 }
         }
     }
+
+    /// The attribute the directory must fetch for this, if any.
+    public var attribute: String? { if case .attribute(let name) = self { name } else { nil } }
 
     /// Why a template cannot be used, or nil.
     public static func problem(in template: String) -> String? {

@@ -131,7 +131,7 @@ public struct RouteCache<Waiter> {
     // MARK: -
 
     private func lifetime(of result: DirectoryResult) -> Double {
-        if case .found(_, .some) = result { return settings.ttl }
+        if case .found(_, .some, _) = result { return settings.ttl }
         return settings.negativeTTL
     }
 
@@ -148,11 +148,11 @@ public struct RouteCache<Waiter> {
             unindex(oldest.key, oldest.value.result)
         }
         entries[key] = Entry(result: result, storedAt: now)
-        if case .found(let dn, _) = result { keysByDN[dn.lowercased(), default: []].insert(key) }
+        if case .found(let dn, _, _) = result { keysByDN[dn.lowercased(), default: []].insert(key) }
     }
 
     private mutating func unindex(_ key: String, _ result: DirectoryResult) {
-        guard case .found(let dn, _) = result else { return }
+        guard case .found(let dn, _, _) = result else { return }
         let index = dn.lowercased()
         keysByDN[index]?.remove(key)
         if keysByDN[index]?.isEmpty == true { keysByDN[index] = nil }

@@ -1,7 +1,9 @@
 /// What the directory said about a login name.
 public enum DirectoryResult: Sendable, Equatable {
-    /// The entry, and the backend attribute's first value if it has one.
-    case found(dn: String, backendValue: String?)
+    /// The entry, the backend attribute's first value if it has one, and the first value of
+    /// each further attribute asked for (a store's `login_name: { attribute: uid }`), keyed by
+    /// the attribute's name in lower case.
+    case found(dn: String, backendValue: String?, attributes: [String: String] = [:])
     case notFound
     /// More than one entry matched: routing on either would be a guess.
     case ambiguous(count: Int)
@@ -9,7 +11,10 @@ public enum DirectoryResult: Sendable, Equatable {
     case unavailable(reason: String)
 
     /// The entry's DN, when one was found.
-    public var dn: String? { if case .found(let dn, _) = self { dn } else { nil } }
+    public var dn: String? { if case .found(let dn, _, _) = self { dn } else { nil } }
+
+    /// The entry's further attributes, when one was found.
+    public var attributes: [String: String] { if case .found(_, _, let attributes) = self { attributes } else { [:] } }
 }
 
 public enum RouteDecision: Sendable, Equatable {
@@ -87,6 +92,8 @@ public struct RoutingTable: Sendable, Equatable {
     public var readOnlyMessage = RoutingTable.defaultReadOnlyMessage
     /// `login_rewrite`: the name a login is looked up, counted and held under.
     public var loginRewrite = LoginRewrite()
+    /// `verify_credentials` and its settings.
+    public var credentialCheck = CredentialCheck()
 
     public static let defaultHoldMessage = "Your mailbox is being moved, please try again in a few minutes."
     public static let defaultReadOnlyMessage = "Your mailbox is being moved and is read-only for now."
@@ -115,9 +122,9 @@ public struct RoutingTable: Sendable, Equatable {
             return .unknownUser(why: "\(count) directory entries match")
         case .notFound:
             return fallback(service: service, why: "no directory entry")
-        case .found(_, nil):
+        case .found(_, nil, _):
             return fallback(service: service, why: "entry has no backend attribute")
-        case .found(_, let value?):
+        case .found(_, let value?, _):
             return named(value, service: service)
         }
     }

@@ -59,4 +59,60 @@ final class IdentityKeysTests: XCTestCase {
             XCTAssertEqual(try files.failure(probe.text), probe.error(message), value)
         }
     }
+
+    func testLoginNameLoadsAsAnAttributeTheDirectoryFetches() throws {
+        let loaded = try files.load(MinimalYAML(backend: ["login_name: { attribute: uid }"]).text)
+        XCTAssertEqual(loaded.routing.backends["legacy"]?.loginName, .attribute("uid"))
+        XCTAssertEqual(loaded.directory.entryAttributes, ["uid"])
+        XCTAssertEqual(try files.load(MinimalYAML().text).directory.entryAttributes, [])
+        for (value, message) in [("{ attribute: \"u id\" }", "\"u id\" is not an LDAP attribute name"),
+                                 ("{ attribute: \"(uid)\" }", "\"(uid)\" is not an LDAP attribute name")] {
+            let yaml = MinimalYAML(backend: ["login_name: \(value)"])
+            XCTAssertEqual(try files.failure(yaml.text),
+                           "backends.legacy.login_name.attribute (line \(yaml.line(of: "login_name: \(value)"))): \(message)", value)
+        }
+        let other = MinimalYAML(backend: ["login_name: { column: uid }"])
+        XCTAssertEqual(try files.failure(other.text),
+                       "backends.legacy.login_name.column (line \(other.line(of: "login_name: { column: uid }"))): "
+                       + "unknown key (known here: attribute)")
+    }
+
+    func testVerifyCredentialsLoads() throws {
+        XCTAssertEqual(try files.load(MinimalYAML().text).routing.credentialCheck, CredentialCheck())
+        let yaml = routing(["verify_credentials: ldap_bind", "verify_cache_ttl: 5m", "verify_connections: 8"])
+        let check = try files.load(yaml.text).routing.credentialCheck
+        XCTAssertEqual(check.mode, .ldapBind)
+        XCTAssertEqual(check.cacheTTL, 300)
+        XCTAssertEqual(check.connections, 8)
+        let cases: [([String], String, String)] = [
+            (["verify_credentials: ldap"], "routing.verify_credentials", "\"ldap\" is not one of none | ldap_bind"),
+            (["verify_cache_ttl: 5m"], "routing.verify_cache_ttl", "only meaningful with verify_credentials: ldap_bind"),
+            (["verify_credentials: ldap_bind", "verify_connections: 0"], "routing.verify_connections",
+             "expected a whole number in 1...256"),
+        ]
+        for (lines, keyPath, message) in cases {
+            let yaml = routing(lines)
+            XCTAssertEqual(try files.failure(yaml.text), "\(keyPath) (line \(yaml.line(of: lines.last!))): \(message)", lines.last!)
+        }
+    }
+
+    func testAMasterLoginNeedsTheCheckAndReadsItsPasswordFile() throws {
+        let secret = try files.write("master-secret\n", named: "master.secret")
+        let backend = ["login: master", "master_user: mailswitch-master", "master_password_file: \"\(secret)\""]
+        let checked = MinimalYAML(backend: backend, sections: ["routing:", "  verify_credentials: ldap_bind"])
+        XCTAssertEqual(try files.load(checked.text).routing.backends["legacy"]?.login,
+                       .master(user: "mailswitch-master", password: Array("master-secret".utf8)))
+        // The password never shows in what describes the backend.
+        XCTAssertFalse("\(StoreLogin.master(user: "m", password: Array("master-secret".utf8)))".contains("secret"))
+        let unchecked = MinimalYAML(backend: backend)
+        XCTAssertEqual(try files.failure(unchecked.text),
+                       "backends.legacy (line \(unchecked.line(of: "legacy:"))): login: master needs "
+                       + "routing.verify_credentials: ldap_bind (the store would let in anyone who names a user)")
+        let lacking = MinimalYAML(backend: ["login: master", "master_user: m"], sections: ["routing:", "  verify_credentials: ldap_bind"])
+        XCTAssertEqual(try files.failure(lacking.text),
+                       "backends.legacy (line \(lacking.line(of: "legacy:"))): login: master needs master_user and master_password_file")
+        let stray = MinimalYAML(backend: ["master_user: m"])
+        XCTAssertEqual(try files.failure(stray.text),
+                       "backends.legacy.master_user (line \(stray.line(of: "master_user: m"))): only meaningful with login: master")
+    }
 }

@@ -26,6 +26,15 @@ final class DirectoryReplicaTests: XCTestCase {
         XCTAssertEqual(replica.count, 1)
     }
 
+    func testTheAttributesAStoreNamesUsersByAreKeptAndAnswered() {
+        var replica = DirectoryReplica(filter: uidOrMail)
+        replica.upsert(key: "u-alice", dn: "uid=alice,dc=example", attributes: ["mail": ["alice@example.org"]],
+                       backendValue: "new", entryAttributes: ["uid": "alice"])
+        XCTAssertEqual(replica.lookup("alice@example.org"),
+                       .found(dn: "uid=alice,dc=example", backendValue: "new", attributes: ["uid": "alice"]))
+        XCTAssertEqual(replica.lookup("alice@example.org").attributes, ["uid": "alice"])
+    }
+
     func testTwoEntriesWithOneLoginValueAreAmbiguousUntilOneGoes() {
         var replica = DirectoryReplica(filter: uidOrMail)
         replica.upsert(key: "a", dn: "uid=a,dc=x", attributes: ["mail": ["shared@example.org"], "uid": ["a"]], backendValue: "legacy")

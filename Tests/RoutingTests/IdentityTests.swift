@@ -48,3 +48,52 @@ final class StoreLoginNameTests: XCTestCase {
         XCTAssertNotNil(StoreLoginName.problem(in: "%n\r\n"))
     }
 }
+
+/// A store's login name from an attribute of the user's entry; passwords the directory accepted.
+final class StoreNameAndPasswordTests: XCTestCase {
+    func testAnAttributeNameComesFromTheEntry() {
+        let name = StoreLoginName.attribute("uid")
+        XCTAssertEqual(name.name(typed: "Alice@Example.ORG", rewritten: "alice@example.org", attributes: ["uid": "alice"]), "alice")
+        // Attribute names are compared without case, as LDAP does.
+        XCTAssertEqual(StoreLoginName.attribute("UID").name(typed: "x", rewritten: "x", attributes: ["uid": "a"]), "a")
+        // No value (or no entry: a route to the default backend): no name, never a guess.
+        XCTAssertNil(name.name(typed: "alice", rewritten: "alice", attributes: [:]))
+        XCTAssertNil(name.name(typed: "alice", rewritten: "alice", attributes: ["uid": ""]))
+        XCTAssertEqual(name.attribute, "uid")
+        XCTAssertNil(StoreLoginName.template("%n").attribute)
+    }
+
+    func testAttributeNames() {
+        for good in ["uid", "mail", "mailLocalAddress", "x-name", "0.9.2342.19200300.100.1.1"] {
+            XCTAssertTrue(LDAPFilter.isAttributeName(good), good)
+        }
+        for bad in ["", "u id", "(uid)", "uid=x", "1.", "-uid", "ü"] {
+            XCTAssertFalse(LDAPFilter.isAttributeName(bad), bad)
+        }
+    }
+
+    func testAnAcceptedPasswordIsKeptForItsTTLAsADigest() {
+        var cache = VerifiedPasswords(ttl: 60)
+        let digest: [UInt8] = [1, 2, 3]
+        XCTAssertFalse(cache.accepts(dn: "uid=alice,dc=example", digest: digest, now: 0))
+        cache.remember(dn: "uid=alice,dc=example", digest: digest, now: 0)
+        XCTAssertTrue(cache.accepts(dn: "UID=Alice,dc=example", digest: digest, now: 59))
+        // Another password, or the TTL run out: bind again.
+        XCTAssertFalse(cache.accepts(dn: "uid=alice,dc=example", digest: [9], now: 1))
+        XCTAssertFalse(cache.accepts(dn: "uid=alice,dc=example", digest: digest, now: 60))
+        cache.remember(dn: "uid=alice,dc=example", digest: digest, now: 100)
+        cache.forget(dn: "uid=alice,dc=example")
+        XCTAssertFalse(cache.accepts(dn: "uid=alice,dc=example", digest: digest, now: 101))
+    }
+
+    func testTheCacheIsOffWithoutATTLAndBounded() {
+        var off = VerifiedPasswords(ttl: 0)
+        off.remember(dn: "uid=a", digest: [1], now: 0)
+        XCTAssertEqual(off.count, 0)
+        var small = VerifiedPasswords(ttl: 60, maxEntries: 3)
+        for index in 0..<10 { small.remember(dn: "uid=u\(index)", digest: [1], now: Double(index)) }
+        XCTAssertEqual(small.count, 3)
+        XCTAssertTrue(small.accepts(dn: "uid=u9", digest: [1], now: 10))
+        XCTAssertFalse(small.accepts(dn: "uid=u0", digest: [1], now: 10))
+    }
+}

@@ -132,6 +132,58 @@ final class LoginGateTests: XCTestCase {
         XCTAssertEqual(byOperator.readOnlyMessage, "Read-only for now.")
     }
 
+    private func checkingGate() -> LoginGate {
+        var checking = gate()
+        checking.routing.credentialCheck.mode = .ldapBind
+        return checking
+    }
+
+    func testWithVerifyCredentialsThePasswordIsCheckedBeforeAnythingElseAboutTheEntry() throws {
+        let ledger = Ledger()
+        let checking = checkingGate()
+        XCTAssertEqual(checking.routed(found("legacy"), user: "alice", now: 0, ledger: ledger),
+                       .checkCredentials(dn: "uid=alice,dc=example"))
+        // A hold's message is for whoever knows the password.
+        XCTAssertEqual(checking.routed(found("moving"), user: "alice", now: 0, ledger: ledger),
+                       .checkCredentials(dn: "uid=alice,dc=example"))
+        XCTAssertEqual(try XCTUnwrap(refusal(checking.routed(found("moving"), user: "alice", now: 0, ledger: ledger,
+                                                              passwordChecked: true))).outcome, .held)
+        let admitted = try XCTUnwrap(route(checking.routed(found("legacy"), user: "alice", now: 0, ledger: ledger,
+                                                           passwordChecked: true)))
+        XCTAssertEqual(admitted.backend.name, "legacy")
+        // No entry, nothing to check a password against: refused like a wrong one, even with a
+        // default backend.
+        var withDefault = checking
+        withDefault.routing.defaultBackend = "legacy"
+        let unknown = try XCTUnwrap(refusal(withDefault.routed(RouteAnswer(result: .notFound, source: .directory), user: "alice",
+                                                               now: 0, ledger: ledger)))
+        XCTAssertEqual(unknown.failure, .authenticationFailed)
+        XCTAssertTrue(unknown.countsAsFailedLogin)
+        // The directory down: temporary, not a refusal of the password.
+        let down = try XCTUnwrap(refusal(checking.routed(RouteAnswer(result: .unavailable(reason: "x"), source: .directory),
+                                                         user: "alice", now: 0, ledger: ledger)))
+        XCTAssertEqual(down.failure, .temporary)
+    }
+
+    func testWithVerifyCredentialsAnOperatorsReadOnlyHoldStillChecksThePassword() throws {
+        let ledger = Ledger()
+        ledger.holds["alice"] = OperatorHold(message: "Read-only for now.", readOnlyStore: "legacy")
+        XCTAssertEqual(checkingGate().begin(login("alice"), user: "alice", address: "192.0.2.1", now: 0, ledger: ledger), .lookUp)
+        XCTAssertEqual(checkingGate().routed(found("legacy"), user: "alice", now: 0, ledger: ledger),
+                       .checkCredentials(dn: "uid=alice,dc=example"))
+        // A full hold refuses at once: no store is contacted, so no password is needed.
+        ledger.holds["alice"] = OperatorHold(message: "Moving.", readOnlyStore: nil)
+        XCTAssertEqual(try XCTUnwrap(refusal(checkingGate().begin(login("alice"), user: "alice", address: "192.0.2.1", now: 0,
+                                                                   ledger: ledger))).outcome, .held)
+    }
+
+    func testTheRouteCarriesTheEntrysAttributes() throws {
+        let answer = RouteAnswer(result: .found(dn: "uid=alice,dc=example", backendValue: "legacy", attributes: ["uid": "alice"]),
+                                 source: .directory)
+        XCTAssertEqual(try XCTUnwrap(route(gate().routed(answer, user: "alice", now: 0, ledger: Ledger()))).attributes,
+                       ["uid": "alice"])
+    }
+
     func testAnUnknownUserIsRefusedLikeAWrongPasswordAndADirectoryFailureAsTemporary() throws {
         let unknown = try XCTUnwrap(refusal(gate().routed(RouteAnswer(result: .notFound, source: .directory), user: "nobody",
                                                           now: 0, ledger: Ledger())))
