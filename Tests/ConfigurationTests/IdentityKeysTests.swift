@@ -106,11 +106,11 @@ final class IdentityKeysTests: XCTestCase {
         XCTAssertFalse("\(StoreLogin.master(user: "m", password: Array("master-secret".utf8)))".contains("secret"))
         let unchecked = MinimalYAML(backend: backend)
         XCTAssertEqual(try files.failure(unchecked.text),
-                       "backends.legacy (line \(unchecked.line(of: "legacy:"))): login: master needs "
+                       "backends.legacy (line \(unchecked.line(of: "hosts: [\"127.0.0.1:10143\"]"))): login: master needs "
                        + "routing.verify_credentials: ldap_bind (the store would let in anyone who names a user)")
         let lacking = MinimalYAML(backend: ["login: master", "master_user: m"], sections: ["routing:", "  verify_credentials: ldap_bind"])
         XCTAssertEqual(try files.failure(lacking.text),
-                       "backends.legacy (line \(lacking.line(of: "legacy:"))): login: master needs master_user and master_password_file")
+                       "backends.legacy (line \(lacking.line(of: "hosts: [\"127.0.0.1:10143\"]"))): login: master needs master_user and master_password_file")
         let stray = MinimalYAML(backend: ["master_user: m"])
         XCTAssertEqual(try files.failure(stray.text),
                        "backends.legacy.master_user (line \(stray.line(of: "master_user: m"))): only meaningful with login: master")
