@@ -64,7 +64,7 @@ let package = Package(
         .testTarget(name: "ConfigurationTests", dependencies: ["Configuration", "Routing", "MailProtocol"],
                     swiftSettings: strict),
         .testTarget(name: "EventLoopTests", dependencies: ["EventLoop"], swiftSettings: strict),
-        .testTarget(name: "ProxyTests", dependencies: ["Proxy", "Configuration", "Routing", "MailProtocol", "EventLoop"],
+        .testTarget(name: "ProxyTests", dependencies: ["Proxy", "Configuration", "Routing", "MailProtocol", "EventLoop", "Directory"],
                     swiftSettings: strict),
         // The executable is a dependency so that it is built before the tests run it.
         .testTarget(name: "ProxyIntegrationTests",

@@ -238,6 +238,20 @@ struct CheckConfig: ParsableCommand {
         if let server = configuration.tls {
             print("tls: \(server.certificates.count) certificate(s), min_version \(server.minVersion.rawValue)")
         }
+        let check = configuration.routing.credentialCheck
+        if check.isOn {
+            print("passwords: checked by an LDAP bind as the user's entry (\(check.connections) connection(s), "
+                  + (check.cacheTTL > 0 ? "accepted ones kept \(Int(check.cacheTTL))s)" : "no cache)"))
+        }
+        for backend in configuration.routing.backends.values.sorted(by: { $0.name < $1.name })
+        where backend.loginName != .asTyped || backend.login != .passthrough {
+            let name = switch backend.loginName {
+            case .asTyped: "as typed"
+            case .template(let template): "\"\(template)\""
+            case .attribute(let attribute): "the entry's \(attribute)"
+            }
+            print("backend \(backend.name): login \(backend.login), users named \(name)")
+        }
         print("configuration OK: \(configuration.listeners.count) listener(s), "
               + "\(configuration.routing.backends.count) backend(s), directory \(configuration.directory.uris.joined(separator: " "))")
     }
