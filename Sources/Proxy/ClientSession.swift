@@ -120,7 +120,7 @@ final class ClientSession: SessionControl, @unchecked Sendable {
         log(.notice, "login refused: \(refusal.reason)", metadata: ["method": "\(attempt?.request.method ?? "?")"])
         attempt?.cancel()
         let now = Router.now()
-        books.loginRefused(refusal, id, user: attempt?.user, address: limitKey, now: now, context)
+        books.loginRefused(refusal, id, user: attempt?.failureKey, address: limitKey, now: now, context)
         let wait = refusal.answerDelay(loginStartedAt: attempt?.startedAt ?? now, now: now,
                                        authFailureDelay: context.configuration.limits.authFailureDelaySeconds)
         attempt = nil
@@ -151,7 +151,7 @@ final class ClientSession: SessionControl, @unchecked Sendable {
         let readOnly = attempt.route?.readOnlyMessage
         log(.info, "login ok", metadata: SessionLog.loginOK(route, method: attempt.request.method,
                                                           storeTLS: accepted.backendTLS?.summary, readOnly: readOnly != nil))
-        books.loginAccepted(id, user: attempt.user, address: limitKey, backend: route.backend, now: Router.now(), context)
+        books.loginAccepted(id, user: attempt.failureKey, address: limitKey, backend: route.backend, now: Router.now(), context)
         // What only the login needed goes now, not at the end of a session that may last days.
         self.attempt = nil
         front.handOver()

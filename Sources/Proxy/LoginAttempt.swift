@@ -37,6 +37,7 @@ final class LoginAttempt: StoreLegEvents, @unchecked Sendable {
     private var store: StoreLeg?
     /// The directory's answer, kept while the password is checked.
     private var answer: RouteAnswer?
+    private var address = ""
     private var cancelled = false
 
     init(request: LoginRequest, startedAt: Double, loop: EventLoop, context: ServiceContext, service: MailService,
@@ -58,8 +59,12 @@ final class LoginAttempt: StoreLegEvents, @unchecked Sendable {
     /// the login's mailbox user after `login_rewrite`.
     let user: String
 
+    /// What this login's failure or success counts under (`LoginGate.failureKey`).
+    var failureKey: String { LoginGate.failureKey(user: user, entry: answer?.result.dn) }
+
     /// Asks the gate; `address` is what limits count the client as.
     func start(address: String) {
+        self.address = address
         follow(gate.begin(request, user: user, address: address, now: startedAt, ledger: context))
     }
 
@@ -91,7 +96,8 @@ final class LoginAttempt: StoreLegEvents, @unchecked Sendable {
 
     private func routed(_ answer: RouteAnswer, passwordChecked: Bool = false) {
         self.answer = answer
-        let verdict = gate.routed(answer, user: user, now: Router.now(), ledger: context, passwordChecked: passwordChecked)
+        let verdict = gate.routed(answer, user: user, address: address, now: Router.now(), ledger: context,
+                                  passwordChecked: passwordChecked)
         if case .admit(let route) = verdict, route.readOnlyMessage == nil, case .stale(let age) = answer.source {
             events.loginNote(.notice, "directory unavailable: using a cached route \(Int(age))s old")
         }

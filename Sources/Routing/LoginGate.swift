@@ -145,12 +145,25 @@ public struct LoginGate: Sendable {
         return .lookUp
     }
 
-    /// The route cache or the directory answered. `passwordChecked`: the directory accepted
+    /// What failed logins of a user are counted under: the directory entry once it is known
+    /// (a guesser alternating `alice` and `alice@example.org` guesses at one account), the
+    /// login name after `login_rewrite` otherwise.
+    public static func failureKey(user: String, entry dn: String?) -> String {
+        dn.map { "entry:" + $0.lowercased() } ?? user
+    }
+
+    /// The route cache or the directory answered. `address`: what limits count the client as
+    /// (the entry's failed logins are checked now that it is known). `passwordChecked`: the directory accepted
     /// the password (after `.checkCredentials`), or the login has none for it to check (a
     /// bearer token, which only its store can).
-    public func routed(_ answer: RouteAnswer, user: String, now: Double, ledger: some LoginLedger,
+    public func routed(_ answer: RouteAnswer, user: String, address: String = "", now: Double, ledger: some LoginLedger,
                        passwordChecked: Bool = false) -> LoginVerdict {
         let dn = answer.result.dn
+        if let dn, !passwordChecked,
+           let blocked = ledger.failedLoginRefusal(address: address, user: Self.failureKey(user: user, entry: dn), now: now) {
+            return .refuse(LoginRefusal(.unavailable(text: "Too many failed logins, try again later."), "\(blocked.rawValue) reached",
+                                        outcome: .limited, limit: .failedLogins(blocked), delayed: true))
+        }
         let decision = routing.decide(answer.result, service: service, hold: ledger.operatorHold(for: user, entry: dn))
         // The password before anything else about the entry: a hold's message and the user's
         // session count are for someone who knows it.

@@ -97,6 +97,22 @@ final class LoginGateTests: XCTestCase {
         XCTAssertEqual(gate().begin(login("alice"), user: "alice", address: "192.0.2.10", now: 5, ledger: ledger), .lookUp)
     }
 
+    func testFailedLoginsOfAnEntryCountWhateverNameTheyUsed() throws {
+        let ledger = Ledger()
+        let key = LoginGate.failureKey(user: "alice", entry: "UID=alice,dc=example")
+        XCTAssertEqual(key, "entry:uid=alice,dc=example")
+        XCTAssertEqual(LoginGate.failureKey(user: "nobody", entry: nil), "nobody", "no entry: the name")
+        ledger.failures.failed(address: "192.0.2.1", user: key, now: 0)
+        ledger.failures.failed(address: "192.0.2.2", user: key, now: 1)
+        // The name alone is not locked out; its entry is, once the directory names it.
+        XCTAssertEqual(gate().begin(login("alice@example.org"), user: "alice@example.org", address: "192.0.2.3", now: 2,
+                                    ledger: ledger), .lookUp)
+        let refused = try XCTUnwrap(refusal(gate().routed(found("legacy"), user: "alice@example.org", address: "192.0.2.3",
+                                                          now: 2, ledger: ledger)))
+        XCTAssertEqual(refused.limit, .failedLogins(.user))
+        XCTAssertTrue(refused.delayed)
+    }
+
     func testAnOperatorHoldRefusesWithoutTheDirectory() throws {
         let ledger = Ledger()
         ledger.holds["alice"] = OperatorHold(message: "Moving, back soon.", readOnlyStore: nil)
