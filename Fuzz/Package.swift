@@ -10,6 +10,7 @@ let fuzzers = [
     "FuzzIMAPBackendLogin",
     "FuzzPOP3BackendLogin",
     "FuzzSASL",
+    "FuzzOAuth",
     "FuzzIMAPResponseFraming",
     "FuzzIMAPReadOnlyFilter",
     "FuzzPOP3ReadOnlyFilter",

@@ -221,7 +221,7 @@ public struct ConfigLoader {
     }
 
     private func parseListener(_ value: Value) throws -> ListenerConfiguration {
-        let keys = try value.mapping(allowed: ["protocol", "address", "tls", "require_tls", "proxy_protocol"])
+        let keys = try value.mapping(allowed: ["protocol", "address", "tls", "require_tls", "proxy_protocol", "oauth"])
         guard let serviceValue = keys["protocol"] else { throw value.fail("missing key: protocol") }
         guard let addressValue = keys["address"] else { throw value.fail("missing key: address") }
         let service = try serviceValue.enumeration(MailService.self)
@@ -233,6 +233,7 @@ public struct ConfigLoader {
             throw keys["require_tls"]!.fail("require_tls: true needs tls: starttls or implicit")
         }
         let proxyProtocol = try keys["proxy_protocol"]?.bool() ?? false
+        let oauth = try keys["oauth"]?.bool() ?? false
         // Only the settings the protocol has a use for (its descriptor says which).
         let options = service.descriptor.listenerOptions
         if (tls == .starttls && !options.startTLS) || (tls == .implicit && !options.implicitTLS) {
@@ -242,7 +243,7 @@ public struct ConfigLoader {
             throw keys["proxy_protocol"]!.fail("\(service.rawValue) listeners take no PROXY header")
         }
         return ListenerConfiguration(service: service, address: address, tls: tls, requireTLS: requireTLS,
-                                     proxyProtocol: proxyProtocol)
+                                     proxyProtocol: proxyProtocol, oauth: oauth)
     }
 
     private func parseServerTLS(_ value: Value) throws -> ServerTLSConfiguration {

@@ -9,13 +9,18 @@ public struct ListenerConfiguration: Sendable, Equatable {
     public var requireTLS: Bool
     /// Every connection starts with a PROXY header (v1 or v2) from one of `trusted_proxies`.
     public var proxyProtocol: Bool
+    /// Offer the bearer-token mechanisms OAUTHBEARER and XOAUTH2: the stores behind this
+    /// listener check the tokens, the proxy routes on the user the message names.
+    public var oauth: Bool
 
-    public init(service: MailService, address: HostPort, tls: ListenerTLS, requireTLS: Bool, proxyProtocol: Bool = false) {
+    public init(service: MailService, address: HostPort, tls: ListenerTLS, requireTLS: Bool, proxyProtocol: Bool = false,
+                oauth: Bool = false) {
         self.service = service
         self.address = address
         self.tls = tls
         self.requireTLS = requireTLS
         self.proxyProtocol = proxyProtocol
+        self.oauth = oauth
     }
 }
 

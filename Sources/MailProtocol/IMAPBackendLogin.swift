@@ -1,7 +1,8 @@
 /// Logs in to an IMAP backend on the client's behalf, the way Dovecot's proxy does: read the
 /// greeting (asking CAPABILITY if it carries none), forward the client's address in ID when
 /// the store speaks ID, then AUTHENTICATE PLAIN (SASL-IR when offered) or LOGIN with each
-/// argument quoted or sent as a literal as its bytes require.
+/// argument quoted or sent as a literal as its bytes require. A bearer-token login is sent
+/// as the client sent it: AUTHENTICATE with the same mechanism and the same message.
 public struct IMAPBackendLogin: Sendable {
     public enum TLSMode: Sendable, Equatable { case none, startTLS }
 
@@ -13,6 +14,9 @@ public struct IMAPBackendLogin: Sendable {
         case capability(afterLogin: Bool)
         case loginContinuation   // waiting for "+" before sending the next chunk
         case loginResult
+        /// The store answered a bearer login with its error challenge and got the dummy
+        /// response: its NO is a refused token.
+        case bearerRefused(challenge: String)
         case done
     }
 
@@ -106,6 +110,12 @@ public struct IMAPBackendLogin: Sendable {
         }
 
         if first.elementsEqual("+".utf8) {
+            if phase == .loginResult, credentials.bearer != nil {
+                // RFC 7628 §3.2.2: a continuation after the whole message is the store's error
+                // challenge; the exchange ends with the dummy response and the store's NO.
+                phase = .bearerRefused(challenge: BearerLogin.challengeText(body))
+                return [.send(Base64.encode(BearerLogin.dummyResponse) + Array("\r\n".utf8))]
+            }
             guard phase == .loginContinuation, !pendingChunks.isEmpty else {
                 return [fail(.temporary, "unexpected continuation from backend")]
             }
@@ -137,6 +147,10 @@ public struct IMAPBackendLogin: Sendable {
             }
             return startLogin()
         case (.loginContinuation, Self.loginTag), (.loginResult, Self.loginTag):
+            return loginResult(statusName, code: code, text: text)
+        case (.bearerRefused(let challenge), Self.loginTag) where statusName == "NO":
+            return [fail(.authenticationFailed, "backend refused the token (\(challenge)): \(string(text))")]
+        case (.bearerRefused, Self.loginTag):
             return loginResult(statusName, code: code, text: text)
         case (_, Self.idTag):
             return []   // the store may refuse our ID; the login decides
@@ -171,7 +185,23 @@ public struct IMAPBackendLogin: Sendable {
         }
     }
 
+    /// AUTHENTICATE with the whole base64 response: inline when the store offers SASL-IR
+    /// (RFC 4959), else after its empty challenge.
+    private mutating func authenticate(_ mechanism: String, _ response: [UInt8]) -> [UInt8] {
+        if has("SASL-IR") {
+            phase = .loginResult
+            return Array("\(Self.loginTag) AUTHENTICATE \(mechanism) ".utf8) + response + Array("\r\n".utf8)
+        }
+        pendingChunks = [response + Array("\r\n".utf8)]
+        phase = .loginContinuation
+        return Array("\(Self.loginTag) AUTHENTICATE \(mechanism)\r\n".utf8)
+    }
+
     private mutating func startLogin() -> [BackendAction] {
+        // Checked first: a store that cannot take the token gets neither it nor our ID.
+        if let bearer = credentials.bearer, !has("AUTH=\(bearer.mechanism.rawValue)") {
+            return [fail(.authenticationFailed, "store does not offer \(bearer.mechanism.rawValue)")]
+        }
         var output: [UInt8] = []
         if has("ID"), let client {
             let fields = [("x-originating-ip", client.remoteAddress), ("x-originating-port", String(client.remotePort)),
@@ -180,16 +210,12 @@ public struct IMAPBackendLogin: Sendable {
             let list = fields.map { "\(IMAPSyntax.quoted($0.0)) \(IMAPSyntax.quoted($0.1))" }.joined(separator: " ")
             output += Array("\(Self.idTag) ID (\(list))\r\n".utf8)
         }
+        if let bearer = credentials.bearer {
+            output += authenticate(bearer.mechanism.rawValue, Base64.encode(bearer.message))
+            return [.send(output)]
+        }
         if has("AUTH=PLAIN") {
-            let response = SASL.encodePlain(credentials)
-            if has("SASL-IR") {
-                output += Array("\(Self.loginTag) AUTHENTICATE PLAIN ".utf8) + response + Array("\r\n".utf8)
-                phase = .loginResult
-            } else {
-                output += Array("\(Self.loginTag) AUTHENTICATE PLAIN\r\n".utf8)
-                pendingChunks = [response + Array("\r\n".utf8)]
-                phase = .loginContinuation
-            }
+            output += authenticate("PLAIN", SASL.encodePlain(credentials))
             return [.send(output)]
         }
         if has("LOGINDISABLED") {

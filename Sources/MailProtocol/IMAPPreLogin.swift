@@ -9,7 +9,11 @@ public struct IMAPPreLogin: Sendable {
     private enum Phase: Sendable, Equatable {
         case commands
         case authenticating(tag: [UInt8], SASLExchange)
-        case awaitingVerdict(tag: [UInt8])
+        /// A login is out; `bearer` when it came through a bearer-token mechanism.
+        case awaitingVerdict(tag: [UInt8], bearer: BearerLogin.Mechanism?)
+        /// A bearer login failed and its error challenge is out (RFC 7628 §3.2.2): the client's
+        /// one response line, whatever it holds, then the tagged NO.
+        case bearerFailure(tag: [UInt8])
         /// After STARTTLS: plaintext bytes are dropped until the handshake is done.
         case awaitingTLS
         case done
@@ -43,7 +47,7 @@ public struct IMAPPreLogin: Sendable {
         var caps = ["IMAP4rev1", "SASL-IR", "LOGIN-REFERRALS", "ID", "ENABLE", "IDLE", "LITERAL+"]
         if configuration.offersStartTLS && !isSecure { caps.append("STARTTLS") }
         if plaintextAllowed {
-            caps += SASL.Mechanism.allCases.map { "AUTH=\($0.rawValue)" }
+            caps += configuration.saslMechanisms.map { "AUTH=\($0.rawValue)" }
         } else {
             caps.append("LOGINDISABLED")
         }
@@ -64,7 +68,7 @@ public struct IMAPPreLogin: Sendable {
     /// The backend accepted: the reply for the client, and the bytes it pipelined after its
     /// login command, which belong to the backend now.
     public mutating func loginAccepted(_ success: BackendLoginSuccess) -> (reply: [UInt8], leftover: [UInt8]) {
-        guard case .awaitingVerdict(let tag) = phase else { return ([], []) }
+        guard case .awaitingVerdict(let tag, _) = phase else { return ([], []) }
         phase = .done
         var reply = ""
         let text = success.text.isEmpty ? "Logged in" : success.text
@@ -81,12 +85,17 @@ public struct IMAPPreLogin: Sendable {
     }
 
     public mutating func loginRejected(_ failure: LoginFailure) -> [ClientAction] {
-        guard case .awaitingVerdict(let tag) = phase else { return [] }
+        guard case .awaitingVerdict(let tag, let bearer) = phase else { return [] }
         phase = .commands
         let line: String
         switch failure {
         case .authenticationFailed:
-            line = "NO [AUTHENTICATIONFAILED] Authentication failed."
+            if let bearer {
+                // The NO waits for the client's response to the error challenge.
+                phase = .bearerFailure(tag: tag)
+                return [.send(continuation(bearer.errorChallenge))] + process()
+            }
+            line = Self.authenticationFailed
         case .temporary:
             line = "NO [UNAVAILABLE] Account is temporarily unavailable."
         case .unavailable(let text):
@@ -115,6 +124,16 @@ public struct IMAPPreLogin: Sendable {
             switch phase {
             case .done, .awaitingVerdict, .awaitingTLS:
                 return actions
+            case .bearerFailure(let tag):
+                switch input.nextLine() {
+                case .incomplete: return actions
+                case .tooLong: return actions + lineTooLong()
+                case .line:
+                    // RFC 7628 asks for a single %x01; a cancellation or anything else ends
+                    // the exchange just as well, and the answer is the same.
+                    phase = .commands
+                    actions.append(.send(tagged(tag, Self.authenticationFailed)))
+                }
             case .authenticating(let tag, var exchange):
                 switch input.nextLine() {
                 case .incomplete: return actions
@@ -212,6 +231,13 @@ public struct IMAPPreLogin: Sendable {
 
     private func tagged(_ tag: [UInt8], _ text: String) -> [UInt8] {
         tag + Array(" \(text)\r\n".utf8)
+    }
+
+    private static let authenticationFailed = "NO [AUTHENTICATIONFAILED] Authentication failed."
+
+    /// A SASL challenge: `+ base64` (an empty one is `+ ` and nothing more).
+    private func continuation(_ challenge: [UInt8]) -> [UInt8] {
+        Array("+ ".utf8) + Base64.encode(challenge) + Array("\r\n".utf8)
     }
 
     private mutating func bad(_ tag: [UInt8], _ text: String) -> [ClientAction] {
@@ -327,7 +353,7 @@ public struct IMAPPreLogin: Sendable {
         guard (1...2).contains(arguments.count), case .atom(let mechanismName) = arguments[0] else {
             return bad(tag, "AUTHENTICATE expects a mechanism name.")
         }
-        guard let mechanism = SASL.Mechanism(name: mechanismName) else {
+        guard let mechanism = SASL.Mechanism(name: mechanismName), configuration.saslMechanisms.contains(mechanism) else {
             return [.send(tagged(tag, "NO [CANNOT] Unsupported authentication mechanism."))]
         }
         guard plaintextAllowed else {
@@ -350,12 +376,12 @@ public struct IMAPPreLogin: Sendable {
         switch step {
         case .challenge(let challenge):
             phase = .authenticating(tag: tag, exchange)
-            return [.send(Array("+ ".utf8) + Base64.encode(challenge) + Array("\r\n".utf8))]
+            return [.send(continuation(challenge))]
         case .failed:
             // It decoded, but is no valid message of the mechanism (an empty PLAIN message):
             // a failed authentication, as a store says it, not a protocol error.
             phase = .commands
-            return [.send(tagged(tag, "NO [AUTHENTICATIONFAILED] Authentication failed."))]
+            return [.send(tagged(tag, Self.authenticationFailed))]
         case .done(let credentials):
             phase = .commands
             return login(tag: tag, credentials, method: "AUTHENTICATE \(exchange.mechanism.rawValue)")
@@ -364,9 +390,9 @@ public struct IMAPPreLogin: Sendable {
 
     private mutating func login(tag: [UInt8], _ credentials: Credentials, method: String) -> [ClientAction] {
         guard !credentials.username.isEmpty else {
-            return [.send(tagged(tag, "NO [AUTHENTICATIONFAILED] Authentication failed."))]
+            return [.send(tagged(tag, Self.authenticationFailed))]
         }
-        phase = .awaitingVerdict(tag: tag)
+        phase = .awaitingVerdict(tag: tag, bearer: credentials.bearer?.mechanism)
         let ttl = clientID.first { $0.field.lowercased() == "x-proxy-ttl" }?.value.flatMap { Int($0) }
         return [.login(LoginRequest(credentials: credentials, method: method, proxyTTL: ttl))]
     }

@@ -5,18 +5,32 @@ public struct Credentials: Sendable, Equatable, CustomStringConvertible {
     public var authorizationID: String
     public var username: String
     public var password: [UInt8]
+    /// A bearer-token login (OAUTHBEARER, XOAUTH2): then `username` is the user its message
+    /// names, `password` is empty, and the store is sent the message itself.
+    public var bearer: BearerLogin?
 
     public init(authorizationID: String = "", username: String, password: [UInt8]) {
         self.authorizationID = authorizationID
         self.username = username
         self.password = password
+        self.bearer = nil
+    }
+
+    public init(bearer: BearerLogin) {
+        self.authorizationID = ""
+        self.username = bearer.user
+        self.password = []
+        self.bearer = bearer
     }
 
     /// Whose mailbox this login opens: the authorization identity when one is given.
     public var mailboxUser: String { authorizationID.isEmpty ? username : authorizationID }
 
+    /// Names the user and, for a bearer login, the mechanism; never a password or a token.
     public var description: String {
-        authorizationID.isEmpty ? "user=\(username)" : "user=\(username) authzid=\(authorizationID)"
+        var text = authorizationID.isEmpty ? "user=\(username)" : "user=\(username) authzid=\(authorizationID)"
+        if let bearer { text += " sasl=\(bearer.mechanism.rawValue)" }
+        return text
     }
 }
 

@@ -23,14 +23,25 @@ public struct PreLoginConfiguration: Sendable, Equatable {
     /// A login allowed before TLS (false gives IMAP's LOGINDISABLED, RFC 9051 §6.2.3, and
     /// POP3 without USER and SASL in CAPA).
     public var allowsPlaintextLogin: Bool
+    /// The listener offers the bearer-token mechanisms OAUTHBEARER and XOAUTH2 (its stores
+    /// check the tokens). They follow the plaintext rule like PLAIN: a token is as good as a
+    /// password to whoever reads it.
+    public var oauth: Bool
     public var limits: ProtocolLimits
 
     public init(greetingText: String = "mailswitch ready.", offersStartTLS: Bool = false,
-                allowsPlaintextLogin: Bool = true, limits: ProtocolLimits = ProtocolLimits()) {
+                allowsPlaintextLogin: Bool = true, oauth: Bool = false, limits: ProtocolLimits = ProtocolLimits()) {
         self.greetingText = greetingText
         self.offersStartTLS = offersStartTLS
         self.allowsPlaintextLogin = allowsPlaintextLogin
+        self.oauth = oauth
         self.limits = limits
+    }
+
+    /// The SASL mechanisms this listener offers, in the order they are listed; any other is
+    /// answered as unsupported.
+    public var saslMechanisms: [SASL.Mechanism] {
+        SASL.Mechanism.allCases.filter { oauth || $0.bearer == nil }
     }
 }
 

@@ -1,5 +1,6 @@
 /// The client side of a POP3 session in the AUTHORIZATION state (RFC 1939, RFC 2449 CAPA,
-/// RFC 5034 AUTH, RFC 2595 STLS): greeting, CAPA, USER/PASS, AUTH PLAIN/LOGIN, STLS, QUIT.
+/// RFC 5034 AUTH, RFC 2595 STLS): greeting, CAPA, USER/PASS, AUTH PLAIN/LOGIN (and the
+/// bearer-token mechanisms when offered), STLS, QUIT.
 /// A pure value like `IMAPPreLogin`, with the same contract.
 public struct POP3PreLogin: Sendable {
     public typealias Configuration = PreLoginConfiguration
@@ -7,7 +8,11 @@ public struct POP3PreLogin: Sendable {
     private enum Phase: Sendable, Equatable {
         case commands
         case authenticating(SASLExchange)
-        case awaitingVerdict
+        /// A login is out; `bearer` when it came through a bearer-token mechanism.
+        case awaitingVerdict(bearer: BearerLogin.Mechanism?)
+        /// A bearer login failed and its error challenge is out (RFC 7628 §3.2.2): the client's
+        /// one response line, whatever it holds, then the -ERR.
+        case bearerFailure
         /// After STLS: plaintext bytes are dropped until the handshake is done.
         case awaitingTLS
         case done
@@ -36,7 +41,7 @@ public struct POP3PreLogin: Sendable {
         if configuration.offersStartTLS && !isSecure { caps.append("STLS") }
         if plaintextAllowed {
             caps.append("USER")
-            caps.append("SASL " + SASL.Mechanism.allCases.map(\.rawValue).joined(separator: " "))
+            caps.append("SASL " + configuration.saslMechanisms.map(\.rawValue).joined(separator: " "))
         }
         return caps
     }
@@ -48,24 +53,30 @@ public struct POP3PreLogin: Sendable {
     public mutating func receive<C: Collection>(_ bytes: C) -> [ClientAction] where C.Element == UInt8 {
         guard phase != .done, phase != .awaitingTLS else { return [] }
         input.append(bytes)
-        if phase == .awaitingVerdict { return [] }
+        if case .awaitingVerdict = phase { return [] }
         return process()
     }
 
     public mutating func loginAccepted(_ success: BackendLoginSuccess) -> (reply: [UInt8], leftover: [UInt8]) {
-        guard phase == .awaitingVerdict else { return ([], []) }
+        guard case .awaitingVerdict = phase else { return ([], []) }
         phase = .done
         let text = success.text.isEmpty ? "Logged in." : success.text
         return (Array("+OK \(text)\r\n".utf8), input.takeAll())
     }
 
     public mutating func loginRejected(_ failure: LoginFailure) -> [ClientAction] {
-        guard phase == .awaitingVerdict else { return [] }
+        guard case .awaitingVerdict(let bearer) = phase else { return [] }
         phase = .commands
         user = nil
         let line: String
         switch failure {
-        case .authenticationFailed: line = "-ERR [AUTH] Authentication failed."
+        case .authenticationFailed:
+            if let bearer {
+                // The -ERR waits for the client's response to the error challenge.
+                phase = .bearerFailure
+                return [.send(continuation(bearer.errorChallenge))] + process()
+            }
+            line = Self.authenticationFailed
         case .temporary: line = "-ERR [SYS/TEMP] Account is temporarily unavailable."
         case .unavailable(let text), .limit(let text): line = "-ERR [SYS/TEMP] \(LoginFailure.lineText(text))"
         case .backendRefused(let code, let text): line = "-ERR [\(code)] \(text.isEmpty ? "Login refused." : text)"
@@ -83,8 +94,9 @@ public struct POP3PreLogin: Sendable {
     private mutating func process() -> [ClientAction] {
         var actions: [ClientAction] = []
         while true {
-            guard phase == .commands || { if case .authenticating = phase { return true }; return false }() else {
-                return actions
+            switch phase {
+            case .commands, .authenticating, .bearerFailure: break
+            case .awaitingVerdict, .awaitingTLS, .done: return actions
             }
             switch input.nextLine() {
             case .incomplete:
@@ -94,7 +106,12 @@ public struct POP3PreLogin: Sendable {
                 limitReached = .lineLength
                 return actions + [.send(Array("-ERR Line too long.\r\n".utf8)), .close]
             case .line(let line):
-                if case .authenticating(var exchange) = phase {
+                if phase == .bearerFailure {
+                    // RFC 7628 asks for a single %x01; a cancellation or anything else ends
+                    // the exchange just as well, and the answer is the same.
+                    phase = .commands
+                    actions.append(reply(Self.authenticationFailed))
+                } else if case .authenticating(var exchange) = phase {
                     phase = .commands
                     switch SASL.parseResponse(line) {
                     case .cancelled: actions += err("Authentication cancelled.")
@@ -109,6 +126,13 @@ public struct POP3PreLogin: Sendable {
     }
 
     private func reply(_ line: String) -> ClientAction { .send(Array((line + "\r\n").utf8)) }
+
+    private static let authenticationFailed = "-ERR [AUTH] Authentication failed."
+
+    /// A SASL challenge: `+ base64` (an empty one is `+ ` and nothing more).
+    private func continuation(_ challenge: [UInt8]) -> [UInt8] {
+        Array("+ ".utf8) + Base64.encode(challenge) + Array("\r\n".utf8)
+    }
 
     private mutating func err(_ text: String) -> [ClientAction] {
         invalidCommands += 1
@@ -157,7 +181,7 @@ public struct POP3PreLogin: Sendable {
             self.user = nil
             // The password is the rest of the line: spaces are part of it.
             let password = Array(argument ?? [][...])
-            phase = .awaitingVerdict
+            phase = .awaitingVerdict(bearer: nil)
             return [.login(LoginRequest(credentials: Credentials(username: user, password: password), method: "USER"))]
         case "AUTH":
             return auth(argument)
@@ -171,10 +195,12 @@ public struct POP3PreLogin: Sendable {
     private mutating func auth(_ argument: ArraySlice<UInt8>?) -> [ClientAction] {
         guard let argument, !argument.isEmpty else {
             // RFC 5034 leaves bare AUTH undefined; Outlook and others expect this listing.
-            return [.send(Array(("+OK\r\n" + SASL.Mechanism.allCases.map { $0.rawValue + "\r\n" }.joined() + ".\r\n").utf8))]
+            return [.send(Array(("+OK\r\n" + configuration.saslMechanisms.map { $0.rawValue + "\r\n" }.joined() + ".\r\n").utf8))]
         }
         let (name, initial) = splitWord(argument)
-        guard let mechanism = SASL.Mechanism(name: name) else { return err("Unsupported authentication mechanism.") }
+        guard let mechanism = SASL.Mechanism(name: name), configuration.saslMechanisms.contains(mechanism) else {
+            return err("Unsupported authentication mechanism.")
+        }
         guard plaintextAllowed else {
             return [reply("-ERR [AUTH] Plaintext authentication disallowed on non-secure (SSL/TLS) connections.")]
         }
@@ -190,14 +216,14 @@ public struct POP3PreLogin: Sendable {
         switch step {
         case .challenge(let challenge):
             phase = .authenticating(exchange)
-            return [.send(Array("+ ".utf8) + Base64.encode(challenge) + Array("\r\n".utf8))]
+            return [.send(continuation(challenge))]
         case .failed:
             // It decoded, but is no valid message of the mechanism (an empty PLAIN message):
             // a failed authentication, as a store says it, not a protocol error.
             phase = .commands
-            return [.send(Array("-ERR [AUTH] Authentication failed.\r\n".utf8))]
+            return [reply(Self.authenticationFailed)]
         case .done(let credentials):
-            phase = .awaitingVerdict
+            phase = .awaitingVerdict(bearer: credentials.bearer?.mechanism)
             return [.login(LoginRequest(credentials: credentials, method: "AUTH \(exchange.mechanism.rawValue)"))]
         }
     }

@@ -1,8 +1,21 @@
-/// SASL PLAIN (RFC 4616) and the LOGIN mechanism's two prompts, as both IMAP and POP3 use them.
+/// SASL PLAIN (RFC 4616) and the LOGIN mechanism's two prompts, as both IMAP and POP3 use them,
+/// and the bearer-token mechanisms (`BearerLogin`).
 public enum SASL {
     public enum Mechanism: String, Sendable, CaseIterable {
         case plain = "PLAIN"
         case login = "LOGIN"
+        /// Offered only on listeners with `oauth: true` (`PreLoginConfiguration.oauth`).
+        case oauthBearer = "OAUTHBEARER"
+        case xoauth2 = "XOAUTH2"
+
+        /// The bearer-token mechanism this is, if it is one.
+        public var bearer: BearerLogin.Mechanism? {
+            switch self {
+            case .plain, .login: return nil
+            case .oauthBearer: return .oauthBearer
+            case .xoauth2: return .xoauth2
+            }
+        }
 
         public init?<C: Collection>(name: C) where C.Element == UInt8 {
             guard let match = Mechanism.allCases.first(where: { asciiEqualsIgnoringCase(Array($0.rawValue.utf8), name) })
@@ -70,13 +83,17 @@ struct SASLExchange: Sendable, Equatable {
     /// The first step, with or without an initial response.
     mutating func start(initialResponse: [UInt8]?) -> Step {
         guard let initialResponse else {
-            return .challenge(mechanism == .plain ? [] : SASL.usernamePrompt)
+            // Only LOGIN prompts; the others take their whole message after an empty challenge.
+            return .challenge(mechanism == .login ? SASL.usernamePrompt : [])
         }
         return respond(initialResponse)
     }
 
     mutating func respond(_ data: [UInt8]) -> Step {
         switch mechanism {
+        case .oauthBearer, .xoauth2:
+            guard let bearer = mechanism.bearer, let login = BearerLogin(mechanism: bearer, message: data) else { return .failed }
+            return .done(Credentials(bearer: login))
         case .plain:
             guard let credentials = SASL.decodePlain(data) else { return .failed }
             return .done(credentials)

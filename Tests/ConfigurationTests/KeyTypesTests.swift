@@ -95,6 +95,7 @@ final class KeyTypesTests: XCTestCase {
     func testSwitchesAreTrueOrFalse() {
         let cases: [(String, String, (ServiceConfiguration) -> Bool?)] = [
             ("listeners[0]", "proxy_protocol", { $0.listeners[0].proxyProtocol }),
+            ("listeners[0]", "oauth", { $0.listeners[0].oauth }),
             ("directory", "replica", { $0.directory.replica }),
             ("backends.legacy", "forward_client_address", { $0.routing.backends["legacy"].map { $0.forwardClient == .auto } }),
         ]
@@ -109,6 +110,8 @@ final class KeyTypesTests: XCTestCase {
         var probe = Probe("proxy_protocol: true", in: "listeners[0]")
         probe.yaml.sections = ["trusted_proxies: [\"10.0.0.0/8\"]"]
         assertLoads(probe, { $0.listeners[0].proxyProtocol }, true)
+        assertLoads(Probe("oauth: true", in: "listeners[0]"), { $0.listeners[0].oauth }, true)
+        XCTAssertEqual(try files.load(MinimalYAML().text).listeners[0].oauth, false, "oauth is off unless asked for")
         assertLoads(Probe("forward_client_address: true", in: "backends.legacy"), { $0.routing.backends["legacy"]?.forwardClient }, .auto)
         assertRefused(Probe("require_tls: maybe", in: "listeners[0]"), "expected true or false")
         var verify = Probe("verify: maybe", in: "backends.legacy")

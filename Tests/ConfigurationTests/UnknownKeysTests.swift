@@ -12,7 +12,7 @@ final class UnknownKeysTests: XCTestCase {
     private static let knownKeys: [(section: String, keys: [String])] = [
         ("", ["admin", "backends", "directory", "limits", "listeners", "log", "metrics", "routing", "shutdown_grace", "tls",
               "trusted_proxies"]),
-        ("listeners[0]", ["address", "protocol", "proxy_protocol", "require_tls", "tls"]),
+        ("listeners[0]", ["address", "oauth", "protocol", "proxy_protocol", "require_tls", "tls"]),
         ("directory", ["backend_attribute", "base", "bind_dn", "bind_password_file", "cache_ttl", "change_feed", "filter",
                        "max_in_flight", "negative_cache_ttl", "recheck_interval", "replica", "stale_ttl", "timeout", "uris"]),
         ("backends.legacy", ["ca_file", "client_cert", "client_key", "forward_client", "forward_client_address", "hosts",

@@ -2,7 +2,9 @@
 //
 // Input: byte 0 = setup (bit 0: with a ClientEndpoint; bit 1: STARTTLS towards the store; bits 2-3:
 // which of four fixed credentials - plain, a user name with a space and a password to quote, a
-// password with CR LF and 8-bit bytes, an authorization identity; bit 4: a tiny line limit),
+// password with CR LF and 8-bit bytes, an authorization identity; bit 4: a tiny line limit; bit 5:
+// bits 2-3 pick one of four bearer logins instead - OAUTHBEARER with a short token, with a token
+// too long for a POP3 initial response, with an escaped user, and XOAUTH2),
 // bytes 1-2 = seed of the chunk sizes and of when `tlsEstablished()` is called out of turn, the
 // rest = what the store sends.
 //
@@ -11,7 +13,9 @@
 // batch unless a refusal of bytes sent after the store's answer follows it; no credential
 // is sent before the handshake; `tlsEstablished()` out of turn (no TLS, or once more after the
 // handshake) does nothing; the leftover handed over on acceptance is a suffix of what the store
-// sent; a log reason holds the password only if the store sent it.
+// sent; a log reason holds the password only if the store sent it. A bearer login's message
+// goes only whole and unchanged (base64 on a line of its own or after `AUTHENTICATE <mech> ` /
+// `AUTH <mech> `), never before the handshake, and no log reason holds its token.
 import FuzzSupport
 import MailProtocol
 
@@ -25,7 +29,7 @@ public func fuzzBackendLogin(_ start: UnsafePointer<UInt8>, _ count: Int, localP
     var choices = Choices(data[1], data[2])
     let input = Array(data[3...])
 
-    let credentials = fixedCredentials[Int(flags >> 2 & 3)]
+    let credentials = (flags & 0x20 != 0 ? bearerCredentials : fixedCredentials)[Int(flags >> 2 & 3)]
     let client = flags & 0x01 != 0 ? ClientEndpoint(remoteAddress: "192.0.2.7", remotePort: 50000, localAddress: "127.0.0.1",
                                                     localPort: localPort, sessionID: "sess\"ion\\1") : nil
     let startTLS = flags & 0x02 != 0
@@ -33,6 +37,10 @@ public func fuzzBackendLogin(_ start: UnsafePointer<UInt8>, _ count: Int, localP
     if flags & 0x10 != 0 { limits.backendLineLength = 128 }
     var machine = make(credentials, client, startTLS, limits)
     let plain = SASL.encodePlain(credentials)
+    // What must not leak: the password, or a bearer login's token and its encoded message.
+    let secret = credentials.bearer.map { bearerToken($0.message) } ?? credentials.password
+    require(!secret.isEmpty, "a fixed credential without a secret")
+    let encodedMessage = credentials.bearer.map { Base64.encode($0.message) }
 
     var fed: [UInt8] = []
     var finished = false
@@ -46,8 +54,11 @@ public func fuzzBackendLogin(_ start: UnsafePointer<UInt8>, _ count: Int, localP
             case .send(let bytes):
                 require(bytes.count >= 2 && bytes.suffix(2).elementsEqual([13, 10]), "send does not end in CRLF: \(bytes)")
                 if !tlsDone {
-                    require(!contains(bytes, credentials.password) && !contains(bytes, plain),
+                    require(!contains(bytes, secret) && !contains(bytes, plain) && !contains(bytes, encodedMessage ?? plain),
                             "a credential was sent before the TLS handshake: \(bytes)")
+                }
+                if let encodedMessage, contains(bytes, encodedMessage) {
+                    require(sendsMessageWhole(bytes, encodedMessage), "the bearer message went out of shape: \(bytes)")
                 }
             case .startTLS:
                 startTLSCount += 1
@@ -63,8 +74,8 @@ public func fuzzBackendLogin(_ start: UnsafePointer<UInt8>, _ count: Int, localP
                 finished = true
             case .rejected(_, let reason):
                 require(isLast, ".rejected is not the last action: \(batch)")
-                require(credentials.password.count < 4 || !contains(Array(reason.utf8), credentials.password)
-                            || contains(fed, credentials.password), "the password is in a log reason")
+                require(secret.count < 4 || !contains(Array(reason.utf8), secret)
+                            || contains(fed, secret), "the password or the token is in a log reason")
                 finished = true
             }
         }
@@ -91,6 +102,37 @@ public func fuzzBackendLogin(_ start: UnsafePointer<UInt8>, _ count: Int, localP
         }
     }
     return 0
+}
+
+/// A line that carries the encoded bearer message carries it whole, at its end, after
+/// `AUTHENTICATE <mech> `, `AUTH <mech> ` or nothing.
+func sendsMessageWhole(_ bytes: [UInt8], _ encoded: [UInt8]) -> Bool {
+    var lines: [[UInt8]] = [[]]
+    for byte in bytes {
+        if byte == 10 { lines.append([]) } else if byte != 13 { lines[lines.count - 1].append(byte) }
+    }
+    return lines.filter { contains($0, encoded) }.allSatisfy { line in
+        guard line.count >= encoded.count, line.suffix(encoded.count).elementsEqual(encoded) else { return false }
+        let head = String(decoding: line.dropLast(encoded.count), as: UTF8.self)
+        return head.isEmpty || ["OAUTHBEARER", "XOAUTH2"].contains { head.hasSuffix("AUTHENTICATE \($0) ") || head == "AUTH \($0) " }
+    }
+}
+
+/// The token of a bearer message: what follows `auth=Bearer ` up to the next %x01.
+func bearerToken(_ message: [UInt8]) -> [UInt8] {
+    let marker = Array("auth=Bearer ".utf8)
+    guard let start = (0...(message.count - marker.count)).first(where: { message[$0..<($0 + marker.count)].elementsEqual(marker) })
+    else { return [] }
+    return Array(message[(start + marker.count)...].prefix { $0 != 1 })
+}
+
+let bearerCredentials = [
+    "n,a=alice,\u{1}host=store.example.org\u{1}port=143\u{1}auth=Bearer vF9dft4qmTc2Nvb3RlckBhbHRh\u{1}\u{1}",
+    "n,a=bob@example.org,\u{1}auth=Bearer " + String(repeating: "eyJhbGciOiJSUzI1NiJ9", count: 12) + "\u{1}\u{1}",
+    "y,a=c=2Carol=3D,\u{1}auth=Bearer tok-._~+/en==\u{1}\u{1}",
+    "user=dave@example.org\u{1}auth=Bearer ya29.a0AfH6SMBx\u{1}\u{1}",
+].enumerated().map { index, message in
+    Credentials(bearer: BearerLogin(mechanism: index == 3 ? .xoauth2 : .oauthBearer, message: Array(message.utf8))!)
 }
 
 let fixedCredentials = [

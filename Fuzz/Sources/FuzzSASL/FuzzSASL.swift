@@ -8,7 +8,7 @@
 // padding); whatever decodes re-encodes to the same length; a decoded PLAIN message has a
 // non-empty user name and no NUL in the password, and encodePlain/decodePlain round-trip it;
 // `*` alone is a cancellation and `=` alone an empty initial response; a mechanism name is
-// recognised exactly when it equals PLAIN or LOGIN without regard to case.
+// recognised exactly when it equals PLAIN, LOGIN, OAUTHBEARER or XOAUTH2 without regard to case.
 import FuzzSupport
 import MailProtocol
 
@@ -59,6 +59,8 @@ public func fuzz(_ start: UnsafePointer<UInt8>, _ count: Int) -> CInt {
     switch upper {
     case Array("PLAIN".utf8): require(mechanism == .plain, "PLAIN not recognised in \(input)")
     case Array("LOGIN".utf8): require(mechanism == .login, "LOGIN not recognised in \(input)")
+    case Array("OAUTHBEARER".utf8): require(mechanism == .oauthBearer, "OAUTHBEARER not recognised in \(input)")
+    case Array("XOAUTH2".utf8): require(mechanism == .xoauth2, "XOAUTH2 not recognised in \(input)")
     default: require(mechanism == nil, "\(input) taken for \(String(describing: mechanism))")
     }
     return 0
