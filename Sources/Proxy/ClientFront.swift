@@ -50,7 +50,8 @@ final class ClientFront {
         self.connection = connection
         let limits = context.configuration.limits.protocolLimits
         machine = listener.service.descriptor.makePreLogin(
-            .init(offersStartTLS: listener.tls == .starttls, allowsPlaintextLogin: !listener.requireTLS, limits: limits),
+            .init(offersStartTLS: listener.tls == .starttls, allowsPlaintextLogin: !listener.requireTLS, oauth: listener.oauth,
+                  limits: limits),
             listener.tls == .implicit)
         tls = context.tls.servers[listener.service]
         backlogLimit = limits.lineLength * 2

@@ -94,7 +94,9 @@ final class LoginAttempt: StoreLegEvents, @unchecked Sendable {
         }
     }
 
-    private func routed(_ answer: RouteAnswer, passwordChecked: Bool = false) {
+    /// A bearer token has no password for the directory to check: its store checks it.
+    private func routed(_ answer: RouteAnswer, passwordChecked: Bool? = nil) {
+        let passwordChecked = passwordChecked ?? (request.credentials.bearer != nil)
         self.answer = answer
         let verdict = gate.routed(answer, user: user, address: address, now: Router.now(), ledger: context,
                                   passwordChecked: passwordChecked)
@@ -148,6 +150,9 @@ final class LoginAttempt: StoreLegEvents, @unchecked Sendable {
     /// entry lacks.
     private func storeCredentials(for route: LoginRoute) -> Credentials? {
         var credentials = request.credentials
+        // A bearer token goes to the routed store exactly as the client sent it: the name is
+        // inside the signed message, and no master login may stand in for an unchecked token.
+        if credentials.bearer != nil { return credentials }
         guard let name = route.backend.loginName.name(typed: credentials.mailboxUser, rewritten: user,
                                                       attributes: route.attributes) else { return nil }
         switch route.backend.login {
