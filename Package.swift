@@ -24,12 +24,17 @@ let package = Package(
                        providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CLDAP", pkgConfig: "ldap",
                        providers: [.apt(["libldap2-dev"])]),
+        // libcurl (the OpenSSL flavour, the TLS library mailswitch already links) backs token
+        // introspection: a maintained HTTP client, not one of our own.
+        .systemLibrary(name: "CCurl", pkgConfig: "libcurl",
+                       providers: [.apt(["libcurl4-openssl-dev"])]),
         // The only C we write: thin prefixed wrappers for what Swift cannot import, one target
         // per system library so that each Swift target sees only the library it uses (the event
-        // loop neither libldap nor OpenSSL).
+        // loop neither libldap nor OpenSSL nor libcurl).
         .target(name: "CSystemShims"),
         .target(name: "CLDAPShims", dependencies: ["CLDAP"]),
         .target(name: "COpenSSLShims", dependencies: ["COpenSSL"]),
+        .target(name: "CCurlShims", dependencies: ["CCurl"]),
 
         // Pure protocol code: no networking, no Foundation, no clocks.
         .target(name: "MailProtocol", swiftSettings: strict),
@@ -47,6 +52,8 @@ let package = Package(
         .target(name: "Directory",
                 dependencies: ["CLDAP", "CLDAPShims", "Routing", "Configuration", "EventLoop",
                                .product(name: "Metrics", package: "swift-metrics")], swiftSettings: strict),
+        // RFC 7662 token introspection over libcurl, on queues of its own, off the event loops.
+        .target(name: "Introspection", dependencies: ["CCurl", "CCurlShims", "Routing"], swiftSettings: strict),
         .target(name: "Proxy",
                 dependencies: ["MailProtocol", "Routing", "Configuration", "EventLoop", "TLS", "Directory",
                                .product(name: "Logging", package: "swift-log"),
@@ -64,6 +71,8 @@ let package = Package(
         .testTarget(name: "ConfigurationTests", dependencies: ["Configuration", "Routing", "MailProtocol"],
                     swiftSettings: strict),
         .testTarget(name: "EventLoopTests", dependencies: ["EventLoop"], swiftSettings: strict),
+        // A python3 HTTP server on loopback plays the authorization server.
+        .testTarget(name: "IntrospectionTests", dependencies: ["Introspection", "Routing"], swiftSettings: strict),
         .testTarget(name: "ProxyTests", dependencies: ["Proxy", "Configuration", "Routing", "MailProtocol", "EventLoop", "Directory"],
                     swiftSettings: strict),
         // The executable is a dependency so that it is built before the tests run it.
