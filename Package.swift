@@ -55,7 +55,7 @@ let package = Package(
         // RFC 7662 token introspection over libcurl, on queues of its own, off the event loops.
         .target(name: "Introspection", dependencies: ["CCurl", "CCurlShims", "Routing"], swiftSettings: strict),
         .target(name: "Proxy",
-                dependencies: ["MailProtocol", "Routing", "Configuration", "EventLoop", "TLS", "Directory",
+                dependencies: ["MailProtocol", "Routing", "Configuration", "EventLoop", "TLS", "Directory", "Introspection",
                                .product(name: "Logging", package: "swift-log"),
                                .product(name: "Metrics", package: "swift-metrics"),
                                .product(name: "Prometheus", package: "swift-prometheus")],

@@ -80,14 +80,28 @@ public struct ConfigLoader {
             let keys = try routing.mapping(allowed: ["default_backend", "hold_values", "hold_message", "disconnect_burst",
                                                      "max_disconnect_delay", "read_only_values", "read_only_message",
                                                      "login_rewrite", "verify_credentials", "verify_cache_ttl",
-                                                     "verify_connections"])
+                                                     "verify_connections", "oauth_introspection_url", "oauth_client_id",
+                                                     "oauth_client_secret_file"])
             if let value = keys["login_rewrite"] { routingTable.loginRewrite = try parseLoginRewrite(value) }
             if let value = keys["verify_credentials"] {
                 routingTable.credentialCheck.mode = try value.enumeration(CredentialCheck.Mode.self)
             }
             if let value = keys["verify_cache_ttl"] { routingTable.credentialCheck.cacheTTL = try value.duration(zero: true) }
             if let value = keys["verify_connections"] { routingTable.credentialCheck.connections = try value.int(1...256) }
-            if !routingTable.credentialCheck.isOn, let stray = keys["verify_cache_ttl"] ?? keys["verify_connections"] {
+            if let value = keys["oauth_introspection_url"] {
+                let url = try value.string()
+                guard url.hasPrefix("http://") || url.hasPrefix("https://"), !url.contains(where: \.isWhitespace) else {
+                    throw value.fail("expected an http:// or https:// URL")
+                }
+                routingTable.credentialCheck.introspectionURL = url
+            }
+            if let value = keys["oauth_client_id"] { routingTable.credentialCheck.introspectionClientID = try value.string() }
+            if let value = keys["oauth_client_secret_file"] { routingTable.credentialCheck.introspectionClientSecret = try value.secret() }
+            if routingTable.credentialCheck.introspectionURL == nil, let stray = keys["oauth_client_id"] ?? keys["oauth_client_secret_file"] {
+                throw stray.fail("only meaningful with oauth_introspection_url")
+            }
+            if !routingTable.credentialCheck.isOn,
+               let stray = keys["verify_cache_ttl"] ?? keys["verify_connections"] ?? keys["oauth_introspection_url"] {
                 throw stray.fail("only meaningful with verify_credentials: ldap_bind")
             }
             if let value = keys["default_backend"] {

@@ -45,6 +45,13 @@ public struct BearerLogin: Sendable, Equatable, CustomStringConvertible, CustomR
 
     public var description: String { "\(mechanism.rawValue) user=\(user)" }
 
+    /// The access token itself, for an introspection endpoint (RFC 7662): the `auth` value
+    /// after its scheme. The parser has checked there is exactly one.
+    public var token: [UInt8] {
+        let pair = message.split(separator: Self.kvsep).first { $0.starts(with: "auth=".utf8) } ?? []
+        return Array(pair.dropFirst(5 + 6).drop { $0 == .space })
+    }
+
     /// `dump()` and debuggers read the mirror, not the description: the message stays out.
     public var customMirror: Mirror {
         Mirror(self, children: ["mechanism": mechanism, "user": user], displayStyle: .struct)

@@ -78,7 +78,8 @@ final class LoginAttempt: StoreLegEvents, @unchecked Sendable {
     private func follow(_ verdict: LoginVerdict) {
         switch verdict {
         case .refuse(let refusal): events.loginRefused(refusal)
-        case .lookUp: lookUp()
+        case .lookUp:
+            if request.credentials.bearer != nil, context.passwordCheck?.tokens != nil { checkToken() } else { lookUp() }
         case .checkCredentials(let dn): checkPassword(dn: dn)
         case .admit(let route): admitted(route)
         }
@@ -115,6 +116,37 @@ final class LoginAttempt: StoreLegEvents, @unchecked Sendable {
         check.check(dn: dn, password: request.credentials.password) { [weak self] verdict in
             guard let self else { return }
             loop.execute { if !self.cancelled { self.checked(verdict, answer: answer) } }
+        }
+    }
+
+    /// `oauth_introspection_url`: the token is asked about before routing; an active token of
+    /// the user the login names goes on to the directory lookup.
+    private func checkToken() {
+        guard let bearer = request.credentials.bearer, let tokens = context.passwordCheck?.tokens else { return lookUp() }
+        tokens.check(token: bearer.token) { [weak self] verdict in
+            guard let self else { return }
+            loop.execute { if !self.cancelled { self.checkedToken(verdict) } }
+        }
+    }
+
+    private func checkedToken(_ verdict: TokenVerdict) {
+        switch verdict {
+        case .active(let owner):
+            // The endpoint names whose token it is: it must be the user the login names, after
+            // the same rewriting (a token of bob's cannot open alice's mailbox).
+            let rewrite = context.configuration.routing.loginRewrite
+            if let owner, rewrite.apply(owner).lowercased() != user.lowercased() {
+                ProxyMetrics.tokenChecks[.mismatch].increment()
+                return events.loginRefused(LoginRefusal(.authenticationFailed, "the token belongs to another user"))
+            }
+            ProxyMetrics.tokenChecks[.active].increment()
+            lookUp()
+        case .inactive:
+            ProxyMetrics.tokenChecks[.inactive].increment()
+            events.loginRefused(LoginRefusal(.authenticationFailed, "the token is not active (introspection)"))
+        case .unavailable(let reason):
+            ProxyMetrics.tokenChecks[.unavailable].increment()
+            events.loginRefused(LoginRefusal(.temporary, "cannot check the token: \(reason)"))
         }
     }
 

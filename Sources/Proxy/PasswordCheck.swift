@@ -1,23 +1,29 @@
 import Configuration
 import Directory
+import Introspection
 import Routing
 import Synchronization
 import TLS
 
 /// `verify_credentials`: the directory's bind pool, behind the cache of passwords it accepted
-/// (`verify_cache_ttl`, as keyed digests). One per configuration; a reload that changes the
+/// (`verify_cache_ttl`, as keyed digests), and the token introspection endpoint when one is
+/// configured (`oauth_introspection_url`). One per configuration; a reload that changes the
 /// directory or these settings makes a new one.
 final class PasswordCheck: Sendable {
     let settings: CredentialCheck
     let directory: DirectoryConfiguration
     private let checker: any PasswordChecker
+    /// Checks bearer tokens; nil leaves them to the store.
+    let tokens: (any TokenChecker)?
     private let digest: KeyedDigest?
     private let accepted: Mutex<VerifiedPasswords>
 
-    init(settings: CredentialCheck, directory: DirectoryConfiguration, checker: any PasswordChecker) {
+    init(settings: CredentialCheck, directory: DirectoryConfiguration, checker: any PasswordChecker,
+         tokens: (any TokenChecker)? = nil) {
         self.settings = settings
         self.directory = directory
         self.checker = checker
+        self.tokens = tokens
         // Without a key there is no cache: every check binds.
         digest = settings.cacheTTL > 0 ? KeyedDigest() : nil
         accepted = Mutex(VerifiedPasswords(ttl: settings.cacheTTL))
@@ -56,7 +62,12 @@ final class PasswordCheck: Sendable {
         let settings = configuration.routing.credentialCheck
         guard settings.isOn else { return nil }
         if let current, current.settings == settings, current.directory == configuration.directory { return current }
+        let tokens = settings.introspectionURL.map { url in
+            TokenIntrospection(url: url, clientID: settings.introspectionClientID, clientSecret: settings.introspectionClientSecret,
+                               timeoutSeconds: configuration.directory.timeoutSeconds, connections: settings.connections)
+        }
         return PasswordCheck(settings: settings, directory: configuration.directory,
-                             checker: LDAPBindPool(configuration: configuration.directory, connections: settings.connections))
+                             checker: LDAPBindPool(configuration: configuration.directory, connections: settings.connections),
+                             tokens: tokens)
     }
 }

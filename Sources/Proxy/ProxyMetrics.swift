@@ -48,6 +48,7 @@ public enum ProxyMetrics {
         LoginResult.allCases.forEach { _ = logins[$0] }
         CacheResult.allCases.forEach { _ = routeCache[$0] }
         if configuration.routing.credentialCheck.isOn { PasswordCheckResult.allCases.forEach { _ = passwordChecks[$0] } }
+        if configuration.routing.credentialCheck.introspectionURL != nil { TokenCheckResult.allCases.forEach { _ = tokenChecks[$0] } }
         EndReason.allCases.forEach { _ = sessionsEnded[$0] }
         Limit.allCases.forEach { _ = limitRefusals[$0] }
         for version in ["TLSv1.2", "TLSv1.3"] { _ = tlsHandshakes(version, "ok") }
@@ -85,6 +86,7 @@ public enum ProxyMetrics {
         static let limitRefusals = "mailswitch_limit_refusals_total"
         static let backendHostUp = "mailswitch_backend_host_up"
         static let passwordChecks = "mailswitch_password_checks_total"
+        static let tokenChecks = "mailswitch_token_checks_total"
     }
 
     // MARK: - Fixed label sets
@@ -191,6 +193,12 @@ public enum ProxyMetrics {
         case accepted, refused, unavailable, cached
     }
 
+    /// How a bearer token's introspection (`oauth_introspection_url`) ended: `mismatch` is an
+    /// active token of another user than the one the login names.
+    enum TokenCheckResult: String, CaseIterable {
+        case active, inactive, unavailable, mismatch
+    }
+
     /// Why a session ended. client/store: which leg ended first (an IMAP LOGOUT or POP3 QUIT
     /// is answered by the store closing, so it counts as store); the others: the proxy ended it.
     enum EndReason: String, CaseIterable {
@@ -220,6 +228,9 @@ public enum ProxyMetrics {
     static let routeCache = Fixed<CacheResult, Counter> { Counter(label: Name.routeCache, dimensions: [("result", $0.rawValue)]) }
     static let passwordChecks = Fixed<PasswordCheckResult, Counter> {
         Counter(label: Name.passwordChecks, dimensions: [("result", $0.rawValue)])
+    }
+    static let tokenChecks = Fixed<TokenCheckResult, Counter> {
+        Counter(label: Name.tokenChecks, dimensions: [("result", $0.rawValue)])
     }
     static let limitRefusals = Fixed<Limit, Counter> { Counter(label: Name.limitRefusals, dimensions: [("limit", $0.rawValue)]) }
     static let sessionsEnded = Fixed<EndReason, Counter> {

@@ -16,6 +16,13 @@ public struct CredentialCheck: Sendable, Equatable {
     public var cacheTTL: Double = 0
     /// `verify_connections`: binds in flight at once (LDAP allows one per connection).
     public var connections = 4
+    /// `oauth_introspection_url`: bearer tokens are checked here (RFC 7662) before routing;
+    /// nil leaves them to the store.
+    public var introspectionURL: String?
+    /// `oauth_client_id` and the contents of `oauth_client_secret_file`: how mailswitch
+    /// authenticates to the introspection endpoint (HTTP Basic), when it asks.
+    public var introspectionClientID: String?
+    public var introspectionClientSecret: String?
 
     public init() {}
 

@@ -84,11 +84,23 @@ final class IdentityKeysTests: XCTestCase {
         XCTAssertEqual(check.mode, .ldapBind)
         XCTAssertEqual(check.cacheTTL, 300)
         XCTAssertEqual(check.connections, 8)
+        let introspecting = routing(["verify_credentials: ldap_bind", "oauth_introspection_url: \"http://127.0.0.1:38080/introspect\"",
+                                     "oauth_client_id: mailswitch"])
+        let tokens = try files.load(introspecting.text).routing.credentialCheck
+        XCTAssertEqual(tokens.introspectionURL, "http://127.0.0.1:38080/introspect")
+        XCTAssertEqual(tokens.introspectionClientID, "mailswitch")
+        XCTAssertNil(tokens.introspectionClientSecret)
         let cases: [([String], String, String)] = [
             (["verify_credentials: ldap"], "routing.verify_credentials", "\"ldap\" is not one of none | ldap_bind"),
             (["verify_cache_ttl: 5m"], "routing.verify_cache_ttl", "only meaningful with verify_credentials: ldap_bind"),
             (["verify_credentials: ldap_bind", "verify_connections: 0"], "routing.verify_connections",
              "expected a whole number in 1...256"),
+            (["oauth_introspection_url: \"https://idp/introspect\""], "routing.oauth_introspection_url",
+             "only meaningful with verify_credentials: ldap_bind"),
+            (["verify_credentials: ldap_bind", "oauth_introspection_url: \"ftp://idp/x\""], "routing.oauth_introspection_url",
+             "expected an http:// or https:// URL"),
+            (["verify_credentials: ldap_bind", "oauth_client_id: mailswitch"], "routing.oauth_client_id",
+             "only meaningful with oauth_introspection_url"),
         ]
         for (lines, keyPath, message) in cases {
             let yaml = routing(lines)

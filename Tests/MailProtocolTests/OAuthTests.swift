@@ -60,6 +60,9 @@ final class BearerLoginParserTests: XCTestCase {
         let google = try XCTUnwrap(bearer(.xoauth2, googleMessage))
         XCTAssertEqual(google.user, "someuser@example.com")
         XCTAssertEqual(google.message, [UInt8](googleMessage))
+        // The token alone, for an introspection endpoint.
+        XCTAssertEqual(String(decoding: rfc.token, as: UTF8.self), token)
+        XCTAssertEqual(String(decoding: google.token, as: UTF8.self), "ya29.vF9dft4qmTc2Nvb3RlckBhbHRhdmlzdGEuY29tCg")
         // Each is only its own mechanism's message.
         XCTAssertNil(bearer(.xoauth2, rfcMessage))
         XCTAssertNil(bearer(.oauthBearer, googleMessage))
