@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""A private mail lab on loopback: one slapd and two Dovecot stores ("legacy", "new").
+"""A private mail lab on loopback: one slapd and three Dovecot stores ("legacy", "new", "modern").
 
 Used by the integration tests and by scripts/demo. Everything lives under --dir; nothing
 touches /etc. Needs root (Dovecot's master drops to the `vmail` user for mail processes).
 
   lab.py up --dir DIR                 make a test PKI in DIR/tls, start slapd
-                                      (ldap://127.0.0.1:3389) and both stores
+                                      (ldap://127.0.0.1:3389), the three stores and the
+                                      token stub
   lab.py down --dir DIR               stop everything started from DIR (never fails if down)
   lab.py flip USER VALUE --dir DIR    set USER's mailHost with ldapmodify ("-" deletes it);
                                       USER may be a comma-separated list (one ldapmodify run)
@@ -16,8 +17,10 @@ touches /etc. Needs root (Dovecot's master drops to the `vmail` user for mail pr
   lab.py offline-flip USER VALUE --dir DIR
                                       like flip, with slapd stopped (slapmodify): a change
                                       no client of the running server could have seen
-  lab.py stop-store NAME --dir DIR    stop one store (legacy|new), for dead-backend tests
+  lab.py stop-store NAME --dir DIR    stop one store (legacy|new|modern), for dead-backend tests
   lab.py start-store NAME --dir DIR   start it again
+  lab.py stop-token-stub --dir DIR    stop the token introspection stub (an OAuth outage)
+  lab.py start-token-stub --dir DIR   start it again
   lab.py start-rogue --dir DIR        start the "rogue" store: legacy's users, but a
                                       self-signed certificate the lab CA did not sign
   lab.py stop-rogue --dir DIR         stop it (down stops it too)
@@ -27,13 +30,27 @@ Ports (all 127.0.0.1; MAILSWITCH_LAB_PORT_OFFSET=N adds N to each): LDAP 3389;
   new     IMAP 20143 / POP3 20110 (both with STARTTLS/STLS), IMAPS 20993 / POP3S 20995
   rogue   IMAP 30143 / POP3 30110 (both with STARTTLS/STLS), IMAPS 30993 / POP3S 30995
           (only between start-rogue and stop-rogue)
+  modern  IMAP 40143 / POP3 40110 (both with STARTTLS/STLS), IMAPS 40993 / POP3S 40995
+  token stub  HTTP 38080 (POST /introspect)
+Each store also takes IMAP with a PROXY protocol header on its IMAP port + 1 (10144, ...).
 Plaintext logins stay allowed on the plain ports.
+
+Login names: legacy, new and rogue know every user by its bare name ("user0005"); modern
+knows them only by address ("user0005@example.org", same passwords; a bare name fails there).
+modern also has
+  - a master user (Dovecot master passdb): SASL PLAIN with authzid = the user's address,
+    authcid = "mailswitch-master" and the password in DIR/master.secret logs in as the user;
+  - OAUTHBEARER and XOAUTH2 (Dovecot oauth2 passdb), checked against the token stub
+    (Tests/Fixtures/token_stub.py, RFC 7662 introspection at http://127.0.0.1:38080/introspect,
+    which mailswitch can use too): the token "token-<name>" is active for <name>@example.org
+    for every lab user; any other token is not.
 
 Bench mode (MAILSWITCH_LAB_BENCH=1; Benchmarks/peers.py and Benchmarks/bench.py): every routing
 system must find a host in LDAP, so the stores move to their own loopback addresses with the
 same port numbers: legacy on 127.0.0.2, new on 127.0.0.3, both on legacy's ports above
 (IMAP 10143, POP3 10110, IMAPS 10993, POP3S 10995, plus the offset), and every user's mailHost
 is its store's address ("127.0.0.2" / "127.0.0.3"; dave keeps none, frank keeps "nowhere").
+Neither modern nor the token stub is made or started in bench mode.
 The store certificates also name their address and DNS:store.bench.test (one name for both),
 the stores run their login processes in Dovecot's high-performance mode and reuse mail
 processes, and lab.json says "bench": true. The rogue store stays on 127.0.0.1.
@@ -44,11 +61,12 @@ TLS files (PEM, leaf certificate only; keys mode 0600), made afresh by every `up
                                   SAN DNS:mail.example.test, DNS:localhost, IP:127.0.0.1
   DIR/tls/mail-ec.pem, .key       the same names, ECDSA P-256
   DIR/tls/other.pem, other.key    RSA, SAN DNS:imap.other.test only (SNI tests)
-  DIR/tls/legacy.pem, new.pem     the stores' certificates: SAN DNS:legacy.store.test (resp.
-                                  new.store.test), DNS:localhost, IP:127.0.0.1
+  DIR/tls/legacy.pem, new.pem,    the stores' certificates: SAN DNS:legacy.store.test (resp.
+          modern.pem              new.store.test, modern.store.test), DNS:localhost, IP:127.0.0.1
   DIR/tls/rogue.pem, rogue.key    self-signed, SAN DNS:legacy.store.test, IP:127.0.0.1
   DIR/tls/client.pem, client.key  client certificate (CN mailswitch-proxy), signed by the CA
-DIR/lab.json describes the running lab (URIs, DNs, secret files, stores, TLS files, users, pids).
+DIR/lab.json describes the running lab (URIs, DNs, secret files, stores, TLS files, users, pids,
+the master user and its password file, the token stub).
 """
 import argparse
 import base64
@@ -88,7 +106,12 @@ BENCH_HOSTS = {"legacy": "127.0.0.2", "new": "127.0.0.3"}
 BENCH_SERVER_NAME = "store.bench.test"
 if BENCH:
     STORES["new"] = dict(STORES["legacy"])
-# An optional third Dovecot (start-rogue / stop-rogue): legacy's users behind a certificate
+# The store that knows users only by address, with a master user and OAuth (see the docstring);
+# started by `up` like legacy and new, but not in bench mode.
+MODERN = {"modern": {"imap": 40143 + PORT_OFFSET, "pop3": 40110 + PORT_OFFSET, "imaps": 40993 + PORT_OFFSET, "pop3s": 40995 + PORT_OFFSET}}
+if not BENCH:
+    STORES.update(MODERN)
+# An optional fourth Dovecot (start-rogue / stop-rogue): legacy's users behind a certificate
 # the lab CA did not sign, for "untrusted backend" tests. Not started by `up`.
 ROGUE = {"rogue": {"imap": 30143 + PORT_OFFSET, "pop3": 30110 + PORT_OFFSET, "imaps": 30993 + PORT_OFFSET, "pop3s": 30995 + PORT_OFFSET}}
 ALL_STORES = {**STORES, **ROGUE}
@@ -96,7 +119,17 @@ ALL_STORES = {**STORES, **ROGUE}
 STORE_HOST = {name: (BENCH_HOSTS.get(name, "127.0.0.1") if BENCH else "127.0.0.1") for name in ALL_STORES}
 # Each store serves DIR/tls/<cert>.pem; server_name is the DNS name in its certificate.
 STORE_TLS = {"legacy": ("legacy", "legacy.store.test"), "new": ("new", "new.store.test"),
-             "rogue": ("rogue", "legacy.store.test")}
+             "modern": ("modern", "modern.store.test"), "rogue": ("rogue", "legacy.store.test")}
+USER_DOMAIN = "example.org"   # modern's login names: <user>@USER_DOMAIN
+# modern's master user (passdb master = yes): its password goes to DIR/master.secret.
+MASTER_USER = "mailswitch-master"
+MASTER_PASSWORD = "lab-master-secret"
+# The RFC 7662 token introspection stub modern's oauth2 passdb asks (and mailswitch may).
+# (modern's ports and the stub's lie in Linux's ephemeral range, 32768-60999: an outgoing
+# connection that happens to hold one when the lab starts makes `up` fail early, naming it.)
+TOKEN_STUB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "Tests", "Fixtures", "token_stub.py")
+TOKEN_STUB_PORT = 38080 + PORT_OFFSET
+TOKEN_STUB_URL = "http://127.0.0.1:%d/introspect" % TOKEN_STUB_PORT
 START_TIMEOUT = 15.0   # seconds for a daemon to start answering
 STOP_TIMEOUT = 10.0    # seconds for a daemon to exit after SIGTERM (then SIGKILL)
 
@@ -119,7 +152,8 @@ SEED_LIMIT = 5000   # mailboxes seeded with their welcome message (see `up`)
 
 # What `up` creates inside DIR (and all `up` removes from a previous run: other files in DIR,
 # such as the tests' proxy configs and logs, are left alone).
-MANAGED = ["slapd", "slapd-plain", "legacy", "new", "rogue", "tls", "lab.json", "admin.secret", "ldap.secret"]
+MANAGED = ["slapd", "slapd-plain", "legacy", "new", "modern", "rogue", "token-stub", "tls", "lab.json",
+           "admin.secret", "ldap.secret", "master.secret"]
 
 
 # RFC 7919 ffdhe2048 (`openssl genpkey -genparam -algorithm DH -pkeyopt group:ffdhe2048`).
@@ -392,10 +426,12 @@ CERTS = {
     "other": ("rsa", "imap.other.test", ["DNS:imap.other.test"], "server"),
     "legacy": ("rsa", "legacy.store.test", ["DNS:legacy.store.test"] + LOOPBACK_NAMES, "server"),
     "new": ("rsa", "new.store.test", ["DNS:new.store.test"] + LOOPBACK_NAMES, "server"),
+    "modern": ("rsa", "modern.store.test", ["DNS:modern.store.test"] + LOOPBACK_NAMES, "server"),
     "rogue": ("rsa", "legacy.store.test", ["DNS:legacy.store.test", "IP:127.0.0.1"], "self-signed server"),
     "client": ("rsa", "mailswitch-proxy", None, "client"),
 }
 if BENCH:
+    del CERTS["modern"]
     for _name in BENCH_HOSTS:
         _kind, _cn, _sans, _role = CERTS[_name]
         CERTS[_name] = (_kind, _cn, _sans + ["DNS:" + BENCH_SERVER_NAME, "IP:" + BENCH_HOSTS[_name]], _role)
@@ -505,6 +541,50 @@ def ensure_vmail():
         return pwd.getpwnam("vmail")
 
 
+PASSDB = """passdb {
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%%u %(base)s/passwd
+}
+"""
+
+# modern: SASL PLAIN with an authzid is a master login when the authcid is in master-passwd
+# (pass = yes: the user must then exist in the passdb below); the password passdb answers the
+# password mechanisms only and the oauth2 one the token mechanisms only (Dovecot 2.3's passdb
+# `mechanisms` filter), so a token is never tried as a password nor a password as a token.
+MODERN_MECHANISMS = "plain login oauthbearer xoauth2"
+MODERN_PASSDBS = """passdb {
+  driver = passwd-file
+  master = yes
+  pass = yes
+  args = scheme=PLAIN username_format=%%u %(base)s/master-passwd
+}
+passdb {
+  driver = passwd-file
+  mechanisms = plain login
+  args = scheme=PLAIN username_format=%%u %(base)s/passwd
+}
+passdb {
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = %(base)s/dovecot-oauth2.conf.ext
+}
+# Log why a login failed (never the password or token).
+auth_verbose = yes
+"""
+
+# modern's oauth2 passdb (Dovecot 2.3): RFC 7662 introspection by POST (token=...) to the
+# token stub; the answer's "username" must equal the login name (the OAUTHBEARER a= / XOAUTH2
+# user=, lowercased) and "active" must be true.
+OAUTH2_CONF = """# Generated by scripts/lab.py: the modern store's oauth2 passdb.
+introspection_mode = post
+introspection_url = %(url)s
+username_attribute = username
+active_attribute = active
+active_value = true
+timeout_msecs = 5000
+"""
+
+
 def dovecot_conf(d, name, vmail):
     base = os.path.join(d, name)
     ports = ALL_STORES[name]
@@ -525,7 +605,7 @@ ssl_cert = <{cert}.pem
 ssl_key = <{cert}.key
 ssl_dh = <{d}/tls/dh.pem
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = {mechanisms}
 # Honour ID x-originating-ip / XCLIENT from the proxy (the log then shows rip=<client>).
 login_trusted_networks = 127.0.0.0/8
 # ... and a PROXY protocol header on the imap_haproxy listener (IMAP port + 1).
@@ -549,11 +629,7 @@ pop3_uidl_format = %08Xu%08Xv
 # Failed logins answer after auth_failure_delay (2 s, the default); the growing per-IP
 # penalty (up to 15 s) is off (see service anvil below) so wrong-password tests stay fast
 # and never run into a proxy's backend login timeout.
-passdb {{
-  driver = passwd-file
-  args = scheme=PLAIN username_format=%u {base}/passwd
-}}
-userdb {{
+{passdbs}userdb {{
   driver = static
   args = uid={uid} gid={gid} home={base}/home/%u
 }}
@@ -600,6 +676,8 @@ service imap-urlauth-login {{
   }}
 }}
 """.format(name=name, upper=name.upper(), base=base, uid=vmail.pw_uid, gid=vmail.pw_gid, d=d, cert=cert,
+           mechanisms=MODERN_MECHANISMS if name == "modern" else "plain login",
+           passdbs=(MODERN_PASSDBS if name == "modern" else PASSDB) % {"base": base},
            imap=ports["imap"], pop3=ports["pop3"], imaps=ports["imaps"], pop3s=ports["pop3s"], imap_haproxy=ports["imap"] + 1,
            host=STORE_HOST[name]) + (BENCH_STORE_TUNING.format(cpus=os.cpu_count() or 1) if BENCH else "")
 
@@ -638,13 +716,15 @@ service auth {{
 
 
 def seed_mailbox(base, user, store, vmail):
-    """INBOX with exactly one small message saying which store it lives on."""
+    """INBOX with exactly one small message saying which store it lives on. `user` is the
+    store's login name: "alice", or on modern "alice@example.org"."""
     maildir = os.path.join(base, "mail", user)
     for sub in ("cur", "new", "tmp"):
         os.makedirs(os.path.join(maildir, sub), exist_ok=True)
+    name = user.split("@", 1)[0]
     message = ("From: lab@example.org\r\nTo: %s@example.org\r\nSubject: welcome to %s\r\nX-Store: %s\r\n"
                "Date: Mon, 23 Nov 2026 00:00:00 +0000\r\nMessage-ID: <welcome-%s-%s@example.org>\r\n\r\n"
-               "This mailbox lives on the %s store.\r\n" % (user, store, store, store, user, store)).encode()
+               "This mailbox lives on the %s store.\r\n" % (name, store, store, store, name, store)).encode()
     with open(os.path.join(maildir, "new", "1700000000.welcome.lab,S=%d" % len(message)), "wb") as f:
         f.write(message)
     for root, dirs, files in os.walk(maildir):
@@ -693,10 +773,51 @@ def stop_store(d, name):
 
 
 # ---------------------------------------------------------------------------------------------
+# token introspection stub (modern's OAuth)
+
+def token_stub_pid(d):
+    return our_pid(os.path.join(d, "token-stub", "stub.pid"), os.path.join(d, "token-stub", "users"))
+
+
+def start_token_stub(d):
+    base = os.path.join(d, "token-stub")
+    users = os.path.join(base, "users")
+    if not os.path.exists(users):
+        raise LabError("no lab in %s (run: lab.py up --dir %s)" % (d, d))
+    if token_stub_pid(d):
+        log("the token stub is already running")
+        return
+    if port_open(TOKEN_STUB_PORT) or not port_bindable(TOKEN_STUB_PORT):
+        raise LabError("port %d (token stub) is already in use" % TOKEN_STUB_PORT)
+    stderr = os.path.join(base, "stub.stderr")
+    with open(stderr, "a") as err:
+        # --users: its path is also what identifies this lab's stub in /proc (token_stub_pid).
+        process = subprocess.Popen([sys.executable, os.path.abspath(TOKEN_STUB), "--port", str(TOKEN_STUB_PORT),
+                                    "--domain", USER_DOMAIN, "--users", users, "--log", os.path.join(base, "requests.log")],
+                                   stdin=subprocess.DEVNULL, stdout=err, stderr=err, start_new_session=True)
+    with open(os.path.join(base, "stub.pid"), "w") as f:
+        f.write("%d\n" % process.pid)
+    def ready():
+        if process.poll() is not None:
+            raise LabError("the token stub exited with status %d:\n%s" % (process.returncode, tail(stderr)))
+        return port_open(TOKEN_STUB_PORT)
+    if not wait_until(ready, START_TIMEOUT):
+        raise LabError("the token stub did not accept connections on %d within %ds:\n%s"
+                       % (TOKEN_STUB_PORT, START_TIMEOUT, tail(stderr)))
+
+
+def stop_token_stub(d):
+    terminate(token_stub_pid(d))
+    if not wait_until(lambda: not port_open(TOKEN_STUB_PORT), STOP_TIMEOUT):
+        raise LabError("the token stub still accepts connections after stopping")
+
+
+# ---------------------------------------------------------------------------------------------
 # commands
 
 def down(d):
-    pids = [store_pid(d, name) for name in ALL_STORES] + [slapd_pid(d), slapd_pid(d, "slapd-plain")]
+    pids = ([store_pid(d, name) for name in {**ALL_STORES, **MODERN}] + [slapd_pid(d), slapd_pid(d, "slapd-plain")]
+            + [token_stub_pid(d)])
     # In parallel: each daemon takes 2-3 s to exit after SIGTERM.
     threads = [threading.Thread(target=terminate, args=(pid,)) for pid in pids if pid]
     for t in threads:
@@ -732,6 +853,22 @@ def write_state(d, pids):
     if BENCH:
         state["bench"] = True
         state["bench_server_name"] = BENCH_SERVER_NAME
+    else:
+        # modern's identity features: login names are addresses, a master user, OAuth tokens.
+        state["modern"] = {
+            "login_name": "%n@" + USER_DOMAIN,   # in mailswitch's login_name template terms
+            "master_user": MASTER_USER,
+            "master_password_file": os.path.join(d, "master.secret"),
+            "oauth_mechanisms": ["OAUTHBEARER", "XOAUTH2"],
+            "token_format": "token-<user>",
+        }
+        state["token_stub"] = {
+            "introspection_url": TOKEN_STUB_URL,
+            "port": TOKEN_STUB_PORT,
+            "token_prefix": "token-",
+            "domain": USER_DOMAIN,
+            "requests_log": os.path.join(d, "token-stub", "requests.log"),
+        }
     tmp = os.path.join(d, "lab.json.tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(state, f, indent=2, ensure_ascii=False)
@@ -771,7 +908,10 @@ def up(d):
             elif os.path.lexists(path):
                 os.remove(path)
     # not rogue's: started later
-    for host, port in [(LDAP_HOST, LDAP_PORT)] + [(STORE_HOST[n], p) for n, s in STORES.items() for p in s.values()]:
+    ports = [(LDAP_HOST, LDAP_PORT)] + [(STORE_HOST[n], p) for n, s in STORES.items() for p in s.values()]
+    if not BENCH:
+        ports.append(("127.0.0.1", TOKEN_STUB_PORT))
+    for host, port in ports:
         if port_open(port, host) or not port_bindable(port, host):
             raise LabError("port %d is already in use (another lab or demo running? "
                            "`lab.py down --dir OTHERDIR`, or see `ss -ltnp 'sport = :%d'`)" % (port, port))
@@ -786,6 +926,8 @@ def up(d):
         f.write(FFDHE2048)   # Dovecot's ssl_dh (only used for DHE cipher suites)
     write_secret(os.path.join(d, "admin.secret"), ADMIN_PASSWORD)
     write_secret(os.path.join(d, "ldap.secret"), SERVICE_PASSWORD)
+    if not BENCH:
+        write_secret(os.path.join(d, "master.secret"), MASTER_PASSWORD)
     conf = os.path.join(d, "slapd", "slapd.conf")
     with open(conf, "w") as f:
         f.write(slapd_conf(d))
@@ -800,30 +942,48 @@ def up(d):
 
     store_users = {name: pw for name, (pw, _) in USERS.items()}
     store_users.update(STORE_ONLY_USERS)
+    if not BENCH:
+        # The token stub (modern's oauth2 passdb asks it): tokens of every store user are active.
+        os.makedirs(os.path.join(d, "token-stub"))
+        with open(os.path.join(d, "token-stub", "users"), "w", encoding="utf-8") as f:
+            f.write("".join(user + "\n" for user in store_users))
+        start_token_stub(d)
     for name in ALL_STORES:   # rogue's directory too; start-rogue starts it
         base = os.path.join(d, name)
         for sub in ("run", "state", "mail", "home"):
             os.makedirs(os.path.join(base, sub))
         for sub in ("mail", "home"):
             os.chown(os.path.join(base, sub), vmail.pw_uid, vmail.pw_gid)
+        # modern knows the users by address only.
+        logins = {("%s@%s" % (user, USER_DOMAIN) if name == "modern" else user): pw for user, pw in store_users.items()}
         with open(os.path.join(base, "passwd"), "w", encoding="utf-8") as f:
-            for user, pw in store_users.items():
+            for user, pw in logins.items():
                 assert ":" not in pw and "\n" not in pw
                 f.write("%s:{PLAIN}%s::::::\n" % (user, pw))
+        if name == "modern":
+            with open(os.path.join(base, "master-passwd"), "w", encoding="utf-8") as f:
+                f.write("%s:{PLAIN}%s::::::\n" % (MASTER_USER, MASTER_PASSWORD))
+            with open(os.path.join(base, "dovecot-oauth2.conf.ext"), "w") as f:
+                f.write(OAUTH2_CONF % {"url": TOKEN_STUB_URL})
         with open(os.path.join(base, "dovecot.conf"), "w") as f:
             f.write(dovecot_conf(d, name, vmail))
         # A large lab (the replica benchmark's 100,000 users) seeds the first few thousand
         # mailboxes only: Dovecot creates the others' INBOX at their first login.
-        for user in list(store_users)[:SEED_LIMIT]:
+        for user in list(logins)[:SEED_LIMIT]:
             seed_mailbox(base, user, name, vmail)
         if name in STORES:
             start_store(d, name)
 
-    write_state(d, {"slapd": slapd_pid(d), **{name: store_pid(d, name) for name in STORES}})
-    print("lab up in %s: slapd %s, stores %s; lab CA %s" % (
-        d, LDAP_URI, " and ".join("%s (%sIMAP %d, POP3 %d, IMAPS %d, POP3S %d)" % (
-            name, STORE_HOST[name] + " " if BENCH else "", p["imap"], p["pop3"], p["imaps"], p["pop3s"])
-            for name, p in STORES.items()), os.path.join(d, "tls", "ca.pem")))
+    pids = {"slapd": slapd_pid(d), **{name: store_pid(d, name) for name in STORES}}
+    if not BENCH:
+        pids["token_stub"] = token_stub_pid(d)
+    write_state(d, pids)
+    stores = ["%s (%sIMAP %d, POP3 %d, IMAPS %d, POP3S %d)" % (
+        name, STORE_HOST[name] + " " if BENCH else "", p["imap"], p["pop3"], p["imaps"], p["pop3s"])
+        for name, p in STORES.items()]
+    print("lab up in %s: slapd %s, stores %s and %s%s; lab CA %s" % (
+        d, LDAP_URI, ", ".join(stores[:-1]), stores[-1], "" if BENCH else "; token stub " + TOKEN_STUB_URL,
+        os.path.join(d, "tls", "ca.pem")))
 
 
 def flip(d, users, value, offline=False, uri=LDAP_URI):
@@ -867,7 +1027,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["up", "down", "flip", "offline-flip", "stop-store", "start-store",
                                             "start-rogue", "stop-rogue", "stop-slapd", "start-slapd",
-                                            "start-plain-slapd"])
+                                            "start-plain-slapd", "start-token-stub", "stop-token-stub"])
     parser.add_argument("args", nargs="*")
     parser.add_argument("--dir", required=True, help="lab directory (created by up)")
     parser.add_argument("--plain", action="store_true", help="flip: on the slapd without syncprov")
@@ -902,6 +1062,16 @@ def main():
             else:
                 start_slapd(d)
                 update_state(d, lambda state: state.setdefault("pids", {}).update({"slapd": slapd_pid(d)}))
+        elif options.command in ("start-token-stub", "stop-token-stub"):
+            if options.args:
+                parser.error("%s takes no arguments" % options.command)
+            if BENCH:
+                raise LabError("bench mode has no token stub")
+            if options.command == "start-token-stub":
+                start_token_stub(d)
+            else:
+                stop_token_stub(d)
+            update_state(d, lambda state: state.setdefault("pids", {}).update({"token_stub": token_stub_pid(d)}))
         elif options.command in ("start-rogue", "stop-rogue"):
             if options.args:
                 parser.error("%s takes no arguments" % options.command)
@@ -912,7 +1082,7 @@ def main():
             update_state(d, lambda state: state.setdefault("pids", {}).update({"rogue": store_pid(d, "rogue")}))
         else:
             if len(options.args) != 1 or options.args[0] not in STORES:
-                parser.error("usage: lab.py %s legacy|new --dir DIR" % options.command)
+                parser.error("usage: lab.py %s %s --dir DIR" % (options.command, "|".join(STORES)))
             if options.command == "stop-store":
                 stop_store(d, options.args[0])
             else:

@@ -11,6 +11,13 @@ with one SSLContext, offering the first connection's session on the second). The
 carries tls_version, cipher, alpn, peer_cert_subject_alt_names (DNS names) and session_reused;
 all null without TLS. A TLS failure (handshake, verification, STARTTLS refused) is ok=false
 with an "error" string such as "SSLCertVerificationError: ...".
+
+SASL (--mech): plain takes --authzid NAME (a master login: --user is the master user, the
+session is NAME's); oauthbearer (RFC 7628) and xoauth2 carry --password as the bearer token
+for --user. IMAP sends AUTHENTICATE as imaplib does (the response after the server's "+");
+POP3 sends AUTH with the initial response on the command line (RFC 5034), or with --no-sasl-ir
+after the server's "+". A token the server refuses is answered as RFC 7628 asks (a lone ^A for
+OAUTHBEARER, an empty line for XOAUTH2), so the result carries the server's final reply.
 """
 import argparse
 import base64
@@ -179,15 +186,42 @@ def imap_starttls(conn, o, wrapper):
             raise imaplib.IMAP4.error("STARTTLS: %s" % decode(data))
 
 
+def sasl_initial(o):
+    """The first client response of --mech plain, oauthbearer or xoauth2."""
+    if o.mech == "plain":
+        return (o.authzid or "").encode() + b"\0" + o.user.encode() + b"\0" + o.password.encode()
+    if o.mech == "oauthbearer":   # RFC 7628 section 3.1: GS2 header, then key=value pairs
+        return ("n,a=%s,\x01host=%s\x01port=%d\x01auth=Bearer %s\x01\x01"
+                % (o.user, o.host, o.port, o.password)).encode()
+    if o.mech == "xoauth2":
+        return ("user=%s\x01auth=Bearer %s\x01\x01" % (o.user, o.password)).encode()
+    raise ValueError("no initial response for mech " + o.mech)
+
+
+def sasl_later(o, _challenge):
+    """The answer to a challenge after the initial response: for OAUTHBEARER and XOAUTH2 that is
+    the server's error report (a JSON document), answered with ^A (RFC 7628 section 3.2.3)
+    resp. an empty response, after which the server sends its failure reply."""
+    return b"\x01" if o.mech == "oauthbearer" else b""
+
+
 def imap_authenticate(conn, o):
+    if o.mech == "plain":
+        message = sasl_initial(o)
+        return conn.authenticate("PLAIN", lambda _challenge: message)
+    if o.mech in ("oauthbearer", "xoauth2"):
+        sent = []
+        def respond(challenge):
+            if not sent:
+                sent.append(True)
+                return sasl_initial(o)
+            return sasl_later(o, challenge)
+        return conn.authenticate(o.mech.upper(), respond)
     if o.mech == "login":
         # imaplib quotes the password (escaping " and \) but sends the user name as it is:
         # quote it too when it holds characters an atom cannot carry, as a real client would.
         user = o.user if re.fullmatch(r"[A-Za-z0-9@._+-]+", o.user) else conn._quote(o.user)
         return conn.login(user, o.password)
-    if o.mech == "plain":
-        message = b"\0" + o.user.encode() + b"\0" + o.password.encode()
-        return conn.authenticate("PLAIN", lambda _challenge: message)
     if o.mech == "login-sasl":
         answers = iter([o.user.encode(), o.password.encode()])
         return conn.authenticate("LOGIN", lambda _challenge: next(answers, b""))
@@ -248,6 +282,25 @@ def imap_login(o, ctx=None, session=None):
 # ---------------------------------------------------------------------------------------------
 # POP3
 
+def pop3_sasl(conn, o):
+    """AUTH <mech> (RFC 5034): the final reply (+OK ..., or raises error_proto on -ERR)."""
+    mechanism = o.mech.upper()
+    initial = base64.b64encode(sasl_initial(o)).decode()
+    if o.sasl_ir:
+        response = conn._shortcmd("AUTH %s %s" % (mechanism, initial))
+    else:
+        response = conn._shortcmd("AUTH " + mechanism)
+        if response[:1] == b"+" and not response.startswith(b"+OK"):
+            response = conn._shortcmd(initial)
+    # poplib takes any "+" line for success: a "+ <challenge>" continues the exchange.
+    for _ in range(3):
+        if response[:1] != b"+" or response.startswith(b"+OK"):
+            break
+        challenge = base64.b64decode(response[1:].strip() or b"")
+        response = conn._shortcmd("*" if o.mech == "plain" else base64.b64encode(sasl_later(o, challenge)).decode())
+    return response
+
+
 def pop3_login(o, ctx=None, session=None):
     """The result, and the TLS session to resume (None without TLS)."""
     result = {"ok": False, "response": None, "store": None, "error": None, "greeting": None}
@@ -280,9 +333,8 @@ def pop3_login(o, ctx=None, session=None):
         if o.mech == "user":
             conn.user(o.user)
             response = conn.pass_(o.password)
-        elif o.mech == "plain":
-            message = base64.b64encode(b"\0" + o.user.encode() + b"\0" + o.password.encode()).decode()
-            response = conn._shortcmd("AUTH PLAIN " + message)
+        elif o.mech in ("plain", "oauthbearer", "xoauth2"):
+            response = pop3_sasl(conn, o)
         else:
             raise ValueError("unknown mech " + o.mech)
         result["response"] = decode(response)
@@ -392,7 +444,13 @@ def main():
     parser.add_argument("--user", required=True)
     parser.add_argument("--password", required=True)
     parser.add_argument("--mech", default=None,
-                        help="imap: login (default) | plain | login-sasl; pop3: user (default) | plain")
+                        help="imap: login (default) | plain | login-sasl | oauthbearer | xoauth2; "
+                             "pop3: user (default) | plain | oauthbearer | xoauth2 "
+                             "(oauthbearer, xoauth2: --password is the bearer token)")
+    parser.add_argument("--authzid", default=None,
+                        help="--mech plain: the authorization identity (a master login: --user is the master user)")
+    parser.add_argument("--no-sasl-ir", dest="sasl_ir", action="store_false",
+                        help="pop3 AUTH: send the initial response after the server's \"+\", not on the AUTH line")
     parser.add_argument("--size", type=int, default=1_000_000, help="imap-roundtrip: message size in bytes")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds, per socket operation")
     parser.add_argument("--tls", choices=["none", "starttls", "implicit"], default="none",
@@ -418,6 +476,8 @@ def main():
     else:
         o.mech = o.mech or "login"
         flow = imap_roundtrip
+    if o.authzid is not None and o.mech != "plain":
+        parser.error("--authzid needs --mech plain")
     if o.session_reuse:
         result = with_session_reuse(flow, o)
     else:
