@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """After the full test run: no password of the lab's users appears in any mailswitch log the
-run wrote (every instance logs at debug level in the tests), nor their SASL PLAIN payloads.
+run wrote (every instance logs at debug level in the tests), nor their SASL PLAIN payloads,
+nor their bearer tokens (the lab's introspection stub takes `token-<user>`), nor the store's
+master password.
 
   logcheck.py --since FILE      check the lab directories newer than FILE
 
@@ -16,15 +18,16 @@ import sys
 import tempfile
 
 
-def secrets(users):
-    """Each password as UTF-8, and the PLAIN payloads (base64 of NUL user NUL password) the
-    clients of the tests send."""
-    found = []
+def secrets(users, master=None):
+    """Each password as UTF-8, the PLAIN payloads (base64 of NUL user NUL password) the
+    clients of the tests send, each bearer token, and the master password (`master`)."""
+    found = [("mailswitch-master", "master password", master.encode("utf-8"))] if master else []
     for user, entry in users.items():
         password = entry["password"].encode("utf-8")
         if len(password) < 6:
             continue
         found.append((user, "password", password))
+        found.append((user, "bearer token", ("token-" + user).encode("utf-8")))
         for authzid in (b"", user.encode("utf-8")):
             found.append((user, "PLAIN payload", base64.b64encode(authzid + b"\0" + user.encode("utf-8") + b"\0" + password)))
     return found
@@ -40,8 +43,13 @@ def main():
     logs, leaks = 0, []
     for lab in labs:
         with open(os.path.join(lab, "lab.json")) as f:
-            users = json.load(f)["users"]
-        checks = secrets(users)
+            state = json.load(f)
+        master = None
+        master_file = state.get("modern", {}).get("master_password_file")
+        if master_file and os.path.exists(master_file):
+            with open(master_file, encoding="utf-8") as f:
+                master = f.read().strip()
+        checks = secrets(state["users"], master)
         for path in glob.glob(os.path.join(lab, "*.log")):
             with open(path, "rb") as f:
                 text = f.read()
@@ -55,7 +63,7 @@ def main():
     if leaks:
         print("logcheck: secrets in the logs:\n  " + "\n  ".join(leaks), file=sys.stderr)
         return 1
-    print("logcheck: %d mailswitch logs of %d lab(s) hold none of the lab users' passwords or PLAIN payloads" % (logs, len(labs)))
+    print("logcheck: %d mailswitch logs of %d lab(s) hold none of the lab users' passwords, PLAIN payloads or tokens, nor the master password" % (logs, len(labs)))
     return 0
 
 
