@@ -226,6 +226,20 @@ extension ProxyIntegrationTests {
                               "-u", "user0036:\(password("user0036"))"])
         XCTAssertEqual(plain.status, 0, plain.stderr)
         XCTAssertTrue(plain.stdout.contains("X-Store: modern"), plain.stdout)
+        // fetchmail, over STARTTLS as it does by itself, typing the bare name the store never knew.
+        let rc = Self.labDirectory + "/identity-fetchmailrc", out = Self.labDirectory + "/identity-fetched"
+        try? FileManager.default.removeItem(atPath: out)
+        try """
+            poll 127.0.0.1 service \(imap) protocol IMAP auth password user "user0034" password "\(password("user0034"))"
+                sslcertck sslcertfile "\(Self.labDirectory)/tls/ca.pem" sslcommonname mail.example.test
+                keep fetchall mda "/bin/sh -c 'cat >> \(out)'"
+
+            """.write(toFile: rc, atomically: true, encoding: .utf8)
+        XCTAssertEqual(chmod(rc, 0o600), 0)
+        let fetched = try Harness.run("fetchmail", ["--nodetach", "--nosyslog", "-f", rc], timeout: 60)
+        XCTAssertEqual(fetched.status, 0, fetched.stdout + fetched.stderr)
+        let message = (try? String(contentsOfFile: out, encoding: .utf8)) ?? ""
+        XCTAssertTrue(message.contains("X-Store: modern"), "fetchmail got: \(message)\n\(fetched.stderr)")
         let badToken = try curl(["imap://127.0.0.1:\(imap)/", "--login-options", "AUTH=OAUTHBEARER",
                                  "--oauth2-bearer", "token-nobody", "-u", "user0034@example.org:"])
         XCTAssertEqual(badToken.status, 67, "curl's 'login denied': \(badToken.stderr)")
