@@ -119,7 +119,8 @@ extension ProxyIntegrationTests {
     /// Two backends on the lab's "modern" store, which knows users only as user@example.org:
     /// one sent the template's name with the client's own credentials, one logged in to as the
     /// store's master user on behalf of the entry's mail attribute. Passwords are checked in
-    /// the directory, bearer tokens at the lab's introspection stub.
+    /// the directory, bearer tokens at the lab's introspection stub. Routes, and the entry's
+    /// mail attribute, come from the in-memory replica.
     private func modernInstance(offset: Int) throws -> MailSwitchInstance {
         let backends = """
             backends:
@@ -146,6 +147,7 @@ extension ProxyIntegrationTests {
             ("  - protocol: pop3\n    address: \"127.0.0.1:1110\"\n    tls: starttls\n",
              "  - protocol: pop3\n    address: \"127.0.0.1:1110\"\n    tls: starttls\n    oauth: true\n"),
             ("backends:\n", backends),
+            ("replica: false", "replica: true"),
         ] + MailSwitchInstance.movedListeners(by: offset))
     }
 
@@ -175,6 +177,7 @@ extension ProxyIntegrationTests {
         let instance = try modernInstance(offset: offset)
         defer { instance.stop() }
         XCTAssertTrue(Harness.waitForPort(1143 + offset), instance.logTail())
+        try instance.waitForLogLine("directory replica: ", timeout: 15)
 
         // Typed as "user0034": the store, which knows only the address, is sent the template's.
         assertLands(try imapLogin("user0034", password("user0034"), port: imap), on: "modern", "template, IMAP LOGIN")
