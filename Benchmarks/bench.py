@@ -4,6 +4,8 @@ machine, in the same run. Not a test: it measures, checks correctness, and write
 
     scripts/bench [--quick] [--systems direct,mailswitch,perdition,dovecot]
                   [--scenarios WORD,...] [--idle-sessions N] [--out DIR]
+    scripts/bench --quick --scenarios verify \
+                  --systems direct,mailswitch,mailswitch-verify,dovecot,dovecot-verify
 
 What one run does (everything on loopback, every wait bounded):
   1. A lab of its own (scripts/lab.py, port offset 300 so it never meets the tests' or the
@@ -12,17 +14,22 @@ What one run does (everything on loopback, every wait bounded):
      the same LDAP data).
   2. The systems under test (Benchmarks/peers.py): mailswitch (release build), Perdition 2.2
      with its LDAP map, Dovecot 2.3 as an LDAP proxy; and "direct", the stores themselves.
+     Opt-in: mailswitch-verify and dovecot-verify, the same two proxies checking every
+     password with an LDAP bind as the user (verify_credentials: ldap_bind; auth_bind = yes).
   3. The load generator (Benchmarks/loadgen, C, epoll + OpenSSL), built here with gcc. It
      checks that every login landed on its user's store.
   4. Each scenario against each system in turn, with the proxy's CPU time (all its processes,
-     exited children included) read before and after: logins (IMAP plain and TLS at
-     concurrency 1 and 32, POP3 at 1 and 32), NOOP round trips, FETCH of a 20 MB message.
+     exited children included) read before and after, and slapd's in the login scenarios:
+     logins (IMAP plain and TLS at concurrency 1 and 32, POP3 at 1 and 32), NOOP round trips,
+     FETCH of a 20 MB message. `--scenarios verify` is the plain IMAP and POP3 logins: what
+     checking passwords at the proxy changes (TLS adds the same to every system).
   5. Idle sessions (default 5,000, capped by the descriptor limit), plain and TLS towards the
      client, against a synthetic store (Tests/Fixtures/synthetic_store.py) put in the stores'
      place, so the stores' own per-session processes do not dominate; each proxy is started
      afresh for it and its proportional set size read before and with the sessions.
   6. DIR/bench.json and DIR/bench.md (default DIR: results/): a summary with the ratios
-     mailswitch / direct and mailswitch / best peer, then one table per scenario.
+     mailswitch / direct and mailswitch / best peer (a peer checking passwords is no peer of
+     plain mailswitch), and each of PAIRS whose two systems ran, then one table per scenario.
 Everything started is stopped at the end, also on SIGTERM/SIGINT and after an hour.
 A run with errors in any scenario is marked failed (exit status 1).
 """
@@ -70,6 +77,10 @@ def pss_kib(roots):
 # ---------------------------------------------------------------------------------------------
 # scenarios
 
+# Words of --scenarios that stand for several scenarios (each word matches names containing it).
+SCENARIO_WORDS = {"verify": ["login imap c", "login pop3"]}
+
+
 def scenarios(quick):
     """(name, loadgen arguments without --users, kind, endpoint, tls); kind decides the figures
     reported. Every scenario runs for a fixed time after a warm-up second."""
@@ -88,16 +99,22 @@ def scenarios(quick):
     ]
 
 
-def measure(system, roots, binary, arguments, users_path, tls_args, timeout):
+def measure(system, roots, binary, arguments, users_path, tls_args, timeout, slapd=None):
+    """One generator run against the system, its CPU read around it; with `slapd` (a pid) the
+    directory's CPU too (the route lookups and, for a system checking passwords, the binds)."""
     before = peers.cpu_seconds(roots) if roots else 0.0
+    slapd_before = benchlib.cpu(slapd) if slapd else None
     result = run_loadgen(binary, arguments + ["--users", users_path] + tls_args, timeout)
     after = peers.cpu_seconds(roots) if roots else 0.0
+    slapd_after = benchlib.cpu(slapd) if slapd else None
     result["proxy_cpu_s"] = round(after - before, 4) if roots else None
     # The CPU reading spans the whole generator run, warm-up included, so it is divided by
     # every operation of the run, not only the measured ones.
     operations = result.get("ok", 0) + (result.get("uncounted") or {}).get("ok", 0)
     if roots and operations:
         result["proxy_cpu_ms_per_op"] = round(1000.0 * (after - before) / operations, 4)
+    if slapd and operations:
+        result["slapd_cpu_ms_per_op"] = round(1000.0 * (slapd_after - slapd_before) / operations, 4)
     return result
 
 
@@ -247,7 +264,7 @@ def markdown(report):
         kind = scenario["kind"]
         lines.append("## %s" % scenario["name"])
         lines.append("")
-        header = {"login": "| system | logins/s | p50 µs | p99 µs | proxy CPU ms/login | loadgen CPU | errors |",
+        header = {"login": "| system | logins/s | p50 µs | p99 µs | proxy CPU ms/login | slapd CPU ms/login | loadgen CPU | errors |",
                   "noop": "| system | NOOP p50 µs | p99 µs | proxy CPU ms/NOOP | loadgen CPU | errors |",
                   "fetch": "| system | MB/s | proxy CPU s | loadgen CPU | errors |",
                   "idle": "| system | sessions | PSS before → with MiB | KiB per session | proxy CPU ms/login | errors |"}[kind]
@@ -261,8 +278,10 @@ def markdown(report):
             util = r.get("window_cpu_util")
             gen = "—" if util is None else "%.2f" % util
             if kind == "login":
-                lines.append("| %s | %s | %s | %s | %s | %s | %d |" % (row["system"], f.get("per_s"), f.get("p50_us"),
-                                                                    f.get("p99_us"), cpu_text, gen, errors_of(r)))
+                slapd = r.get("slapd_cpu_ms_per_op")
+                lines.append("| %s | %s | %s | %s | %s | %s | %s | %d |" % (
+                    row["system"], f.get("per_s"), f.get("p50_us"), f.get("p99_us"), cpu_text,
+                    "—" if slapd is None else "%.3f" % slapd, gen, errors_of(r)))
             elif kind == "noop":
                 lines.append("| %s | %s | %s | %s | %s | %d |" % (row["system"], f.get("p50_us"), f.get("p99_us"), cpu_text, gen,
                                                                errors_of(r)))
@@ -281,28 +300,50 @@ def markdown(report):
             parts.append("overhead over direct: %+.1f µs" % ratios["overhead_us"])
         if ratios.get("best_peer") is not None:
             parts.append("mailswitch / best peer (%s): %.3f" % (ratios["best_peer_name"], ratios["best_peer"]))
+        parts += ["%s: %.3f" % (name, value) for name, value in (ratios.get("pairs") or {}).items() if value is not None]
         if parts:
             lines += ["", "%s (on %s)." % ("; ".join(parts), ratios["figure"].replace("_", " "))]
         lines.append("")
     lines += ["Proxy CPU = CPU seconds of all the system's processes during the scenario (exited children included) ÷ "
-              "operations; the stores and the load generator are not counted. Idle memory is the proportional set "
+              "operations; the stores and the load generator are not counted. slapd CPU: the directory's, the same way "
+              "(it serves one system at a time). Idle memory is the proportional set "
               "size (PSS) of all the system's processes, so forked children are not charged for shared pages twice.", ""]
     return "\n".join(lines)
 
 
 SUMMARY_FIGURES = {   # kind -> [(label, figure or result key, higher is better, format)]
-    "login": [("logins/s", "per_s", True, "%.0f"), ("proxy CPU ms/login", "proxy_cpu_ms_per_op", False, "%.3f")],
+    "login": [("logins/s", "per_s", True, "%.0f"), ("proxy CPU ms/login", "proxy_cpu_ms_per_op", False, "%.3f"),
+              ("slapd CPU ms/login", "slapd_cpu_ms_per_op", False, "%.3f")],
     "noop": [("p50 µs", "p50_us", False, "%.1f")],
     "fetch": [("MB/s", "mb_per_s", True, "%.0f")],
     "idle": [("KiB/session", "kib_per_session", False, "%.1f"), ("proxy CPU ms/login", "proxy_cpu_ms_per_op", False, "%.3f")],
 }
 
 
+# Ratios of a system to another, each a column of the summary (and a line under each scenario's
+# table) when both ran: mailswitch checking passwords against Dovecot's proxy doing the same,
+# and what checking them costs each.
+PAIRS = [("mailswitch-verify", "dovecot-verify"), ("mailswitch-verify", "mailswitch"), ("dovecot-verify", "dovecot")]
+
+
+def pairs_in(systems):
+    return [(a, b) for a, b in PAIRS if a in systems and b in systems]
+
+
+def peer_values(values):
+    """The figures of the peers mailswitch is set against: neither mailswitch, nor direct, nor
+    a system checking passwords itself (peers.VERIFYING: it does more per login)."""
+    return {n: v for n, v in values.items() if n not in ("mailswitch", "direct") and n not in peers.VERIFYING and v}
+
+
 def summary(report):
     """One line per scenario and figure: every system side by side, then mailswitch / direct
-    and mailswitch / the best peer on that figure (proxy CPU has no direct column)."""
+    and mailswitch / the best peer on that figure (proxy CPU has no direct column), then the
+    PAIRS whose systems ran."""
     systems = report["systems"]
-    header = "| scenario | figure | " + " | ".join(systems) + " | mailswitch / direct | mailswitch / best peer |"
+    pairs = pairs_in(systems)
+    header = ("| scenario | figure | " + " | ".join(systems) + " | mailswitch / direct | mailswitch / best peer |"
+              + "".join(" %s / %s |" % pair for pair in pairs))
     lines = ["## Summary", "", header, "|" + "---|" * (header.count("|") - 1)]
     for scenario in report["scenarios"]:
         for label, key, higher, form in SUMMARY_FIGURES[scenario["kind"]]:
@@ -314,14 +355,17 @@ def summary(report):
             cells = [(form % values[name]) if name in values else "—" for name in systems]
             ours = values.get("mailswitch")
             direct = values.get("direct")
-            peers_ = {n: v for n, v in values.items() if n not in ("mailswitch", "direct") and v}
+            peers_ = peer_values(values)
             to_direct = "%.2f" % (ours / direct) if ours and direct else "—"
             if ours and peers_:
                 best = (max if higher else min)(peers_, key=peers_.get)
                 to_peer = "%.2f (%s)" % (ours / peers_[best], best)
             else:
                 to_peer = "—"
-            lines.append("| %s | %s | %s | %s | %s |" % (scenario["name"], label, " | ".join(cells), to_direct, to_peer))
+            to_pairs = "".join(" %s |" % ("%.2f" % (values[a] / values[b]) if values.get(a) and values.get(b) else "—")
+                               for a, b in pairs)
+            lines.append("| %s | %s | %s | %s | %s |%s" % (scenario["name"], label, " | ".join(cells), to_direct, to_peer,
+                                                          to_pairs))
     lines += ["", "Errors: %s. Higher is better for logins/s and MB/s; lower for the rest." % (
         "some (see below)" if report["failed"] else "none in any scenario"), ""]
     return lines
@@ -334,17 +378,20 @@ def summarize(scenario):
                              "idle": ("kib_per_session", False)}[kind]
     by_system = {row["system"]: row["figure"].get(key) for row in scenario["rows"] if not errors_of(row["result"])}
     ours = by_system.get("mailswitch")
-    peer_values = {name: value for name, value in by_system.items() if name not in ("mailswitch", "direct") and value}
+    peers_ = peer_values(by_system)
     ratios = {"figure": key}
+    pairs = pairs_in(by_system)
+    if pairs:
+        ratios["pairs"] = {"%s / %s" % (a, b): ratio(by_system[a], by_system[b]) for a, b in pairs}
     if ours:
         if by_system.get("direct"):
             ratios["direct"] = ratio(ours, by_system["direct"])
             if kind == "noop":
                 ratios["overhead_us"] = round(ours - by_system["direct"], 2)
-        if peer_values:
-            best = (max if higher_is_better else min)(peer_values, key=peer_values.get)
+        if peers_:
+            best = (max if higher_is_better else min)(peers_, key=peers_.get)
             ratios["best_peer_name"] = best
-            ratios["best_peer"] = ratio(ours, peer_values[best])
+            ratios["best_peer"] = ratio(ours, peers_[best])
     return ratios
 
 
@@ -358,7 +405,8 @@ def main():
     parser.add_argument("--idle-sessions", type=int, default=5000,
                         help="idle scenario: sessions per system (capped by the descriptor limit)")
     parser.add_argument("--scenarios", default="",
-                        help="comma-separated words; run only the scenarios whose name contains one (e.g. login,idle)")
+                        help="comma-separated words; run only the scenarios whose name contains one (e.g. login,idle); "
+                             "verify: the plain IMAP and POP3 logins")
     options = parser.parse_args()
     systems = [s for s in options.systems.split(",") if s]
     work = benchlib.work_dir("bench")   # 0755: the stores' unprivileged auth processes read the lab's passwd files
@@ -379,7 +427,7 @@ def main():
         running = peers.up(lab_dir, peer_dir, [s for s in systems if s != "direct"])
         users = peers.bench_users(state)
         ca = state["tls"]["ca"]
-        wanted = [w for w in options.scenarios.split(",") if w]
+        wanted = [part for w in options.scenarios.split(",") if w for part in SCENARIO_WORDS.get(w, [w])]
         chosen = lambda name: not wanted or any(w in name for w in wanted)
         for name, arguments, kind, endpoint, tls in scenarios(options.quick):
             if not chosen(name):
@@ -391,7 +439,8 @@ def main():
                 tls_args = ["--cafile", ca, "--servername", peers.server_name(state, system)] if tls else []
                 say("%s: %s" % (name, system))
                 try:
-                    result = measure(system, roots, binary, arguments, path, tls_args, timeout=600)
+                    result = measure(system, roots, binary, arguments, path, tls_args, timeout=600,
+                                     slapd=state["pids"]["slapd"] if kind == "login" else None)
                 except (BenchError, subprocess.TimeoutExpired) as error:
                     result = {"ok": 0, "errors": {"harness": 1}, "error": str(error)}
                 scenario["rows"].append({"system": system, "result": result, "figure": figure(result, kind)})

@@ -11,7 +11,10 @@ address. Needs root (as the lab does).
   peers.py down --dir PEERDIR    stop everything started from PEERDIR (never fails if down)
   peers.py check --dir PEERDIR   log in as user0001 (legacy) and user0002 (new) through every
                                  system and directly, IMAP and POP3, plain and TLS, and check
-                                 that each landed on its store
+                                 that each landed on its store; with a system that checks
+                                 passwords itself (below) also a wrong password through it:
+                                 refused as an authentication failure and absent from both
+                                 stores' logs (the same attempt directly, first, must be in them)
   peers.py cpu --dir PEERDIR     CPU seconds used so far by each system (all its processes)
 
 The systems (ports = base + the lab's port offset, all on 127.0.0.1):
@@ -32,7 +35,16 @@ The systems (ports = base + the lab's port offset, all on 127.0.0.1):
               mode (one per CPU, many connections each)
               IMAP 6143, POP3 6110, IMAPS 6993, POP3S 6995
   direct      the stores themselves: a user's endpoint is its mailHost with the stores' ports
-All three proxies serve the same RSA 2048 certificate (LABDIR/tls/mail.pem, name
+Only with --systems, the same proxies checking every password themselves before any store sees
+it (the store checks it again): a simple bind as the user's entry, no cache of passwords.
+  mailswitch-verify  mailswitch with routing.verify_credentials: ldap_bind (verify_connections
+              and verify_cache_ttl left at their defaults: 4 bind connections, no cache)
+              IMAP 7143, POP3 7110, IMAPS 7993, POP3S 7995
+  dovecot-verify     Dovecot's proxy with auth binds: passdb ldap with auth_bind = yes, the DN
+              found by pass_filter (a DN template ignores pass_attrs, mailHost too), then a
+              bind as it with the client's password; proxy=y without nopassword
+              IMAP 7243, POP3 7210, IMAPS 8093, POP3S 8095
+All the proxies serve the same RSA 2048 certificate (LABDIR/tls/mail.pem, name
 mail.example.test), accept TLS 1.2 and up, and talk plaintext to the stores.
 
 From Python (Benchmarks/bench.py): up(), down(), roots(), tree_pids(), cpu_seconds(),
@@ -63,12 +75,21 @@ PERDITION_LDAP = (glob.glob("/usr/lib/*/libperditiondb_ldap.so.0") or ["/usr/lib
 # Dovecot's LDAP passdb driver (package dovecot-ldap). Without it the auth process dies at
 # start and every login is "Auth process broken", which reads like a Dovecot failure.
 DOVECOT_LDAP_DRIVER = "/usr/lib/dovecot/modules/auth/libauthdb_ldap.so"
-SYSTEMS = ["mailswitch", "perdition", "dovecot"]
+SYSTEMS = ["mailswitch", "perdition", "dovecot"]          # the default set
+# Opt-in (--systems): a proxy that checks every password with an LDAP bind -> the system it is
+# otherwise the same as.
+VERIFYING = {"mailswitch-verify": "mailswitch", "dovecot-verify": "dovecot"}
+KNOWN = SYSTEMS + list(VERIFYING)
 ENDPOINTS = ["imap", "pop3", "imaps", "pop3s"]
+# With the bench lab's offset of 300 the verifying systems' ports (7443, 7410, 8293, 8295 and
+# 7543, 7510, 8393, 8395) are clear of the relays (7143..7393), the tests' moved listeners
+# (8143.. in steps of 100) and the lab's.
 BASE_PORTS = {
     "mailswitch": {"imap": 4143, "pop3": 4110, "imaps": 4993, "pop3s": 4995},
     "perdition": {"imap": 5143, "pop3": 5110, "imaps": 5993, "pop3s": 5995},
     "dovecot": {"imap": 6143, "pop3": 6110, "imaps": 6993, "pop3s": 6995},
+    "mailswitch-verify": {"imap": 7143, "pop3": 7110, "imaps": 7993, "pop3s": 7995},
+    "dovecot-verify": {"imap": 7243, "pop3": 7210, "imaps": 8093, "pop3s": 8095},
 }
 LAB_LDAP_BASE_PORT = 3389          # scripts/lab.py: LDAP port without offset
 PROXY_SERVER_NAME = "mail.example.test"
@@ -294,11 +315,13 @@ def ports_for(system, offset):
 # ---------------------------------------------------------------------------------------------
 # mailswitch
 
-def mailswitch_config(state, endpoints, example_path=EXAMPLE_CONFIG):
+def mailswitch_config(state, endpoints, example_path=EXAMPLE_CONFIG, instance="mailswitch-bench"):
     """config/mailswitch.example.yaml made into the bench configuration: listeners on the bench
     ports, the lab's directory and secret, the RSA certificate only (the peers serve that one
     too; with the ECDSA one beside it, clients would pick the cheaper ECDSA handshake), one
-    backend per store named by its address (the mailHost value) with plaintext store legs."""
+    backend per store named by its address (the mailHost value) with plaintext store legs.
+    `instance` names the admin socket and the holds file in the lab's directory (one per
+    mailswitch running at once)."""
     with open(example_path, encoding="utf-8") as f:
         text = f.read()
     d = state["dir"]
@@ -323,8 +346,8 @@ def mailswitch_config(state, endpoints, example_path=EXAMPLE_CONFIG):
     # An example from before the admin socket existed has neither key (the moves benchmark
     # runs the previous release beside the current one).
     if re.search(r"^admin:", text, re.M):
-        sub(r'^  socket: .*', '  socket: "%s"' % os.path.join(d, "mailswitch-bench.sock"))
-        sub(r'^  state_file: .*', '  state_file: "%s"' % os.path.join(d, "mailswitch-bench-holds.json"))
+        sub(r'^  socket: .*', '  socket: "%s"' % os.path.join(d, instance + ".sock"))
+        sub(r'^  state_file: .*', '  state_file: "%s"' % os.path.join(d, instance + "-holds.json"))
     # Metrics stay on, as a site runs them, on a free port (the example's 9143 may be taken by
     # the tests' or the demo's instance); an example from before metrics has no such key.
     if re.search(r"^metrics:", text, re.M):
@@ -361,13 +384,26 @@ def mailswitch_binary():
     return os.environ.get("MAILSWITCH_BINARY", DEFAULT_MAILSWITCH)
 
 
-def start_mailswitch(state, peer_dir, offset):
-    d = os.path.join(peer_dir, "mailswitch")
+def verify_credentials(text):
+    """A bench configuration with routing.verify_credentials: ldap_bind (the example's commented
+    line switched on); verify_connections and verify_cache_ttl stay at their defaults."""
+    text, n = re.subn(r"^  # (verify_credentials: ldap_bind)$", r"  \1", text, flags=re.M)
+    if n != 1:
+        raise PeerError("verify_credentials: '  # verify_credentials: ldap_bind' matched %d times in %s" % (n, EXAMPLE_CONFIG))
+    return text
+
+
+def start_mailswitch(state, peer_dir, offset, system="mailswitch"):
+    """mailswitch, or with system "mailswitch-verify" the same with verify_credentials on."""
+    d = os.path.join(peer_dir, system)
     os.makedirs(d, exist_ok=True)
-    endpoints = ports_for("mailswitch", offset)
+    endpoints = ports_for(system, offset)
     config = os.path.join(d, "mailswitch.yaml")
+    text = mailswitch_config(state, endpoints, instance=system + "-bench")
+    if system == "mailswitch-verify":
+        text = verify_credentials(text)
     with open(config, "w", encoding="utf-8") as f:
-        f.write(mailswitch_config(state, endpoints))
+        f.write(text)
     binary = mailswitch_binary()
     if not os.access(binary, os.X_OK):
         raise PeerError("no mailswitch binary at %s (swift build -c release, or set MAILSWITCH_BINARY)" % binary)
@@ -379,10 +415,12 @@ def start_mailswitch(state, peer_dir, offset):
     pid_file = os.path.join(d, "mailswitch.pid")
     remove(pid_file)
     process = spawn([binary, "serve", "--config", config, "--pid-file", pid_file], logfile)
-    wait_listening("mailswitch", [process], endpoints.values(), logfile)
-    return {"name": "mailswitch", "roots": [process.pid], "pid_files": [pid_file], "marker": config,
+    wait_listening(system, [process], endpoints.values(), logfile)
+    return {"name": system, "roots": [process.pid], "pid_files": [pid_file], "marker": config,
             "endpoints": endpoints, "server_name": PROXY_SERVER_NAME, "config": config, "log": logfile,
-            "notes": "one process, event loops; IMAP/POP3 STARTTLS offered on the plain ports"}
+            "notes": "one process, event loops; IMAP/POP3 STARTTLS offered on the plain ports"
+                     + ("; every password checked by a bind as the user (4 connections, no cache)"
+                        if system == "mailswitch-verify" else "")}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -475,9 +513,25 @@ def start_perdition(state, peer_dir, offset):
 # ---------------------------------------------------------------------------------------------
 # Dovecot as a proxy
 
-def dovecot_ldap_conf(state):
+def dovecot_ldap_conf(state, auth_bind=False):
     ports = store_ports(state)
-    return """# Dovecot proxy passdb for the mailswitch benchmarks (generated by Benchmarks/peers.py).
+    if auth_bind:
+        password = """# Authentication binds: the entry's DN is found with pass_filter (as the service account),
+# then bound as with the client's password; proxy=y then forwards that password to the store,
+# which checks it again, as mailswitch-verify's stores do. On the same one asynchronous LDAP
+# connection (blocking = no, the default; Dovecot 2.3 binds it back as dn before its next
+# search); no auth cache, so every login binds. (auth_bind_userdn, a DN template, would skip
+# the search but ignores pass_attrs: no mailHost, no proxying.)
+auth_bind = yes
+pass_filter = (&(objectClass=inetOrgPerson)(uid=%u))
+pass_attrs = =proxy=y, mailHost=host, =port=%{{if;%s;eq;pop3;{pop3};{imap}}}"""
+    else:
+        password = """# No password at the proxy (the service account may not read userPassword anyway): the store
+# checks the password the proxy forwards, as with mailswitch and Perdition. One asynchronous
+# LDAP connection in the auth process (blocking = no, the default); no auth cache.
+pass_filter = (&(objectClass=inetOrgPerson)(uid=%u))
+pass_attrs = =proxy=y, =nopassword=y, mailHost=host, =port=%{{if;%s;eq;pop3;{pop3};{imap}}}"""
+    return ("""# Dovecot proxy passdb for the mailswitch benchmarks (generated by Benchmarks/peers.py).
 uris = {uri}
 dn = {dn}
 dnpass = {password}
@@ -485,22 +539,17 @@ ldap_version = 3
 base = {base}
 scope = subtree
 deref = never
-# No password at the proxy (the service account may not read userPassword anyway): the store
-# checks the password the proxy forwards, as with mailswitch and Perdition. One asynchronous
-# LDAP connection in the auth process (blocking = no, the default); no auth cache.
-pass_filter = (&(objectClass=inetOrgPerson)(uid=%u))
-pass_attrs = =proxy=y, =nopassword=y, mailHost=host, =port=%{{if;%s;eq;pop3;{pop3};{imap}}}
-""".format(uri=state["ldap_uri"], dn=state["bind_dn"], password=read_secret(state["bind_password_file"]),
-           base=state["base"], pop3=ports["pop3"], imap=ports["imap"])
+""" + password + "\n").format(uri=state["ldap_uri"], dn=state["bind_dn"], password=read_secret(state["bind_password_file"]),
+                              base=state["base"], pop3=ports["pop3"], imap=ports["imap"])
 
 
-def dovecot_conf(state, d, endpoints, offset):
+def dovecot_conf(state, d, endpoints, offset, instance="mailswitch-bench-proxy"):
     tls = os.path.join(state["dir"], "tls")
     cpus = os.cpu_count() or 1
     port = {e: int(a.rsplit(":", 1)[1]) for e, a in endpoints.items()}
     return """# Dovecot 2.3 as an LDAP-routing proxy for the mailswitch benchmarks (generated by
 # Benchmarks/peers.py).
-instance_name = mailswitch-bench-proxy-{offset}
+instance_name = {instance}-{offset}
 base_dir = {d}/run
 state_dir = {d}/state
 log_path = {d}/dovecot.log
@@ -573,39 +622,44 @@ service imap-urlauth-login {{
     port = 0
   }}
 }}
-""".format(offset=offset, d=d, tls=tls, cpus=cpus, **port)
+""".format(instance=instance, offset=offset, d=d, tls=tls, cpus=cpus, **port)
 
 
-def start_dovecot(state, peer_dir, offset):
+def start_dovecot(state, peer_dir, offset, system="dovecot"):
+    """Dovecot's proxy, or with system "dovecot-verify" the same with auth binds."""
     if not os.path.exists(DOVECOT_LDAP_DRIVER):
         raise PeerError("%s missing: apt-get install dovecot-ldap (scripts/install-deps --bench)" % DOVECOT_LDAP_DRIVER)
-    d = os.path.join(peer_dir, "dovecot")
+    d = os.path.join(peer_dir, system)
     for sub in ("run", "state"):
         os.makedirs(os.path.join(d, sub), exist_ok=True)
     os.chmod(d, 0o755)
-    endpoints = ports_for("dovecot", offset)
+    endpoints = ports_for(system, offset)
     ldap_conf = os.path.join(d, "dovecot-ldap.conf.ext")
     fd = os.open(ldap_conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
-        f.write(dovecot_ldap_conf(state))
+        f.write(dovecot_ldap_conf(state, auth_bind=system == "dovecot-verify"))
     conf = os.path.join(d, "dovecot.conf")
     with open(conf, "w") as f:
-        f.write(dovecot_conf(state, d, endpoints, offset))
+        f.write(dovecot_conf(state, d, endpoints, offset, instance="mailswitch-bench-" + ("proxy" if system == "dovecot" else system)))
     check = subprocess.run(["doveconf", "-c", conf, "-n"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if check.returncode != 0:
         raise PeerError("doveconf -c %s failed:\n%s" % (conf, check.stderr))
     logfile = os.path.join(d, "dovecot.log")
     remove(os.path.join(d, "run", "master.pid"))
     process = spawn(["dovecot", "-F", "-c", conf], os.path.join(d, "dovecot.stdout"))
-    wait_listening("dovecot", [process], endpoints.values(), logfile)
-    return {"name": "dovecot", "roots": [process.pid], "pid_files": [os.path.join(d, "run", "master.pid")],
+    wait_listening(system, [process], endpoints.values(), logfile)
+    return {"name": system, "roots": [process.pid], "pid_files": [os.path.join(d, "run", "master.pid")],
             "marker": conf, "endpoints": endpoints, "server_name": PROXY_SERVER_NAME, "config": conf,
             "log": logfile, "notes": "master + config/log/anvil/auth + %d imap-login and %d pop3-login "
-                                     "processes (service_count = 0), one async LDAP connection" % (
-                                         os.cpu_count() or 1, os.cpu_count() or 1)}
+                                     "processes (service_count = 0), one async LDAP connection%s" % (
+                                         os.cpu_count() or 1, os.cpu_count() or 1,
+                                         "; auth binds (search, bind as the user, bind back), no cache"
+                                         if system == "dovecot-verify" else "")}
 
 
-STARTERS = {"mailswitch": start_mailswitch, "perdition": start_perdition, "dovecot": start_dovecot}
+STARTERS = {"mailswitch": start_mailswitch, "perdition": start_perdition, "dovecot": start_dovecot,
+            "mailswitch-verify": lambda state, peer_dir, offset: start_mailswitch(state, peer_dir, offset, "mailswitch-verify"),
+            "dovecot-verify": lambda state, peer_dir, offset: start_dovecot(state, peer_dir, offset, "dovecot-verify")}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -641,7 +695,7 @@ def load_peers(peer_dir):
 
 
 def up(lab_dir, peer_dir, systems=SYSTEMS):
-    """Starts the systems (a list of names from SYSTEMS; "direct" is ignored: always recorded)
+    """Starts the systems (a list of names from KNOWN; "direct" is ignored: always recorded)
     and returns what it also writes to PEERDIR/peers.json."""
     state = load_lab(lab_dir)
     peer_dir = os.path.abspath(peer_dir)
@@ -653,7 +707,7 @@ def up(lab_dir, peer_dir, systems=SYSTEMS):
     systems = [s for s in systems if s != "direct"]
     unknown = [s for s in systems if s not in STARTERS]
     if unknown:
-        raise PeerError("unknown system(s) %s (known: %s)" % (", ".join(unknown), ", ".join(SYSTEMS)))
+        raise PeerError("unknown system(s) %s (known: %s)" % (", ".join(unknown), ", ".join(KNOWN)))
     for system in systems:
         for address in ports_for(system, offset).values():
             if port_open(address) or not port_bindable(address):
@@ -766,9 +820,73 @@ def check(peer_dir):
                     result, evidence = "FAIL", ["%s: %s" % (type(error).__name__, error)]
                 failures += result != "ok"
                 rows.append((system, endpoint, user, store, result, " ".join(evidence)))
+    verifying = [s for s in running["systems"] if s in VERIFYING]
+    if verifying:
+        # Directly first: the store refuses and logs it, which shows that the logs would tell.
+        for system in ["direct"] + verifying:
+            result, evidence = wrong_password(running, state, system, "user0001", users["user0001"][0])
+            failures += result != "ok"
+            rows.append((system, "imap", "user0001", "refused", result, evidence))
     for row in rows:
-        print("%-10s %-6s %-9s -> %-6s %-11s %s" % row)
+        print("%-17s %-6s %-9s -> %-7s %-11s %s" % row)
     return failures
+
+
+def store_logs(state):
+    return [os.path.join(state["dir"], name, "dovecot.log") for name in sorted(state["stores"])]
+
+
+def log_sizes(paths):
+    return {path: os.path.getsize(path) if os.path.exists(path) else 0 for path in paths}
+
+
+def logged_since(sizes, needle):
+    """The lines containing `needle` written to the files since `sizes` (log_sizes)."""
+    found = []
+    for path, size in sizes.items():
+        try:
+            with open(path, "rb") as f:
+                f.seek(size)
+                found += [line for line in f.read().decode("utf-8", "replace").splitlines() if needle in line]
+        except OSError:
+            pass
+    return found
+
+
+def wrong_password(running, state, system, user, store):
+    """An IMAP LOGIN with a wrong password through `system`: ("ok", evidence) when it is refused
+    as an authentication failure and, through a proxy, no store logged the attempt (its
+    imap-login writes "user=<USER>" for every login, failed or not, when the connection ends);
+    directly, when the store did log it."""
+    import imaplib
+    host, port = endpoint_for(running, state, system, "imap")(user, store).rsplit(":", 1)
+    needle = "user=<%s>" % user
+    sizes = log_sizes(store_logs(state))
+    try:
+        c = imaplib.IMAP4(host, int(port), timeout=20)
+        try:
+            c.login(user, "not-the-password")
+            return "FAIL", "LOGIN with a wrong password accepted"
+        except imaplib.IMAP4.error as error:
+            reply = error.args[0].decode("utf-8", "replace") if error.args and isinstance(error.args[0], bytes) else str(error)
+        finally:
+            try:
+                c.logout()
+            except (imaplib.IMAP4.error, OSError):
+                pass
+    except OSError as error:
+        return "FAIL", "%s: %s" % (type(error).__name__, error)
+    if "AUTHENTICATIONFAILED" not in reply:
+        return "FAIL", "not an authentication failure: %s" % reply
+    if system == "direct":
+        seen = wait_until(lambda: logged_since(sizes, needle), 5.0)
+        lines = logged_since(sizes, needle)
+        return ("ok" if seen else "FAIL"), "%s; the store logged: %s" % (reply, lines[0].strip() if lines else "nothing")
+    time.sleep(1.5)    # what a store would log arrives when the proxy's connection to it ends
+    lines = logged_since(sizes, needle)
+    if lines:
+        return "FAIL", "%s, but a store saw it: %s" % (reply, lines[0].strip())
+    return "ok", "%s; no store logged %s" % (reply, needle)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -778,7 +896,8 @@ def main():
     parser.add_argument("command", choices=["up", "down", "check", "cpu"])
     parser.add_argument("--lab", help="the bench lab's directory (up)")
     parser.add_argument("--dir", required=True, help="directory for the peers' files and peers.json")
-    parser.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated, default: all")
+    parser.add_argument("--systems", default=",".join(SYSTEMS),
+                        help="comma-separated, default: %s (opt-in: %s)" % (",".join(SYSTEMS), ",".join(VERIFYING)))
     options = parser.parse_args()
     os.environ["PATH"] = os.environ.get("PATH", "/usr/bin:/bin") + ":/usr/sbin:/sbin"
     try:
