@@ -33,10 +33,15 @@ let package = Package(
         // The IMAP and POP3 backend-login fuzzers share one run and one set of invariants.
         .target(name: "BackendLoginHarness",
                 dependencies: ["FuzzSupport", .product(name: "MailProtocol", package: parent)]),
+        // The IMAP and POP3 pre-login fuzzers and FuzzOAuth share another, FuzzOAuth adding its
+        // bearer-token checks through PreLoginChecks.
+        .target(name: "PreLoginHarness",
+                dependencies: ["FuzzSupport", .product(name: "MailProtocol", package: parent)]),
     ] + fuzzers.map { name in
         // One file each, with `@_cdecl("LLVMFuzzerTestOneInput")`.
         .executableTarget(name: name,
-                          dependencies: ["FuzzSupport", "BackendLoginHarness", .product(name: "MailProtocol", package: parent)],
+                          dependencies: ["FuzzSupport", "BackendLoginHarness", "PreLoginHarness",
+                                         .product(name: "MailProtocol", package: parent)],
                           path: "Sources/\(name)")
     },
     swiftLanguageModes: [.v6]

@@ -23,11 +23,10 @@ import MailProtocol
 /// credentials, the client endpoint (or none), whether STARTTLS is asked for, and the limits.
 public func fuzzBackendLogin(_ start: UnsafePointer<UInt8>, _ count: Int, localPort: Int,
                              make: (Credentials, ClientEndpoint?, Bool, ProtocolLimits) -> any BackendLoginMachine) -> CInt {
-    let data = UnsafeBufferPointer(start: start, count: count)
-    guard data.count >= 3 else { return 0 }
-    let flags = data[0]
-    var choices = Choices(data[1], data[2])
-    let input = Array(data[3...])
+    guard let fuzzInput = FuzzInput(start, count, headerCount: 1) else { return 0 }
+    let flags = fuzzInput.header[0]
+    var choices = fuzzInput.choices
+    let input = fuzzInput.body
 
     let credentials = (flags & 0x20 != 0 ? bearerCredentials : fixedCredentials)[Int(flags >> 2 & 3)]
     let client = flags & 0x01 != 0 ? ClientEndpoint(remoteAddress: "192.0.2.7", remotePort: 50000, localAddress: "127.0.0.1",

@@ -29,14 +29,12 @@ enum Main {
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzz(_ start: UnsafePointer<UInt8>, _ count: Int) -> CInt {
-    let data = UnsafeBufferPointer(start: start, count: count)
-    guard data.count >= 4 else { return 0 }
-    let rest = Array(data[4...])
-    let split = rest.count * Int(data[0]) / 255
-    let client = Array(rest[..<split])
-    let store = Array(rest[split...])
-    let tinyLimit = data[1] & 0x01 != 0
-    var choices = Choices(data[2], data[3])
+    guard let input = FuzzInput(start, count, headerCount: 2) else { return 0 }
+    let split = input.body.count * Int(input.header[0]) / 255
+    let client = Array(input.body[..<split])
+    let store = Array(input.body[split...])
+    let tinyLimit = input.header[1] & 0x01 != 0
+    var choices = input.choices
     var limits = ProtocolLimits()
     if tinyLimit { limits.filteredLineLength = 48 }
     let reason = "Mailbox is being moved\r\n* OK injected"

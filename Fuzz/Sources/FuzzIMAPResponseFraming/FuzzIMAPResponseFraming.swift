@@ -20,10 +20,9 @@ enum Main {
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzz(_ start: UnsafePointer<UInt8>, _ count: Int) -> CInt {
-    let data = UnsafeBufferPointer(start: start, count: count)
-    guard data.count >= 2 else { return 0 }
-    var choices = Choices(data[0], data[1])
-    let input = Array(data[2...])
+    guard let fuzzInput = FuzzInput(start, count, headerCount: 0) else { return 0 }
+    var choices = fuzzInput.choices
+    let input = fuzzInput.body
 
     // A: chunks, with literal bytes skipped unseen now and then.
     var chunked = IMAPResponseFraming()

@@ -2,8 +2,9 @@
 //
 // Input: byte 0 = where the rest splits into the client's part and the store's part (0 = all
 // store, 255 = all client, proportionally in between), byte 1 = setup (bit 0: a tiny line
-// limit, so that over-long lines are reachable within -max_len), bytes 2-3 = seed of the chunk
-// sizes and of the interleaving of fromClient/fromStore calls, the rest = the two parts.
+// limit, so that over-long lines are reachable within -max_len; bit 1: an empty refusal reason),
+// bytes 2-3 = seed of the chunk sizes and of the interleaving of fromClient/fromStore calls, the
+// rest = the two parts.
 //
 // POP3 has no literals: every line the store gets is a command. Invariants (fatalError):
 // - no line sent to the store starts with DELE (any case); in fact every one starts with a
@@ -23,16 +24,15 @@ enum Main {
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzz(_ start: UnsafePointer<UInt8>, _ count: Int) -> CInt {
-    let data = UnsafeBufferPointer(start: start, count: count)
-    guard data.count >= 4 else { return 0 }
-    let rest = Array(data[4...])
-    let split = rest.count * Int(data[0]) / 255
-    let client = Array(rest[..<split])
-    let store = Array(rest[split...])
-    var choices = Choices(data[2], data[3])
+    guard let input = FuzzInput(start, count, headerCount: 2) else { return 0 }
+    let split = input.body.count * Int(input.header[0]) / 255
+    let client = Array(input.body[..<split])
+    let store = Array(input.body[split...])
+    let setup = input.header[1]
+    var choices = input.choices
     var limits = ProtocolLimits()
-    if data[1] & 0x01 != 0 { limits.lineLength = 16 }
-    let reason = data[1] & 0x02 != 0 ? "" : "Mailbox is being moved\r\n+OK injected"
+    if setup & 0x01 != 0 { limits.lineLength = 16 }
+    let reason = setup & 0x02 != 0 ? "" : "Mailbox is being moved\r\n+OK injected"
 
     // 1. Both directions, interleaved.
     var filter = POP3ReadOnlyFilter(reason: reason, limits: limits)

@@ -1,5 +1,5 @@
-// What every fuzzer shares: the libFuzzer entry point, the seeded choices that split the input
-// into chunks, and the invariant checks.
+// What every fuzzer shares: the libFuzzer entry point, the layout of an input (header, seed,
+// body), the seeded choices that split the input into chunks, and the invariant checks.
 
 #if canImport(Glibc)
 import Glibc
@@ -55,6 +55,24 @@ public func contains(_ haystack: [UInt8], _ needle: [UInt8]) -> Bool {
 /// ASCII upper case, as the protocols compare command names.
 public func upper<C: Collection>(_ bytes: C) -> String where C.Element == UInt8 {
     String(decoding: bytes.map { $0 >= 0x61 && $0 <= 0x7A ? $0 - 0x20 : $0 }, as: UTF8.self)
+}
+
+/// An input as the fuzzers lay it out: `headerCount` bytes that set the scene (a configuration,
+/// a split), two bytes that seed the `Choices`, then the bytes under test. Keeping the seed in the
+/// input lets libFuzzer mutate how the bytes are fed along with the bytes themselves.
+public struct FuzzInput {
+    public let header: [UInt8]
+    public let choices: Choices
+    public let body: [UInt8]
+
+    /// nil when the input is too short to hold the header and the seed.
+    public init?(_ start: UnsafePointer<UInt8>, _ count: Int, headerCount: Int) {
+        let data = UnsafeBufferPointer(start: start, count: count)
+        guard data.count >= headerCount + 2 else { return nil }
+        header = Array(data[..<headerCount])
+        choices = Choices(data[headerCount], data[headerCount + 1])
+        body = Array(data[(headerCount + 2)...])
+    }
 }
 
 /// Choices drawn from a seed that is part of the input, so that libFuzzer explores the ways the
