@@ -4,8 +4,8 @@ import XCTest
 import Glibc
 #endif
 
-/// Paths and processes for the integration tests: a private slapd and two Dovecot stores
-/// (scripts/lab.py), the mailswitch binary built by `swift build`, and real clients.
+/// Paths and processes for the integration tests: a private slapd, three Dovecot stores and a
+/// token introspection stub (scripts/lab.py), the mailswitch binary built by `swift build`, and real clients.
 enum Harness {
     static let repository = URL(fileURLWithPath: #filePath)
         .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()

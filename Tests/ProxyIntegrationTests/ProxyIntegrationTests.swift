@@ -1,8 +1,8 @@
 import Foundation
 import XCTest
 
-/// End to end: real slapd, two real Dovecot stores ("legacy" on 10143/10110, "new" on
-/// 20143/20110), mailswitch from config/mailswitch.example.yaml on 1143/1110, and real
+/// End to end: real slapd, real Dovecot stores ("legacy" on 10143/10110, "new" on
+/// 20143/20110; "modern", which knows users by address, on 40143/40110), mailswitch from config/mailswitch.example.yaml on 1143/1110, and real
 /// clients (python3 imaplib/poplib, curl, raw sockets).
 final class ProxyIntegrationTests: XCTestCase {
     nonisolated(unsafe) static var labDirectory = ""
