@@ -88,11 +88,16 @@ final class LoginAttempt: StoreLegEvents, @unchecked Sendable {
     private func lookUp() {
         // A cached route answers here and now, on this loop; a miss comes back on any queue.
         if let answer = context.router.route(user, completion: { [weak self] answer in
-            guard let self else { return }
-            loop.execute { if !self.cancelled { self.routed(answer) } }
+            self?.resume { $0.routed(answer) }
         }) {
             routed(answer)
         }
+    }
+
+    /// An answer from another queue (the route cache, the directory, the token endpoint)
+    /// carries on on this login's loop, unless the login was cancelled meanwhile.
+    private func resume(_ work: @escaping @Sendable (LoginAttempt) -> Void) {
+        loop.execute { if !self.cancelled { work(self) } }
     }
 
     /// A bearer token has no password for the directory to check: its store checks it.
@@ -114,8 +119,7 @@ final class LoginAttempt: StoreLegEvents, @unchecked Sendable {
             return events.loginRefused(LoginRefusal(.temporary, "verify_credentials is on, but no password check is set up"))
         }
         check.check(dn: dn, password: request.credentials.password) { [weak self] verdict in
-            guard let self else { return }
-            loop.execute { if !self.cancelled { self.checked(verdict, answer: answer) } }
+            self?.resume { $0.checked(verdict, answer: answer) }
         }
     }
 
@@ -124,8 +128,7 @@ final class LoginAttempt: StoreLegEvents, @unchecked Sendable {
     private func checkToken() {
         guard let bearer = request.credentials.bearer, let tokens = context.passwordCheck?.tokens else { return lookUp() }
         tokens.check(token: bearer.token) { [weak self] verdict in
-            guard let self else { return }
-            loop.execute { if !self.cancelled { self.checkedToken(verdict) } }
+            self?.resume { $0.checkedToken(verdict) }
         }
     }
 

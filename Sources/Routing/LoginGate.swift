@@ -65,6 +65,15 @@ public struct LoginRefusal: Sendable, Equatable {
     }
 }
 
+extension LoginRefusal {
+    /// Recent failed logins from the address or of the user: answered after the failure
+    /// delay like a wrong password, though no password was tried.
+    public static func lockedOut(_ blocked: AuthFailureTracker.Refusal) -> LoginRefusal {
+        LoginRefusal(.unavailable(text: "Too many failed logins, try again later."), "\(blocked.rawValue) reached",
+                     outcome: .limited, limit: .failedLogins(blocked), delayed: true)
+    }
+}
+
 /// A limit of the proxy's that refused a login.
 public enum LoginLimit: Sendable, Equatable {
     case failedLogins(AuthFailureTracker.Refusal)
@@ -134,8 +143,7 @@ public struct LoginGate: Sendable {
                                         + "no hop left (does a backend point back at a proxy?)"))
         }
         if let blocked = ledger.failedLoginRefusal(address: address, user: user, now: now) {
-            return .refuse(LoginRefusal(.unavailable(text: "Too many failed logins, try again later."), "\(blocked.rawValue) reached",
-                                        outcome: .limited, limit: .failedLogins(blocked), delayed: true))
+            return .refuse(.lockedOut(blocked))
         }
         // An operator's hold decides without the directory; but a read-only one lets the login
         // through to a store, and with `verify_credentials` its password is checked first.
@@ -161,8 +169,7 @@ public struct LoginGate: Sendable {
         let dn = answer.result.dn
         if let dn, !passwordChecked,
            let blocked = ledger.failedLoginRefusal(address: address, user: Self.failureKey(user: user, entry: dn), now: now) {
-            return .refuse(LoginRefusal(.unavailable(text: "Too many failed logins, try again later."), "\(blocked.rawValue) reached",
-                                        outcome: .limited, limit: .failedLogins(blocked), delayed: true))
+            return .refuse(.lockedOut(blocked))
         }
         let decision = routing.decide(answer.result, service: service, hold: ledger.operatorHold(for: user, entry: dn))
         // The password before anything else about the entry: a hold's message and the user's
