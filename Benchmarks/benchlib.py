@@ -493,31 +493,41 @@ class Mailswitch:
         return crashed, self.process.returncode
 
 
-def event_sources(binary, config):
-    """The Dispatch sources made and suspends/resumes so far (`mailswitch status`, "event
-    sources": EventLoopStatistics)."""
+# What `mailswitch status` reports of its event loops (EventLoopStatistics), by build: the
+# epoll set per loop ("event loops: epoll_waits=.. events=.. interest_changes=.. read_sources=..
+# registrations=.. stale_events=.. timer_sources=..") or, older, a Dispatch source per socket
+# ("event sources: read_sources=.. write_sources=.. timer_sources=.. suspends=.. resumes=..").
+LOOP_STATISTICS = ("epoll_waits", "events", "interest_changes", "registrations", "stale_events",
+                   "read_sources", "write_sources", "timer_sources", "suspends", "resumes")
+
+
+def loop_statistics(binary, config):
+    """The event loops' counters so far (`mailswitch status`, its "event loops:" line, or an
+    older build's "event sources:" line): only the keys the build reports."""
     result = subprocess.run([binary, "status", "--config", config], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, timeout=30)
-    line = next((l for l in result.stdout.splitlines() if l.startswith("event sources:")), "")
+    line = next((l.strip() for l in result.stdout.splitlines()
+                 if l.strip().startswith(("event loops:", "event sources:"))), "")
     return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line)}
 
 
 def login_window(options, binary, proxy, users_path, concurrency, protocol="imap"):
     """One window of logins (options.seconds, no warm-up) by the load generator
     (options.loadgen) through `proxy`; per login: mailswitch's CPU (user, system), context
-    switches, system calls (perf stat, when perf works) and Dispatch sources. Benchmarks/profile.py's
-    measurement; Benchmarks/soak.py's windows too."""
+    switches, system calls (perf stat, when perf works) and the event loops' counters
+    (LOOP_STATISTICS: None for a key the build does not report; `events_per_wait` when it
+    reports both). Benchmarks/profile.py's measurement; Benchmarks/soak.py's windows too."""
     pid = proxy.pid
     perf = None
     if shutil.which("perf"):
         perf = subprocess.Popen(["perf", "stat", "-x", ",", "-e", "raw_syscalls:sys_enter", "-p", str(pid)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         time.sleep(0.3)
-    before = (cpu_split(pid), task_switches(pid), event_sources(binary, proxy.config))
+    before = (cpu_split(pid), task_switches(pid), loop_statistics(binary, proxy.config))
     result = run_loadgen(options.loadgen, ["login", "--protocol", protocol, "--concurrency", str(concurrency),
                                            "--duration", str(options.seconds), "--warmup", "0",
                                            "--users", users_path], timeout=options.seconds + 120)
-    after = (cpu_split(pid), task_switches(pid), event_sources(binary, proxy.config))
+    after = (cpu_split(pid), task_switches(pid), loop_statistics(binary, proxy.config))
     syscalls = None
     if perf:
         perf.send_signal(signal.SIGINT)
@@ -541,8 +551,11 @@ def login_window(options, binary, proxy, users_path, concurrency, protocol="imap
            # perf counted from before the first login to after the last, status calls included
            "syscalls": syscalls / logins if syscalls is not None else None}
     row["cpu_ms"] = row["cpu_user_ms"] + row["cpu_sys_ms"]
-    for key in ("read_sources", "write_sources", "timer_sources", "suspends", "resumes"):
-        row[key] = (after[2].get(key, 0) - before[2].get(key, 0)) / logins
+    deltas = {key: after[2][key] - before[2][key] for key in LOOP_STATISTICS if key in before[2] and key in after[2]}
+    for key in LOOP_STATISTICS:
+        row[key] = deltas[key] / logins if key in deltas else None
+    row["events_per_wait"] = (deltas["events"] / deltas["epoll_waits"]
+                              if deltas.get("epoll_waits") and "events" in deltas else None)
     return row
 
 

@@ -2,7 +2,7 @@
 """Benchmark: where a login's CPU goes in mailswitch. Not a test: it measures and reports.
 
     scripts/bench profile [--rounds 3] [--seconds 10] [--baseline-binary PATH ...] [--loops N,...]
-                          [--out DIR]
+                          [--accept MODE,...] [--out DIR]
 
 A bench lab (scripts/lab.py, port offset 300: slapd with 2,000 users, Dovecot stores on
 127.0.0.2/127.0.0.3). Per round and per binary (this build, and each --baseline-binary given,
@@ -17,13 +17,21 @@ configuration: one login per user first), then plain logins by the C load genera
        TLS towards the client (plain towards the store): MB/s and mailswitch CPU s per GB,
        beside the plain window straight to the stores (once per round)
 --loops 1,2,4 runs each binary once per event-loop count (`serve --loops N`; the default is
-one loop per core), to set the loop count against the core count.
+one loop per core), to set the loop count against the core count. --accept handover,per-loop
+runs each binary once per accept mode (`serve --accept MODE`: one listening socket whose loop
+hands connections to the others, or an SO_REUSEPORT socket per loop); without it no --accept
+is passed, so builds older than the option run too. With both, every pair; rows are labelled
+"loops=N" and "accept=MODE".
 For each window, per login: mailswitch CPU (user and system ms, /proc/PID/stat), context
 switches of all its threads (/proc/PID/task/*/status: voluntary + involuntary; a thread
 wake-up is one), system calls (perf stat -e raw_syscalls:sys_enter -p PID, when perf works),
-and the Dispatch sources made and the suspends/resumes of read and write sources
-(`mailswitch status`, "event sources": EventLoopStatistics). Medians over the rounds, with
-min-max; the VM's latencies are bimodal, so every figure carries its range.
+and the event loops' counters (`mailswitch status`, EventLoopStatistics): for a build with an
+epoll set per loop ("event loops:"), the epoll waits, the events per wait, the interest
+changes (one epoll_ctl each) and the descriptors registered; for an older build with a
+Dispatch source per socket ("event sources:"), the sources made and the suspends/resumes of
+read and write sources. A figure a build does not report is "—" (baselines are often older
+builds). Medians over the rounds, with min-max; the VM's latencies are bimodal, so every
+figure carries its range.
 
 Writes DIR/profile.md and DIR/profile.json (default DIR: results/). Loopback only; bounded.
 """
@@ -37,7 +45,17 @@ import peers  # noqa: E402
 from benchlib import LISTEN, REPO, WARM, BenchError, cpu, say, spread, task_switches  # noqa: E402
 
 FIGURES = ["cpu_user_ms", "cpu_sys_ms", "cpu_ms", "context_switches", "syscalls", "read_sources", "write_sources",
-           "timer_sources", "suspends", "resumes", "logins_per_s", "p50_us"]
+           "timer_sources", "suspends", "resumes", "epoll_waits", "events", "events_per_wait", "interest_changes",
+           "registrations", "stale_events", "logins_per_s", "p50_us"]
+# The event loops' columns, each shown when some build reports its figures (a Dispatch source
+# per socket: the first two; an epoll set per loop: the rest, and the sources' read/timer):
+# (header, figures, format).
+LOOP_COLUMNS = [("read/write/timer sources", ("read_sources", "write_sources", "timer_sources"), "%.2f"),
+                ("suspends/resumes", ("suspends", "resumes"), "%.2f"),
+                ("epoll waits", ("epoll_waits",), "%.2f"),
+                ("events/wait", ("events_per_wait",), "%.2f"),
+                ("interest changes (epoll_ctl)", ("interest_changes",), "%.2f"),
+                ("registrations", ("registrations",), "%.2f")]
 FETCH_FIGURES = ["mb_per_s", "cpu_s_per_gb", "context_switches_per_mb"]
 # The login windows: (scenario, protocol, concurrency).
 LOGIN_WINDOWS = [("c1", "imap", 1), ("c32", "imap", 32), ("pop3 c32", "pop3", 32)]
@@ -77,21 +95,28 @@ def markdown(report):
                report["command"], report["date"], report["machine"], report["rounds"], report["seconds"]), ""]
     if report.get("errors"):
         out += ["**Errors:** " + "; ".join(report["errors"]), ""]
-    header = ["binary", "c", "CPU ms/login (user+sys)", "ctx switches", "syscalls", "read/write/timer sources",
-              "suspends/resumes", "logins/s", "p50 µs"]
-    out += ["Per login, median (min–max) over the rounds:", "", "| " + " | ".join(header) + " |",
-            "|" + "---|" * len(header)]
+    # Only the loop columns some build reports (all builds' rows show "—" for what theirs lacks).
+    loop_columns = [c for c in LOOP_COLUMNS
+                    if any(s.get(k) for s in report["summary"].values() for k in c[1])]
+    header = (["binary", "c", "CPU ms/login (user+sys)", "ctx switches", "syscalls"] + [c[0] for c in loop_columns]
+              + ["logins/s", "p50 µs"])
+    out += ["Per login, median (min–max) over the rounds (events/wait: per epoll wait, not per login):", "",
+            "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
 
     def cell(s, key, form):
         return benchlib.median_range(s.get(key), form)
+
+    def median(s, key, form):
+        return form % s[key]["median"] if s.get(key) else "—"
     for (label, scenario), s in sorted(report["summary"].items()):
-        src = "/".join("%.2f" % s[k]["median"] if s.get(k) else "—" for k in ("read_sources", "write_sources", "timer_sources"))
-        sr = "/".join("%.2f" % s[k]["median"] if s.get(k) else "—" for k in ("suspends", "resumes"))
-        out.append("| %s | %s | %s (%s+%s) | %s | %s | %s | %s | %s | %s |" % (
-            label, scenario, cell(s, "cpu_ms", "%.3f"),
-            "%.3f" % s["cpu_user_ms"]["median"], "%.3f" % s["cpu_sys_ms"]["median"],
-            cell(s, "context_switches", "%.1f"), cell(s, "syscalls", "%.1f"), src, sr,
-            cell(s, "logins_per_s", "%.0f"), cell(s, "p50_us", "%.0f")))
+        loops = []
+        for _, keys, form in loop_columns:
+            loops.append(cell(s, keys[0], form) if len(keys) == 1 else "/".join(median(s, k, form) for k in keys))
+        out.append("| " + " | ".join([
+            label, scenario,
+            "%s (%s+%s)" % (cell(s, "cpu_ms", "%.3f"), median(s, "cpu_user_ms", "%.3f"), median(s, "cpu_sys_ms", "%.3f")),
+            cell(s, "context_switches", "%.1f"), cell(s, "syscalls", "%.1f")] + loops
+            + [cell(s, "logins_per_s", "%.0f"), cell(s, "p50_us", "%.0f")]) + " |")
     out.append("")
     noop = report.get("noop_summary") or {}
     if noop.get("direct"):
@@ -123,6 +148,8 @@ def main():
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--baseline-binary", action="append", default=[])
     parser.add_argument("--loops", default="", help="event-loop counts to run each binary with, e.g. 1,2,4")
+    parser.add_argument("--accept", default="",
+                        help="accept modes to run each binary with (serve --accept), e.g. handover,per-loop")
     parser.add_argument("--out", default=os.path.join(REPO, "results"))
     parser.add_argument("--timeout", type=float, default=1800)
     options = parser.parse_args()
@@ -131,10 +158,23 @@ def main():
     baselines = [os.path.abspath(path) for path in options.baseline_binary]
     binaries = [("this", binary)] + [("baseline" if len(baselines) == 1 else os.path.basename(path), path)
                                      for path in baselines]
-    # (label, binary, extra `serve` arguments)
+    # (label, binary, extra `serve` arguments); --loops and --accept only when asked for, so
+    # that builds which know neither still run.
     loop_counts = [int(n) for n in options.loops.split(",") if n.strip()]
-    systems = [(label + (" loops=%d" % n if loop_counts else ""), path, ["--loops", str(n)] if loop_counts else [])
-               for label, path in binaries for n in (loop_counts or [None])]
+    accept_modes = [m.strip() for m in options.accept.split(",") if m.strip()]
+    for mode in accept_modes:
+        if mode not in ("handover", "per-loop"):
+            parser.error("--accept: %r is neither handover nor per-loop" % mode)
+    systems = []
+    for label, path in binaries:
+        for n in loop_counts or [None]:
+            for mode in accept_modes or [None]:
+                name, arguments = label, []
+                if n is not None:
+                    name, arguments = name + " loops=%d" % n, arguments + ["--loops", str(n)]
+                if mode is not None:
+                    name, arguments = name + " accept=%s" % mode, arguments + ["--accept", mode]
+                systems.append((name, path, arguments))
     work, report = benchlib.begin_run("profile", options.timeout)
     lab_dir = os.path.join(work, "lab")
     report.update({"rounds": options.rounds, "seconds": options.seconds, "runs": [], "noop": [], "fetch": [],
@@ -160,9 +200,13 @@ def main():
                                       concurrency, protocol)
                         row.update({"round": round_, "binary": label, "scenario": scenario})
                         report["runs"].append(row)
-                        say("  %s: %.3f ms CPU, %.1f switches, %s syscalls, sources r/w/t %.2f/%.2f/%.2f per login"
-                                  % (scenario, row["cpu_ms"], row["context_switches"], row["syscalls"],
-                                     row["read_sources"], row["write_sources"], row["timer_sources"]))
+                        say("  %s: %.3f ms CPU, %.1f switches, %s syscalls per login; %s" % (
+                            scenario, row["cpu_ms"], row["context_switches"], row["syscalls"],
+                            ", ".join("%s %.2f" % (k, row[k]) for k in ("epoll_waits", "events_per_wait",
+                                                                        "interest_changes", "registrations",
+                                                                        "read_sources", "write_sources",
+                                                                        "timer_sources", "suspends", "resumes")
+                                      if row.get(k) is not None)))
                     report["noop"].append({"round": round_, "binary": label, "p50_us": noop_p50(options, via_proxy)})
                     for leg, users_path, extra in (("plain", via_proxy, []), ("tls", via_proxy_tls, tls_args)):
                         row = fetch_window(options, users_path, proxy.pid, extra)

@@ -3,8 +3,9 @@
 plain-IMAP/POP3 load, rounds interleaved, against:
   direct               the stores themselves;
   mailswitch           the release build (warm route cache, change feed on);
-  dispatch-relay       a minimal relay on the design card's terms (Benchmarks/relays/
-                       dispatch_relay.swift: a read source per socket, serial queues as loops);
+  dispatch-relay       a minimal relay on the old design's terms, its floor (Benchmarks/relays/
+                       dispatch_relay.swift: a read source per socket, serial queues as loops;
+                       linked with the old epoll_wait shim, Benchmarks/hangup_race/epoll_hangup.c);
   epoll-relay          a minimal single-threaded epoll relay in C, read/write;
   epoll-splice-relay   the same with splice(2) through a pipe per direction.
 The relays know no protocol: one relay port per store, and each user connects to its store's.
@@ -29,7 +30,8 @@ from benchlib import LISTEN, REPO, STARTED, WARM, BenchError, say, spread  # noq
 SYSTEMS = ["direct", "mailswitch", "dispatch-relay", "epoll-relay", "epoll-splice-relay"]
 RELAY_BASE_PORT = {"dispatch-relay": 7100, "epoll-relay": 7200, "epoll-splice-relay": 7300}
 RELAY_ENDPOINT_PORT = {"imap": 43, "pop3": 10}           # + 50 for the second store
-SHIM = os.path.join(REPO, "Sources", "CSystemShims", "epoll_hangup.c")
+# The old design's workaround for libdispatch's hang-up race, which the daemon no longer needs.
+SHIM = os.path.join(HERE, "hangup_race", "epoll_hangup.c")
 
 
 def scenarios(seconds):

@@ -1,10 +1,11 @@
-// The Dispatch floor for point 3 of the performance issue: a minimal TCP relay on the design
-// card's terms (non-blocking sockets, one read source per socket, a write source only while a
-// destination is full, serial queues as loops), without protocol, routing or TLS. Each
-// LISTEN=BACKEND pair forwards every connection to one backend.
+// The Dispatch floor for point 3 of the performance issue: a minimal TCP relay on the old
+// design's terms (non-blocking sockets, one read source per socket, a write source only while a
+// destination is full, serial queues as loops), without protocol, routing or TLS: that
+// design's floor (mailswitch now has an epoll set per loop instead). Each LISTEN=BACKEND pair
+// forwards every connection to one backend.
 //   dispatch_relay 127.0.0.1:7143=127.0.0.2:10443 ...
-// Benchmarks/relays.py builds it with mailswitch's epoll_wait shim (the libdispatch hang-up
-// race, Sources/CSystemShims/epoll_hangup.c) and runs it until killed.
+// Benchmarks/relays.py builds it with the old design's epoll_wait shim (the libdispatch hang-up
+// race, Benchmarks/hangup_race/epoll_hangup.c) and runs it until killed.
 import Dispatch
 import Glibc
 

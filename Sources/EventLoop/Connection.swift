@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CSystemShims
 import Dispatch
 
 /// Bytes in and out of one descriptor: plain TCP, or a TLS session, without the protocol code
@@ -34,23 +35,24 @@ public final class PlainTransport: Transport, Sendable {
     }
 }
 
-/// One socket on one loop: its descriptor, a read source, a write source made on first need,
-/// and an outbox for protocol replies.
+/// One socket on one loop: its descriptor, its entry in the loop's readiness set, and an
+/// outbox for protocol replies.
 ///
 /// `@unchecked Sendable`: all mutable state is confined to `loop.queue`; every entry point
-/// asserts it. Dispatch sources must be resumed before they are cancelled, and the descriptor
-/// is closed only in the last cancel handler, after every source on it is gone.
-public final class Connection: @unchecked Sendable {
+/// asserts it. The descriptor is closed in `close()`, after it has left the readiness set.
+public final class Connection: ReadinessHandler, @unchecked Sendable {
     public let fd: Int32
     public let loop: EventLoop
     public var transport: any Transport
 
-    private let readSource: any DispatchSourceRead
-    private var writeSource: (any DispatchSourceWrite)?
+    private var registration: Registration
     private var reading = false
     private var announcing = false
     private var writing = false
     public private(set) var isClosed = false
+    /// Why the readiness set refused the descriptor (out of kernel memory): every read and
+    /// write then fails with it, so the owner ends the connection the ordinary way.
+    public private(set) var refused: SystemError?
 
     private var outbox: [UInt8] = []
     private var outboxOffset = 0
@@ -65,28 +67,40 @@ public final class Connection: @unchecked Sendable {
     /// Called once, when a write fails (peer gone).
     public var onError: ((SystemError) -> Void)?
 
+    /// Made on `loop`'s queue.
     public init(fd: Int32, loop: EventLoop, transport: any Transport = PlainTransport.shared) {
         self.fd = fd
         self.loop = loop
         self.transport = transport
-        readSource = DispatchSource.makeReadSource(fileDescriptor: fd, queue: loop.queue)
-        EventLoopStatistics.count(EventLoopStatistics.readSources)
-        readSource.setEventHandler { [weak self] in
-            guard let self, !self.isClosed else { return }
-            self.onReadable?()
-            self.announceBufferedInput()
+        registration = Registration(fd: fd, generation: 0)
+        registration = loop.readiness.register(fd, self)
+    }
+
+    /// What the kernel reported. A hang-up or an error wakes whichever side is on: the read
+    /// then finds the end of the stream or the error, and the write fails, which every owner
+    /// already takes as the end of the connection. Reported while neither side is on, it is
+    /// reported once (see `ReadinessSet`) and left for the next interest change to find.
+    func ready(_ events: UInt32) {
+        guard !isClosed else { return }
+        let broken = UInt32(MAILSWITCH_HANGUP) | UInt32(MAILSWITCH_ERROR)
+        if reading, events & (UInt32(MAILSWITCH_READABLE) | UInt32(MAILSWITCH_READ_HANGUP) | broken) != 0 {
+            onReadable?()
+            announceBufferedInput()
+        }
+        if writing, !isClosed, events & (UInt32(MAILSWITCH_WRITABLE) | broken) != 0 {
+            if outboxCount > 0 { flushOutbox() } else { onWritable?() }
         }
     }
 
     /// Calls the read handler again, on a later turn of the loop, while the transport holds
-    /// input the socket no longer signals.
+    /// input the socket no longer signals (or the descriptor could not be watched at all).
     private func announceBufferedInput() {
-        guard reading, !isClosed, transport.hasBufferedInput, !announcing else { return }
+        guard reading, !isClosed, transport.hasBufferedInput || refused != nil, !announcing else { return }
         announcing = true
         loop.queue.async { [weak self] in
             guard let self else { return }
             self.announcing = false
-            guard self.reading, !self.isClosed, self.transport.hasBufferedInput else { return }
+            guard self.reading, !self.isClosed, self.transport.hasBufferedInput || self.refused != nil else { return }
             self.onReadable?()
             self.announceBufferedInput()
         }
@@ -102,44 +116,35 @@ public final class Connection: @unchecked Sendable {
         loop.assertOnLoop()
         guard !isClosed, on != reading else { return }
         reading = on
-        if on {
-            EventLoopStatistics.count(EventLoopStatistics.resumes)
-            readSource.resume()
-            announceBufferedInput()
-        } else {
-            EventLoopStatistics.count(EventLoopStatistics.suspends)
-            readSource.suspend()
-        }
+        updateInterest()
+        if on { announceBufferedInput() }
     }
 
     public func setWriting(_ on: Bool) {
         loop.assertOnLoop()
         guard !isClosed, on != writing else { return }
         writing = on
-        let source = writeSource ?? makeWriteSource()
-        if on {
-            EventLoopStatistics.count(EventLoopStatistics.resumes)
-            source.resume()
-        } else {
-            EventLoopStatistics.count(EventLoopStatistics.suspends)
-            source.suspend()
-        }
+        updateInterest()
     }
 
-    private func makeWriteSource() -> any DispatchSourceWrite {
-        let source = DispatchSource.makeWriteSource(fileDescriptor: fd, queue: loop.queue)
-        EventLoopStatistics.count(EventLoopStatistics.writeSources)
-        source.setEventHandler { [weak self] in
-            guard let self, !self.isClosed else { return }
-            if self.outboxCount > 0 { self.flushOutbox() } else { self.onWritable?() }
+    private func updateInterest() {
+        var interest = Interest.none
+        if reading { interest.insert(.input) }
+        if writing { interest.insert(.output) }
+        guard refused == nil else { return }
+        do throws(SystemError) {
+            try loop.readiness.setInterest(interest, of: &registration)
+        } catch {
+            refused = error
+            if writing { loop.queue.async { [weak self] in self?.ready(UInt32(MAILSWITCH_ERROR)) } }
+            announceBufferedInput()
         }
-        writeSource = source
-        return source
     }
 
     /// Reads into the loop's scratch buffer; the slice is valid until the next read on this loop.
     public func readIntoScratch(max: Int = Int.max) throws(SystemError) -> (IOResult, UnsafeMutableRawBufferPointer) {
         loop.assertOnLoop()
+        if let refused { throw refused }
         let buffer = UnsafeMutableRawBufferPointer(rebasing: loop.scratch.prefix(min(max, loop.scratch.count)))
         let result = try transport.read(fd, into: buffer)
         return (result, buffer)
@@ -155,6 +160,7 @@ public final class Connection: @unchecked Sendable {
 
     public func write(from buffer: UnsafeRawBufferPointer) throws(SystemError) -> IOResult {
         loop.assertOnLoop()
+        if let refused { throw refused }
         return try transport.write(fd, from: buffer)
     }
 
@@ -175,7 +181,8 @@ public final class Connection: @unchecked Sendable {
         while outboxCount > 0 {
             let attempt: Result<IOResult, SystemError> = outbox.withUnsafeBytes { raw in
                 Result { () throws(SystemError) in
-                    try transport.write(fd, from: UnsafeRawBufferPointer(rebasing: raw[outboxOffset...]))
+                    if let refused { throw refused }
+                    return try transport.write(fd, from: UnsafeRawBufferPointer(rebasing: raw[outboxOffset...]))
                 }
             }
             let result: IOResult
@@ -210,7 +217,8 @@ public final class Connection: @unchecked Sendable {
         transport.shutdownWrite(fd)
     }
 
-    /// Cancels the sources; the descriptor is closed once both cancel handlers have run.
+    /// Leaves the readiness set and closes the descriptor, at once: an event for it already
+    /// fetched in this batch finds the registration gone (see `Registration`).
     public func close() {
         loop.assertOnLoop()
         guard !isClosed else { return }
@@ -220,26 +228,7 @@ public final class Connection: @unchecked Sendable {
         onOutboxDrained = nil
         onError = nil
         outbox = []
-        let fd = self.fd
-        let sources: [any DispatchSourceProtocol] = [readSource] + (writeSource.map { [$0] } ?? [])
-        let remaining = CancelCounter(sources.count)
-        for source in sources {
-            source.setCancelHandler {
-                if remaining.decrement() { Glibc.close(fd) }
-            }
-        }
-        if !reading { readSource.resume() }
-        if let writeSource, !writing { writeSource.resume() }
-        for source in sources { source.cancel() }
-    }
-}
-
-/// Counts cancel handlers on one loop queue (they run serially there).
-private final class CancelCounter: @unchecked Sendable {
-    private var count: Int
-    init(_ count: Int) { self.count = count }
-    func decrement() -> Bool {
-        count -= 1
-        return count == 0
+        loop.readiness.unregister(&registration)
+        Glibc.close(fd)
     }
 }

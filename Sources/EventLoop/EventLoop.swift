@@ -1,8 +1,9 @@
 import Dispatch
 import Synchronization
 
-/// One serial queue that owns a share of the connections. Every connection is pinned to one
-/// loop for its whole life, so its state needs no locks: it is only touched on this queue.
+/// One serial queue that owns a share of the connections, and the epoll set that watches
+/// their sockets (`ReadinessSet`). Every connection is pinned to one loop for its whole life,
+/// so its state needs no locks: it is only touched on this queue.
 public final class EventLoop: Sendable {
     public let queue: DispatchQueue
     public let index: Int
@@ -12,6 +13,8 @@ public final class EventLoop: Sendable {
     nonisolated(unsafe) let pipes: PipePool
     /// The loop's timeouts (`schedule`). Only touched on `queue`.
     let timers: LoopTimers
+    /// The loop's sockets. Only touched on `queue`.
+    let readiness: ReadinessSet
 
     init(index: Int, scratchBytes: Int) {
         self.index = index
@@ -19,6 +22,7 @@ public final class EventLoop: Sendable {
         self.scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: scratchBytes, alignment: 16)
         self.pipes = PipePool()
         self.timers = LoopTimers(queue: queue)
+        self.readiness = ReadinessSet(queue: queue)
     }
 
     deinit { scratch.deallocate() }
@@ -75,10 +79,12 @@ public final class OneShotTimer: @unchecked Sendable {
 /// The fixed set of loops (about one per core); connections are spread round-robin.
 public final class EventLoopGroup: Sendable {
     public let loops: [EventLoop]
+    public let acceptDistribution: AcceptDistribution
     private let next = Atomic<Int>(0)
 
-    public init(count: Int, scratchBytes: Int = 65_536) {
+    public init(count: Int, scratchBytes: Int = 65_536, acceptDistribution: AcceptDistribution = .defaultChoice) {
         loops = (0..<max(1, count)).map { EventLoop(index: $0, scratchBytes: scratchBytes) }
+        self.acceptDistribution = acceptDistribution
     }
 
     public func nextLoop() -> EventLoop {

@@ -188,10 +188,14 @@ public final class Relay: @unchecked Sendable {
     /// only find nothing.
     static let bulkReadBytes = 16_384
 
-    /// Every wake-up costs two thread switches through libdispatch's manager thread, so a
-    /// bulk transfer is read a few times per wake-up; a bounded few, so that one big FETCH
-    /// does not hold up the loop's other sessions.
+    /// A bulk transfer is read a few times per readiness event, which saves the waits and
+    /// the wake-ups in between; a bounded few, so that one big FETCH does not hold up the
+    /// loop's other sessions (the level-triggered readiness set reports what is left).
     private func readable(_ direction: Direction) {
+        if let refused = direction.source.refused ?? direction.destination.refused {
+            finish(.error(refused.description))
+            return
+        }
         for _ in 0..<Self.readsPerWakeUp {
             guard !ended, !direction.sourceFinished, !direction.hasPending else { return }
             let read: Int

@@ -4,13 +4,15 @@ import Glibc
 import CSystemShims
 
 /// Thin non-blocking socket calls over a raw descriptor. Ownership of the descriptor is the
-/// caller's (a `Connection` closes it once its sources are cancelled).
+/// caller's (a `Connection` closes it once it has left its loop's readiness set).
 public enum Socket {
-    public static func listen(on address: SocketAddress, backlog: Int32 = 1024) throws(SystemError) -> Int32 {
+    /// `reusePort`: one of several sockets on the same address, one per loop (`SO_REUSEPORT`).
+    public static func listen(on address: SocketAddress, backlog: Int32 = 1024, reusePort: Bool = false) throws(SystemError) -> Int32 {
         let fd = try check("socket") { socket(address.family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) }
         do {
             var one: Int32 = 1
             try check("setsockopt(SO_REUSEADDR)") { setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size)) }
+            if reusePort { try check("setsockopt(SO_REUSEPORT)") { mailswitch_set_reuse_port(fd) } }
             try check("bind \(address)") { address.withSockaddr { bind(fd, $0, $1) } }
             try check("listen") { Glibc.listen(fd, backlog) }
         } catch {

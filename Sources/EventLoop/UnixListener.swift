@@ -8,8 +8,7 @@ import Dispatch
 /// the file's mode and owner, set here before the first accept.
 public final class UnixListener: @unchecked Sendable {
     public let path: String
-    private let fd: Int32
-    private let source: any DispatchSourceRead
+    private let listening: ListeningSocket
     private let loop: EventLoop
 
     /// Replaces a stale socket file left by a process that died; refuses to replace anything
@@ -47,24 +46,13 @@ public final class UnixListener: @unchecked Sendable {
             throw error
         }
         self.path = path
-        self.fd = fd
         self.loop = loop
-        source = DispatchSource.makeReadSource(fileDescriptor: fd, queue: loop.queue)
-        source.setEventHandler {
-            for _ in 0..<16 {
-                guard let client = try? Socket.accept(fd) else { return }
-                onAccept(client.fd)
-            }
-        }
-        source.setCancelHandler { Glibc.close(fd) }
-        source.resume()
+        listening = ListeningSocket(fd: fd, loop: loop, onAccept: { client, _ in onAccept(client) }, onError: { _ in })
     }
 
     /// Stops accepting and removes the socket file.
     public func close() {
-        loop.queue.async { [self] in
-            source.cancel()
-            unlink(path)
-        }
+        listening.close()
+        loop.execute { [path] in unlink(path) }
     }
 }

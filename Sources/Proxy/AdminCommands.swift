@@ -189,7 +189,7 @@ extension ProxyServer {
                 "route cache": "\(cache.entries) entries; \(cache.hits) hits, \(cache.misses) misses, \(cache.stale) stale",
                 "holds": "\(holdCount)",
                 "backend hosts down": hostsDown.isEmpty ? "none" : hostsDown.joined(separator: " "),
-                "event sources": EventLoopStatistics.snapshot.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
+                "event loops": EventLoopStatistics.snapshot.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
                     .joined(separator: " "),
             ]
             reply(response)

@@ -82,9 +82,10 @@ public final class ProxyServer: Sendable {
     /// Fails when the hold state file cannot be read: starting without the holds an operator
     /// set would let held users in.
     public init(configuration: ServiceConfiguration, tls: TLSContexts, directory: any Directory, logger: Logger,
-                loopCount: Int) throws {
+                loopCount: Int, acceptDistribution: AcceptDistribution = .defaultChoice) throws {
         self.logger = logger
-        group = EventLoopGroup(count: loopCount, scratchBytes: configuration.limits.relayBufferBytes)
+        group = EventLoopGroup(count: loopCount, scratchBytes: configuration.limits.relayBufferBytes,
+                               acceptDistribution: acceptDistribution)
         router = Router(directory: directory, settings: configuration.directory.cache)
         holds = try HoldBook(file: configuration.admin.stateFile)
         admission = Admission(logger: logger)

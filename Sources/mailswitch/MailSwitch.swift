@@ -54,6 +54,10 @@ struct Serve: ParsableCommand {
     @Option(help: "Event loops (default: one per core).")
     var loops: Int?
 
+    @Option(help: ArgumentHelp("How accepted connections reach the loops: handover (one listening socket, one loop accepts for all) or per-loop (a socket per loop, SO_REUSEPORT).",
+                               valueName: "handover|per-loop"))
+    var accept: AcceptDistribution = .defaultChoice
+
     @Option(help: "Write the process id here (for `mailswitch reload --pid-file`).")
     var pidFile: String?
 
@@ -85,7 +89,7 @@ struct Serve: ParsableCommand {
         let server: ProxyServer
         do {
             server = try ProxyServer(configuration: configuration, tls: tls, directory: directory, logger: logger,
-                                     loopCount: loops ?? ProcessInfo.processInfo.activeProcessorCount)
+                                     loopCount: loops ?? ProcessInfo.processInfo.activeProcessorCount, acceptDistribution: accept)
             server.adoptSockets(SocketActivation.inherited(environment: ProcessInfo.processInfo.environment))
             try server.start()
         } catch {
@@ -389,3 +393,5 @@ func makeDirectory(_ configuration: DirectoryConfiguration) -> any Directory {
     guard configuration.replica, case .success(let filter) = ReplicaFilter.parse(configuration.filter) else { return ldap }
     return ReplicaDirectory(fallback: ldap, filter: filter)
 }
+
+extension AcceptDistribution: ExpressibleByArgument {}

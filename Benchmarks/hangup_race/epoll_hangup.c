@@ -1,3 +1,10 @@
+// Kept only so that the benchmarks can show the old workaround: mailswitch no longer uses it
+// (each event loop now owns an epoll set, watched by one Dispatch read source, and no socket
+// has a Dispatch source; Sources/EventLoop/ReadinessSet.swift). Benchmarks/hangup_race.py
+// links it into its "Dispatch source per socket, with the old shim" build and
+// Benchmarks/relays.py into its Dispatch relay, the old design's floor. Until then it was
+// Sources/CSystemShims/epoll_hangup.c, linked into the daemon; what follows is its account.
+//
 // libdispatch's epoll backend (swift-corelibs-libdispatch, event_epoll.c) answers an EPOLLHUP
 // by marking every source on the descriptor "needs delete". Such a source is then unregistered
 // by its own target queue, on a worker thread, while the manager thread may still be walking
@@ -11,7 +18,7 @@
 // a write, which every handler here already takes as the end of the connection and answers by
 // cancelling its sources; cancellation unregisters on the manager queue, serialized with the
 // manager's own work. So these two functions, defined in the executable and therefore called
-// by libdispatch instead of libc's (it is the process's only epoll user), make a hang-up look
+// by libdispatch instead of libc's (it must be the process's only epoll user), make a hang-up look
 // like what the descriptor's sources asked for:
 //   - epoll_ctl remembers each descriptor's requested events. A request for neither input nor
 //     output (libdispatch's "nothing armed") takes the descriptor out of the kernel's set
