@@ -1,6 +1,8 @@
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 #include "CSystemShims.h"
 
@@ -43,6 +45,30 @@ int mailswitch_epoll_poll(int epfd, mailswitch_readiness *ready, int capacity) {
         ready[i].key = events[i].data.u64;
     }
     return count;
+}
+
+int mailswitch_epoll_wait_for(int epfd, mailswitch_readiness *ready, int capacity, long nanoseconds) {
+    struct epoll_event events[capacity];
+    struct timespec timeout = { .tv_sec = nanoseconds / 1000000000L, .tv_nsec = nanoseconds % 1000000000L };
+    int count = epoll_pwait2(epfd, events, capacity, &timeout, NULL);
+    for (int i = 0; i < count; i++) {
+        ready[i].events = events[i].events;
+        ready[i].key = events[i].data.u64;
+    }
+    return count;
+}
+
+int mailswitch_wake_create(void) {
+    return eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+}
+
+void mailswitch_wake_poke(int fd) {
+    eventfd_write(fd, 1);
+}
+
+void mailswitch_wake_reset(int fd) {
+    eventfd_t value;
+    eventfd_read(fd, &value);
 }
 
 int mailswitch_set_reuse_port(int fd) {

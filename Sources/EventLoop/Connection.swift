@@ -45,7 +45,7 @@ public final class Connection: ReadinessHandler, @unchecked Sendable {
     public let loop: EventLoop
     public var transport: any Transport
 
-    private var registration: Registration
+    private var registration = Registration(fd: -1, generation: 0)
     private var reading = false
     private var announcing = false
     private var writing = false
@@ -72,7 +72,6 @@ public final class Connection: ReadinessHandler, @unchecked Sendable {
         self.fd = fd
         self.loop = loop
         self.transport = transport
-        registration = Registration(fd: fd, generation: 0)
         registration = loop.readiness.register(fd, self)
     }
 
@@ -97,7 +96,7 @@ public final class Connection: ReadinessHandler, @unchecked Sendable {
     private func announceBufferedInput() {
         guard reading, !isClosed, transport.hasBufferedInput || refused != nil, !announcing else { return }
         announcing = true
-        loop.queue.async { [weak self] in
+        loop.readiness.later { [weak self] in
             guard let self else { return }
             self.announcing = false
             guard self.reading, !self.isClosed, self.transport.hasBufferedInput || self.refused != nil else { return }
@@ -128,17 +127,18 @@ public final class Connection: ReadinessHandler, @unchecked Sendable {
     }
 
     private func updateInterest() {
+        guard refused == nil else { return }
         var interest = Interest.none
         if reading { interest.insert(.input) }
         if writing { interest.insert(.output) }
+        loop.readiness.setInterest(interest, of: registration)
+    }
+
+    func refused(_ error: SystemError) {
         guard refused == nil else { return }
-        do throws(SystemError) {
-            try loop.readiness.setInterest(interest, of: &registration)
-        } catch {
-            refused = error
-            if writing { loop.queue.async { [weak self] in self?.ready(UInt32(MAILSWITCH_ERROR)) } }
-            announceBufferedInput()
-        }
+        refused = error
+        if writing { loop.readiness.later { [weak self] in self?.ready(UInt32(MAILSWITCH_ERROR)) } }
+        announceBufferedInput()
     }
 
     /// Reads into the loop's scratch buffer; the slice is valid until the next read on this loop.
@@ -228,7 +228,7 @@ public final class Connection: ReadinessHandler, @unchecked Sendable {
         onOutboxDrained = nil
         onError = nil
         outbox = []
-        loop.readiness.unregister(&registration)
+        loop.readiness.unregister(registration)
         Glibc.close(fd)
     }
 }

@@ -22,10 +22,14 @@ public final class EventLoop: Sendable {
         self.scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: scratchBytes, alignment: 16)
         self.pipes = PipePool()
         self.timers = LoopTimers(queue: queue)
-        self.readiness = ReadinessSet(queue: queue)
+        self.readiness = ReadinessSet(queue: queue, timers: timers)
     }
 
-    deinit { scratch.deallocate() }
+    deinit {
+        timers.stop()
+        readiness.stop()
+        scratch.deallocate()
+    }
 
     /// Precondition kept in release builds: a connection touched off its loop is a data race.
     @inline(__always)
@@ -33,8 +37,14 @@ public final class EventLoop: Sendable {
         dispatchPrecondition(condition: .onQueue(queue))
     }
 
+    /// Queues `work` on the loop; a wait for the loop's next event is cut short for it.
     public func execute(_ work: @escaping @Sendable () -> Void) {
-        queue.async(execute: work)
+        readiness.executeQueued()
+        queue.async { [readiness] in
+            readiness.executeStarted()
+            work()
+        }
+        readiness.wakeIfLingering()
     }
 
     /// A timeout on this loop, from its own timer heap; call on the loop, and cancel the

@@ -9,6 +9,7 @@ import Synchronization
 /// path waits for them.
 public enum EventLoopStatistics {
     static let waits = Atomic<Int>(0)
+    static let lingers = Atomic<Int>(0)
     static let events = Atomic<Int>(0)
     static let interestChanges = Atomic<Int>(0)
     static let staleEvents = Atomic<Int>(0)
@@ -25,7 +26,7 @@ public enum EventLoopStatistics {
     }
 
     public static var snapshot: [String: Int] {
-        ["epoll_waits": waits.load(ordering: .relaxed), "events": events.load(ordering: .relaxed),
+        ["epoll_waits": waits.load(ordering: .relaxed), "lingering_waits": lingers.load(ordering: .relaxed), "events": events.load(ordering: .relaxed),
          "interest_changes": interestChanges.load(ordering: .relaxed),
          "stale_events": staleEvents.load(ordering: .relaxed),
          "registrations": registrations.load(ordering: .relaxed),

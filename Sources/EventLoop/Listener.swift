@@ -75,7 +75,7 @@ public final class Listener: @unchecked Sendable {
 final class ListeningSocket: ReadinessHandler, @unchecked Sendable {
     private let fd: Int32
     private let loop: EventLoop
-    private var registration: Registration
+    private var registration = Registration(fd: -1, generation: 0)
     private var open = true
     private var paused = false
     private let onAccept: (_ fd: Int32, _ peer: SocketAddress) -> Void
@@ -89,19 +89,18 @@ final class ListeningSocket: ReadinessHandler, @unchecked Sendable {
         self.loop = loop
         self.onAccept = onAccept
         self.onError = onError
-        registration = Registration(fd: fd, generation: 0)
         loop.execute { [self] in
-            registration = loop.readiness.register(fd, self)
+            registration = loop.readiness.register(fd, self, shared: true)
             setAccepting(true)
         }
     }
 
     private func setAccepting(_ on: Bool) {
-        do throws(SystemError) {
-            try loop.readiness.setInterest(on ? .input : .none, of: &registration)
-        } catch {
-            onError(error)
-        }
+        loop.readiness.setInterest(on ? .input : .none, of: registration)
+    }
+
+    func refused(_ error: SystemError) {
+        onError(error)
     }
 
     func ready(_ events: UInt32) {
@@ -135,7 +134,7 @@ final class ListeningSocket: ReadinessHandler, @unchecked Sendable {
         loop.execute { [self] in
             guard open else { return }
             open = false
-            loop.readiness.unregister(&registration)
+            loop.readiness.unregister(registration)
             Glibc.close(fd)
         }
     }

@@ -52,17 +52,20 @@ final class LoopTimers: @unchecked Sendable {
         source = DispatchSource.makeTimerSource(queue: queue)
         EventLoopStatistics.count(EventLoopStatistics.timerSources)
         source.schedule(deadline: .distantFuture)
-        source.setEventHandler { [unowned self] in fire() }
+        // Strong, like the readiness set's: `stop()` breaks the cycle.
+        source.setEventHandler { [self] in fire() }
         source.resume()
     }
 
-    /// A loop lives as long as the process; a test's loop may not: a source must never outlive
-    /// its owner while armed.
-    deinit {
+    /// A loop lives as long as the process; a test's loop may not (`EventLoop.deinit`).
+    func stop() {
         source.cancel()
     }
 
     var count: Int { heap.count }
+
+    /// The earliest deadline (uptime nanoseconds), `.max` with none.
+    var nextDeadline: UInt64 { heap.first?.deadline ?? .max }
 
     func add(after seconds: Double, _ work: @escaping @Sendable () -> Void) -> LoopTimer {
         dispatchPrecondition(condition: .onQueue(queue))

@@ -153,8 +153,47 @@ final class ReadinessSetTests: XCTestCase {
             connection.setReading(false)   // modify
             connection.setWriting(false)   // modify (nothing asked)
             XCTAssertEqual((EventLoopStatistics.snapshot["interest_changes"] ?? 0) - before, 4)
-            connection.close()             // leaves the set: one more
-            XCTAssertEqual((EventLoopStatistics.snapshot["interest_changes"] ?? 0) - before, 5)
+            connection.close()             // its only descriptor closed: the kernel drops it
+            XCTAssertEqual((EventLoopStatistics.snapshot["interest_changes"] ?? 0) - before, 4)
+        }
+    }
+
+    func testInsideAWakeUpOnlyTheLastInterestOfATurnReachesTheKernel() throws {
+        let loop = EventLoopGroup(count: 1).loops[0]
+        let pair = try makePair()
+        defer { close(pair.far) }
+        final class Box: @unchecked Sendable { var connection: Connection?; var changes = 0; var reads = 0 }   // on the loop
+        let box = Box()
+        let toggled = expectation(description: "the handler toggled its interest")
+        let readAgain = expectation(description: "input still reported after the toggles")
+        loop.queue.sync {
+            let connection = Connection(fd: pair.near, loop: loop)
+            connection.onReadable = { [unowned connection] in
+                box.reads += 1
+                if box.reads == 1 {
+                    let before = EventLoopStatistics.snapshot["interest_changes"] ?? 0
+                    connection.setReading(false)
+                    connection.setWriting(true)
+                    connection.setWriting(false)
+                    connection.setReading(true)   // back where it was: nothing for the kernel
+                    loop.execute {
+                        box.changes = (EventLoopStatistics.snapshot["interest_changes"] ?? 0) - before
+                        toggled.fulfill()
+                    }
+                } else if box.reads == 2 {
+                    _ = try? connection.readIntoScratch()
+                    readAgain.fulfill()
+                }
+            }
+            connection.setReading(true)
+            box.connection = connection
+        }
+        var byte: UInt8 = 1
+        XCTAssertEqual(write(pair.far, &byte, 1), 1)
+        wait(for: [toggled, readAgain], timeout: 5)
+        loop.queue.sync {
+            XCTAssertEqual(box.changes, 0, "a toggle within one turn reached the kernel")
+            box.connection?.close()
         }
     }
 }

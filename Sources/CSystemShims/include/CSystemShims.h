@@ -39,6 +39,12 @@ int mailswitch_epoll_create(void);
 int mailswitch_epoll_ctl(int epfd, int op, int fd, uint32_t events, uint64_t key);
 /* Never blocks (timeout 0); returns the count, or -1 with errno. */
 int mailswitch_epoll_poll(int epfd, mailswitch_readiness *ready, int capacity);
+/* Waits at most `nanoseconds` (epoll_pwait2); -1 with ENOSYS where the kernel lacks it. */
+int mailswitch_epoll_wait_for(int epfd, mailswitch_readiness *ready, int capacity, long nanoseconds);
+/* An eventfd that wakes a loop's wait: made, poked, and reset. */
+int mailswitch_wake_create(void);
+void mailswitch_wake_poke(int fd);
+void mailswitch_wake_reset(int fd);
 int mailswitch_set_reuse_port(int fd);
 
 #endif
