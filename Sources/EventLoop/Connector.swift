@@ -61,6 +61,8 @@ public final class Connector: @unchecked Sendable {
     private var lastError = SystemError("connect", errno: ECONNREFUSED)
     /// Each address's outcome as it is known (nil: connected), so dead hosts can be skipped.
     public var onAttempt: ((SocketAddress, SystemError?) -> Void)?
+    /// The address that answered, once connected (no `getpeername` needed).
+    public private(set) var connectedAddress: SocketAddress?
 
     public init(loop: EventLoop, addresses: [SocketAddress], timeout: Double, peerSpeaksFirst: Bool = false,
                 completion: @escaping (Result<Connection, SystemError>) -> Void) {
@@ -118,6 +120,7 @@ public final class Connector: @unchecked Sendable {
             }
             self.attempt = nil
             if status == 0 {
+                self.connectedAddress = address
                 self.onAttempt?(address, nil)
                 self.finish(.success(connection))
             } else {

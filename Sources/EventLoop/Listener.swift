@@ -53,9 +53,12 @@ public final class Listener: @unchecked Sendable {
         }
         self.address = Socket.localAddress(of: descriptors[0].0) ?? address
         let handsOver = descriptors.count == 1 && group.loops.count > 1
+        // An accepted socket takes SO_KEEPALIVE and TCP_NODELAY from its listening socket
+        // (Linux copies the listener's options; EventLoopTests check it): two system calls
+        // per connection saved.
+        descriptors.forEach { Socket.configureStream($0.0) }
         sockets = descriptors.map { fd, loop in
             ListeningSocket(fd: fd, loop: loop, onAccept: { client, peer in
-                Socket.configureStream(client)
                 guard handsOver else { return onAccept(client, peer, loop) }
                 let target = group.nextLoop()
                 if target === loop { onAccept(client, peer, target) } else { target.execute { onAccept(client, peer, target) } }

@@ -160,6 +160,7 @@ final class StoreLeg: @unchecked Sendable {
         // A store behind implicit TLS, or waiting for our PROXY header, says nothing first.
         let connector = Connector(loop: loop, addresses: ordered, timeout: context.configuration.limits.backendConnectTimeoutSeconds,
                                   peerSpeaksFirst: backend.tls != .implicit && backend.forwardClient != .proxyV2) { [self] result in
+            let address = self.connector?.connectedAddress
             self.connector = nil
             guard !done else {
                 if case .success(let connection) = result { connection.close() }
@@ -170,7 +171,7 @@ final class StoreLeg: @unchecked Sendable {
                 ProxyMetrics.backendUnreachable(backend, hosts)
                 refuse(.temporary, "backend \(backend.name) unreachable: \(error)")
             case .success(let connection):
-                connected(connection)
+                connected(connection, to: address)
             }
         }
         connector.onAttempt = { [context, backend] address, error in
@@ -197,9 +198,9 @@ final class StoreLeg: @unchecked Sendable {
 
     // MARK: - Logging in
 
-    private func connected(_ connection: Connection) {
+    private func connected(_ connection: Connection, to address: SocketAddress?) {
         self.connection = connection
-        peer = Socket.peerAddress(of: connection.fd)?.description ?? "?"
+        peer = (address ?? Socket.peerAddress(of: connection.fd))?.description ?? "?"
         events.storeConnected(backend: backend.name, host: peer)
         connection.onError = { [unowned self] error in refuse(.temporary, "backend write failed: \(error)") }
         if backend.forwardClient == .proxyV2 { connection.send(proxyV2Header()) }
