@@ -154,7 +154,8 @@ def write_config(lab_dir, path):
     # Every session comes from 127.0.0.1 (an example from before limits has no such key).
     if "max_connections_per_ip: 200" in text:
         text = replace_once(text, "max_connections_per_ip: 200", "max_connections_per_ip: 1000000")
-    if "\"/etc/mailswitch" in text:
+    # Commented-out examples (a master password file, an OAuth client secret) may keep theirs.
+    if any("\"/etc/mailswitch" in line and not line.lstrip().startswith("#") for line in text.splitlines()):
         raise BenchError("config still names /etc/mailswitch after the path edits")
     try:
         import yaml
