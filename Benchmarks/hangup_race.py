@@ -14,7 +14,7 @@ Benchmarks/hangup_race/race.swift, rounds interleaved, each run for --seconds:
                                              now: each serial queue owns an epoll set watched by
                                              one Dispatch read source; the near ends are in it,
                                              level-triggered, and never get a source of their own
-                                             (C calls in Benchmarks/hangup_race/epoll_helpers.c).
+                                             (the daemon's own C calls, Sources/CSystemShims/system_calls.c).
 A crash or hang of the shim build or of the epoll-set build is an error (exit status 1); the
 first build's are reported, not errors. Per build: runs, crashes, hangs, and the socket pairs
 hung up and finished, summed over the runs.
@@ -41,8 +41,9 @@ import benchlib  # noqa: E402  (write_report)
 SOURCE = os.path.join(HERE, "hangup_race", "race.swift")
 # The daemon's old workaround, kept for this benchmark (and Benchmarks/relays.py) only.
 SHIM = os.path.join(HERE, "hangup_race", "epoll_hangup.c")
-EPOLL_HELPERS = os.path.join(HERE, "hangup_race", "epoll_helpers.c")
-EPOLL_HELPERS_HEADER = os.path.join(HERE, "hangup_race", "epoll_helpers.h")
+# The epoll-set build uses the daemon's own C calls for its epoll set.
+EPOLL_HELPERS = os.path.join(ROOT, "Sources", "CSystemShims", "system_calls.c")
+EPOLL_HELPERS_HEADER = os.path.join(ROOT, "Sources", "CSystemShims", "include", "CSystemShims.h")
 
 PLAIN = "Dispatch source per socket"
 SHIMMED = "Dispatch source per socket, with the old shim"
@@ -61,13 +62,14 @@ def build(work):
     shimmed = os.path.join(work, "race-with-shim")
     epoll_set = os.path.join(work, "race-epoll-set")
     shim_object = os.path.join(work, "epoll_hangup.o")
-    helpers_object = os.path.join(work, "epoll_helpers.o")
+    helpers_object = os.path.join(work, "system_calls.o")
     subprocess.run(swiftc + [SOURCE, "-o", plain], check=True)
     subprocess.run(["clang", "-O2", "-c", SHIM, "-o", shim_object], check=True)
     subprocess.run(swiftc + [SOURCE, shim_object, "-o", shimmed], check=True)
     if " epoll_wait" not in exported_symbols(shimmed):
         raise RuntimeError("the shim's epoll_wait is not exported by %s" % shimmed)
-    subprocess.run(["clang", "-O2", "-Wall", "-c", EPOLL_HELPERS, "-o", helpers_object], check=True)
+    subprocess.run(["clang", "-O2", "-Wall", "-I", os.path.dirname(EPOLL_HELPERS_HEADER), "-c", EPOLL_HELPERS,
+                    "-o", helpers_object], check=True)
     subprocess.run(swiftc + ["-D", "OWN_EPOLL", "-import-objc-header", EPOLL_HELPERS_HEADER, SOURCE, helpers_object,
                              "-o", epoll_set], check=True)
     if " epoll_wait" in exported_symbols(epoll_set):

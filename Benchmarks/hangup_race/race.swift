@@ -3,8 +3,8 @@
 // closed in the cancel handler. Four serial queues, at most 64 pairs at a time, for the given
 // seconds. Built three times by Benchmarks/hangup_race.py: as is (a Dispatch source per
 // socket, mailswitch's old design); with the old epoll_wait shim
-// (Benchmarks/hangup_race/epoll_hangup.c) linked in; and with -D OWN_EPOLL (plus
-// epoll_helpers.c, and epoll_helpers.h by -import-objc-header), mailswitch's design now
+// (Benchmarks/hangup_race/epoll_hangup.c) linked in; and with -D OWN_EPOLL (plus the daemon's
+// own Sources/CSystemShims/system_calls.c, and its header by -import-objc-header), mailswitch's design now
 // (Sources/EventLoop/ReadinessSet.swift): each queue owns an epoll set, watched by one
 // Dispatch read source on the queue, and the near ends are in their queue's set,
 // level-triggered, with no Dispatch source of their own; the source's handler fetches ready
@@ -23,6 +23,26 @@ final class Finished: @unchecked Sendable {   // guarded by `lock`
     var total: Int { pthread_mutex_lock(&lock); defer { pthread_mutex_unlock(&lock) }; return count }
 }
 
+/// Socket pairs for `seconds`, at most 64 at a time (`slots`, signalled as each one finishes):
+/// `watch` gets the near end and the far end of the `made`-th pair and closes the far end
+/// within 200 µs. Returns when the last pair has finished.
+func makePairs(for seconds: Double, slots: DispatchSemaphore, watch: (_ near: Int32, _ far: Int32, _ made: Int) -> Void) {
+    let end = DispatchTime.now().uptimeNanoseconds + UInt64(seconds * 1e9)
+    var made = 0
+    while DispatchTime.now().uptimeNanoseconds < end {
+        slots.wait()
+        var fds: [Int32] = [0, 0]
+        guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0, &fds) == 0 else {
+            fatalError("socketpair: errno \(errno)")
+        }
+        watch(fds[0], fds[1], made)
+        made += 1
+    }
+    for _ in 0..<64 { slots.wait() }
+    // Dispatch refuses to free a semaphore below its initial value.
+    for _ in 0..<64 { slots.signal() }
+}
+
 #if OWN_EPOLL
 /// A serial queue and its epoll set, watched by one read source on the queue. A descriptor's
 /// key is its number and a generation (`fd | generation << 32`, as in ReadinessSet), so an
@@ -36,7 +56,7 @@ final class Loop: @unchecked Sendable {   // mutable state touched only on `queu
     /// By descriptor: the generation it was registered with; 0 while it is not.
     private var generations: [UInt32] = []
     private var lastGeneration: UInt32 = 0
-    private let batch: UnsafeMutablePointer<race_readiness>
+    private let batch: UnsafeMutablePointer<mailswitch_readiness>
     static let batchSize: Int32 = 64
     private(set) var staleEvents = 0
 
@@ -44,7 +64,7 @@ final class Loop: @unchecked Sendable {   // mutable state touched only on `queu
         queue = DispatchQueue(label: label)
         self.finished = finished
         self.slots = slots
-        epollFD = race_epoll_create()
+        epollFD = mailswitch_epoll_create()
         guard epollFD >= 0 else { fatalError("epoll_create1: errno \(errno)") }
         batch = .allocate(capacity: Int(Self.batchSize))
         let source = DispatchSource.makeReadSource(fileDescriptor: epollFD, queue: queue)
@@ -64,8 +84,8 @@ final class Loop: @unchecked Sendable {   // mutable state touched only on `queu
         if lastGeneration == 0 { lastGeneration = 1 }
         generations[index] = lastGeneration
         let key = UInt64(lastGeneration) << 32 | UInt64(UInt32(bitPattern: fd))
-        let events = UInt32(RACE_READABLE) | UInt32(RACE_READ_HANGUP)
-        guard race_epoll_ctl(epollFD, Int32(RACE_CTL_ADD), fd, events, key) == 0 else {
+        let events = UInt32(MAILSWITCH_READABLE) | UInt32(MAILSWITCH_READ_HANGUP)
+        guard mailswitch_epoll_ctl(epollFD, Int32(MAILSWITCH_CTL_ADD), fd, events, key) == 0 else {
             fatalError("epoll_ctl ADD: errno \(errno)")
         }
     }
@@ -73,7 +93,7 @@ final class Loop: @unchecked Sendable {   // mutable state touched only on `queu
     /// Everything ready, in batches, never blocking; a short batch took it all.
     private func drain() {
         while true {
-            let count = race_epoll_poll(epollFD, batch, Self.batchSize)
+            let count = mailswitch_epoll_poll(epollFD, batch, Self.batchSize)
             if count < 0 && errno == EINTR { continue }
             guard count > 0 else { return }
             for index in 0..<Int(count) {
@@ -87,7 +107,7 @@ final class Loop: @unchecked Sendable {   // mutable state touched only on `queu
                 var byte: UInt8 = 0
                 let got = read(fd, &byte, 1)
                 if got > 0 || (got < 0 && (errno == EAGAIN || errno == EINTR)) { continue }
-                _ = race_epoll_ctl(epollFD, Int32(RACE_CTL_DEL), fd, 0, 0)
+                _ = mailswitch_epoll_ctl(epollFD, Int32(MAILSWITCH_CTL_DEL), fd, 0, 0)
                 generations[Int(fd)] = 0
                 close(fd)
                 finished.add()
@@ -104,24 +124,11 @@ func race(seconds: Double) -> (pairs: Int, staleEvents: Int) {
     let finished = Finished()
     let slots = DispatchSemaphore(value: 64)
     let loops = (0..<4).map { Loop(label: "race.\($0)", finished: finished, slots: slots) }
-    let end = DispatchTime.now().uptimeNanoseconds + UInt64(seconds * 1e9)
-    var made = 0
-    while DispatchTime.now().uptimeNanoseconds < end {
-        slots.wait()
-        var fds: [Int32] = [0, 0]
-        guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0, &fds) == 0 else {
-            fatalError("socketpair: errno \(errno)")
-        }
+    makePairs(for: seconds, slots: slots) { near, far, made in
         let loop = loops[made % loops.count]
-        made += 1
-        let near = fds[0]
-        let far = fds[1]
         loop.queue.async { loop.register(near) }
         loop.queue.asyncAfter(deadline: .now() + .microseconds(Int.random(in: 0...200))) { close(far) }
     }
-    for _ in 0..<64 { slots.wait() }
-    // Dispatch refuses to free a semaphore below its initial value.
-    for _ in 0..<64 { slots.signal() }
     return (finished.total, loops.reduce(0) { sum, loop in sum + loop.queue.sync { loop.staleEvents } })
 }
 
@@ -145,18 +152,9 @@ func race(seconds: Double) -> Int {
     let queues = (0..<4).map { DispatchQueue(label: "race.\($0)") }
     let finished = Finished()
     let slots = DispatchSemaphore(value: 64)
-    let end = DispatchTime.now().uptimeNanoseconds + UInt64(seconds * 1e9)
-    var made = 0
-    while DispatchTime.now().uptimeNanoseconds < end {
-        slots.wait()
-        var fds: [Int32] = [0, 0]
-        guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0, &fds) == 0 else {
-            fatalError("socketpair: errno \(errno)")
-        }
+    makePairs(for: seconds, slots: slots) { near, far, made in
         let queue = queues[made % queues.count]
-        made += 1
-        let pair = Pair(near: fds[0], queue: queue)
-        let far = fds[1]
+        let pair = Pair(near: near, queue: queue)
         pair.source.setEventHandler {
             var byte: UInt8 = 0
             if read(pair.near, &byte, 1) <= 0 { pair.source.cancel() }
@@ -169,9 +167,6 @@ func race(seconds: Double) -> Int {
         pair.source.activate()
         queue.asyncAfter(deadline: .now() + .microseconds(Int.random(in: 0...200))) { close(far) }
     }
-    for _ in 0..<64 { slots.wait() }
-    // Dispatch refuses to free a semaphore below its initial value.
-    for _ in 0..<64 { slots.signal() }
     return finished.total
 }
 
