@@ -36,6 +36,9 @@ extension ProxyIntegrationTests {
         ] + MailSwitchInstance.movedListeners(by: offset))
         defer { instance.stop() }
         XCTAssertTrue(Harness.waitForPort(port(offset)), instance.log)
+        // The port probe is a connection from 127.0.0.1 too: its place must be given back
+        // before the three below are counted.
+        _ = try instance.waitForLogLine("client=127.0.0.1", "closing: client disconnected before login")
         let metrics = MailSwitchInstance.metricsPort(offset: offset)
 
         var open: [RawClient] = []

@@ -15,6 +15,8 @@ extension ProxyIntegrationTests {
         ] + MailSwitchInstance.movedListeners(by: 11400))
         defer { instance.stop() }
         XCTAssertTrue(Harness.waitForPort(1143 + 11400), instance.logTail())
+        // The mail listeners open first: wait for the admin socket itself, not for the port.
+        _ = try instance.waitForLogLine("admin socket \(directory)/admin.sock")
         var status = stat()
         XCTAssertEqual(stat(directory, &status), 0, "the directory was made")
         XCTAssertEqual(status.st_mode & 0o7777, 0o750, "the unit's RuntimeDirectoryMode")
