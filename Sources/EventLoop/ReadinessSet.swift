@@ -35,9 +35,10 @@ struct Registration {
 
 /// One loop's epoll instance: every socket of the loop's sessions, listeners and store legs
 /// is in it, and libdispatch sees only the epoll descriptor itself, through one read source
-/// on the loop's queue. That source's handler fetches ready events in batches (never
-/// blocking) and calls their owners inline, on the queue, so a batch of events costs one
-/// Dispatch wake-up, not one each, and no source is made, suspended or cancelled per socket.
+/// on the loop's queue. That source's handler fetches ready events in batches and calls
+/// their owners inline, on the queue, so a batch of events costs one Dispatch wake-up, not
+/// one each, and no source is made, suspended or cancelled per socket. After a batch it may
+/// wait briefly for the next one on the same thread (`drain`).
 ///
 /// **Level-triggered**, by choice: a handler does a bounded amount of work per event (four
 /// relay reads, 64 accepts) so that one busy session cannot starve the others, and whatever
