@@ -82,9 +82,7 @@ public func fuzzBackendLogin(_ start: UnsafePointer<UInt8>, _ count: Int, localP
 
     var offset = 0
     while offset < input.count {
-        let size = choices.chunk(input.count - offset)
-        let chunk = input[offset..<(offset + size)]
-        offset += size
+        let chunk = choices.chunk(of: input, from: &offset)
         fed += chunk
         let batch = machine.receive(chunk)
         if finished {

@@ -48,17 +48,13 @@ public func fuzz(_ start: UnsafePointer<UInt8>, _ count: Int) -> CInt {
     while clientOffset < client.count || storeOffset < store.count {
         let clientTurn = storeOffset == store.count || (clientOffset < client.count && choices.below(2) == 0)
         if clientTurn {
-            let size = choices.chunk(client.count - clientOffset)
-            let output = filter.fromClient(client[clientOffset..<(clientOffset + size)])
-            clientOffset += size
+            let output = filter.fromClient(choices.chunk(of: client, from: &clientOffset))
             toStore += output.toStore
             toClient += output.toClient
         } else {
-            let size = choices.chunk(store.count - storeOffset)
-            let output = filter.fromStore(store[storeOffset..<(storeOffset + size)])
+            let output = filter.fromStore(choices.chunk(of: store, from: &storeOffset))
             toClient += output.toClient
             toStore += output.toStore
-            storeOffset += size
         }
     }
     require(isSubsequence(store, of: toClient), "store bytes did not all reach the client, in order")
@@ -72,9 +68,7 @@ public func fuzz(_ start: UnsafePointer<UInt8>, _ count: Int) -> CInt {
     var chunkedToClient: [UInt8] = []
     var offset = 0
     while offset < client.count {
-        let size = choices.chunk(client.count - offset)
-        let output = chunkedFilter.fromClient(client[offset..<(offset + size)])
-        offset += size
+        let output = chunkedFilter.fromClient(choices.chunk(of: client, from: &offset))
         chunkedToStore += output.toStore
         chunkedToClient += output.toClient
     }

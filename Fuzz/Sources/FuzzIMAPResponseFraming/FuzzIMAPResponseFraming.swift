@@ -34,9 +34,7 @@ public func fuzz(_ start: UnsafePointer<UInt8>, _ count: Int) -> CInt {
             chunked.skipLiteral(skip)
             offset += skip
         } else {
-            let size = choices.chunk(input.count - offset)
-            input[offset..<(offset + size)].withUnsafeBytes { chunked.consume($0) }
-            offset += size
+            choices.chunk(of: input, from: &offset).withUnsafeBytes { chunked.consume($0) }
         }
         checkConsistent(chunked)
     }

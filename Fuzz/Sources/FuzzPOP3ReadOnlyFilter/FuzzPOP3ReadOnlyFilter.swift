@@ -42,14 +42,10 @@ public func fuzz(_ start: UnsafePointer<UInt8>, _ count: Int) -> CInt {
     while clientOffset < client.count || storeOffset < store.count {
         let clientTurn = storeOffset == store.count || (clientOffset < client.count && choices.below(2) == 0)
         if clientTurn {
-            let size = choices.chunk(client.count - clientOffset)
-            let output = filter.fromClient(client[clientOffset..<(clientOffset + size)])
-            clientOffset += size
+            let output = filter.fromClient(choices.chunk(of: client, from: &clientOffset))
             toStore += output.toStore
         } else {
-            let size = choices.chunk(store.count - storeOffset)
-            _ = filter.fromStore(store[storeOffset..<(storeOffset + size)])
-            storeOffset += size
+            _ = filter.fromStore(choices.chunk(of: store, from: &storeOffset))
         }
     }
     checkCommands(toStore)
@@ -62,9 +58,7 @@ public func fuzz(_ start: UnsafePointer<UInt8>, _ count: Int) -> CInt {
     var chunkedToClient: [UInt8] = []
     var offset = 0
     while offset < client.count {
-        let size = choices.chunk(client.count - offset)
-        let output = chunkedFilter.fromClient(client[offset..<(offset + size)])
-        offset += size
+        let output = chunkedFilter.fromClient(choices.chunk(of: client, from: &offset))
         chunkedToStore += output.toStore
         chunkedToClient += output.toClient
     }

@@ -106,4 +106,11 @@ public struct Choices {
     public mutating func chunk(_ remaining: Int) -> Int {
         maxChunk == .max ? remaining : min(remaining, 1 + below(maxChunk))
     }
+
+    /// The next chunk of `input` from `offset` (before its end), which it moves past the chunk.
+    public mutating func chunk(of input: [UInt8], from offset: inout Int) -> ArraySlice<UInt8> {
+        let size = chunk(input.count - offset)
+        defer { offset += size }
+        return input[offset..<(offset + size)]
+    }
 }

@@ -114,9 +114,7 @@ public func runPreLogin<Checks: PreLoginChecks>(_ machine: some InspectablePreLo
 
     var offset = 0
     while offset < input.count {
-        let size = choices.chunk(input.count - offset)
-        let chunk = input[offset..<(offset + size)]
-        offset += size
+        let chunk = choices.chunk(of: input, from: &offset)
         fed += chunk
         var batch = machine.receive(chunk)
         if finished {
