@@ -23,13 +23,22 @@ struct Transcript: Equatable, CustomStringConvertible {
 
 /// Feeds `input` whole, byte by byte, and split in two at every offset, and checks that the
 /// machine's output is the same every time (swift-nio's ByteToMessageDecoderVerifier idea).
-func assertSplitInvariant<M: PreLoginMachine>(_ make: () -> M, _ input: String,
+/// With a `verdict`, every login is refused with it at once, so what follows a refusal (an
+/// error challenge, say) is checked at every split too.
+func assertSplitInvariant<M: PreLoginMachine>(_ make: () -> M, _ input: String, verdict: LoginFailure? = nil,
                                              file: StaticString = #filePath, line: UInt = #line) -> Transcript {
     let bytes = [UInt8](input)
     func run(_ chunks: [ArraySlice<UInt8>]) -> Transcript {
         var machine = make()
         var transcript = Transcript()
-        for chunk in chunks { transcript.record(machine.receive(chunk)) }
+        for chunk in chunks {
+            var actions = machine.receive(chunk)
+            while !actions.isEmpty {
+                transcript.record(actions)
+                guard let verdict, actions.contains(where: { if case .login = $0 { true } else { false } }) else { break }
+                actions = machine.loginRejected(verdict)
+            }
+        }
         return transcript
     }
     let whole = run([bytes[...]])

@@ -18,32 +18,6 @@ private func bearer(_ mechanism: BearerLogin.Mechanism, _ message: String) -> Be
 
 private let oauthOn = PreLoginConfiguration(oauth: true)
 
-/// Like `assertSplitInvariant`, with a verdict for each login: the machine is told at once,
-/// so the error challenge and what follows it are checked at every split too.
-private func assertSplitInvariant<M: PreLoginMachine>(_ make: () -> M, _ input: String, verdict: LoginFailure,
-                                                      file: StaticString = #filePath, line: UInt = #line) -> Transcript {
-    let bytes = [UInt8](input)
-    func run(_ chunks: [ArraySlice<UInt8>]) -> Transcript {
-        var machine = make()
-        var transcript = Transcript()
-        for chunk in chunks {
-            var actions = machine.receive(chunk)
-            while !actions.isEmpty {
-                transcript.record(actions)
-                actions = actions.contains { if case .login = $0 { return true } else { return false } }
-                    ? machine.loginRejected(verdict) : []
-            }
-        }
-        return transcript
-    }
-    let whole = run([bytes[...]])
-    XCTAssertEqual(run(bytes.indices.map { bytes[$0...$0] }), whole, "byte by byte", file: file, line: line)
-    for split in 0...bytes.count {
-        XCTAssertEqual(run([bytes[..<split], bytes[split...]]), whole, "split at \(split)", file: file, line: line)
-    }
-    return whole
-}
-
 private func loginRequest(_ transcript: Transcript) -> LoginRequest? {
     for event in transcript.events {
         if case .login(let request) = event { return request }
