@@ -172,10 +172,8 @@ final class ReadinessSet: @unchecked Sendable {
 
     private func apply(_ index: Int) {
         let slot = slots[index]
-        guard slot.wanted != slot.applied || (!slot.added && slot.wanted != .none) else { return }
-        if slot.wanted == .none && !slot.added {
-            return
-        }
+        // Not yet in the kernel's set means nothing applied: asking nothing then costs nothing.
+        guard slot.wanted != slot.applied else { return }
         var events: UInt32 = 0
         if slot.wanted.contains(.input) { events |= UInt32(MAILSWITCH_READABLE) | UInt32(MAILSWITCH_READ_HANGUP) }
         if slot.wanted.contains(.output) { events |= UInt32(MAILSWITCH_WRITABLE) }
